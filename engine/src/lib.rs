@@ -1,0 +1,19 @@
+//! `joule-engine`: turns a model file into tokens. No networking lives here.
+//!
+//! Layout:
+//! - [`gguf`]: GGUF v2/v3 reader (and a writer for tests and tools); [`safetensors`]: HF
+//!   safetensors + `config.json`.
+//! - [`tensor`]: stored element types; [`quant`]: block formats and SIMD dot products;
+//!   [`matmul`]: threaded matrix-vector and matrix-matrix products over stored weights.
+//! - [`model`]: hyperparameters, weights and the forward pass of `llama` and `qwen2`.
+//! - [`tokenizer`]: GGUF vocabularies (BPE `gpt2`, SentencePiece `llama`) and `tokenizer.json`,
+//!   and chat templates.
+//! - [`generate`]: a single-sequence generation loop with sampling; [`error`]: the one error type.
+
+pub mod error;
+pub mod gguf;
+pub mod quant;
+pub mod rng;
+pub mod tensor;
+
+pub use error::{EngineError, Result};

@@ -11,9 +11,17 @@
 //! - [`generate`]: a single-sequence generation loop with sampling; [`error`]: the one error type.
 
 pub mod error;
+pub mod generate;
 pub mod gguf;
+pub mod matmul;
+pub mod model;
 pub mod quant;
 pub mod rng;
+pub mod safetensors;
+pub mod sample;
 pub mod tensor;
+pub mod testkit;
+pub mod tokenizer;
 
 pub use error::{EngineError, Result};
+pub use model::{LoadOptions, Model};

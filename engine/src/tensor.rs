@@ -2,6 +2,7 @@
 //! Owns block sizes and byte sizes per type; never does arithmetic on the data.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Element types the engine reads. Discriminants are GGML's type ids as written in GGUF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,5 +97,72 @@ impl<'a> TensorView<'a> {
     pub fn row(&self, r: usize) -> &'a [u8] {
         let rb = self.row_bytes();
         &self.data[r * rb..(r + 1) * rb]
+    }
+}
+
+/// Bytes behind model data: a read-only memory map or an owned buffer.
+#[derive(Debug)]
+pub enum Blob {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Blob {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Blob::Mapped(m) => m,
+            Blob::Owned(v) => v,
+        }
+    }
+}
+
+/// A stored weight matrix of `rows` rows of `cols` elements that owns (a share of) its bytes.
+#[derive(Debug, Clone)]
+pub struct Weight {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    blob: Arc<Blob>,
+    start: usize,
+}
+
+impl Weight {
+    /// A weight whose data starts at `start` in `blob`; the caller checked the extent.
+    pub fn mapped(dtype: DType, rows: usize, cols: usize, blob: Arc<Blob>, start: usize) -> Self {
+        Self {
+            dtype,
+            rows,
+            cols,
+            blob,
+            start,
+        }
+    }
+
+    pub fn owned(dtype: DType, rows: usize, cols: usize, bytes: Vec<u8>) -> Self {
+        Self {
+            dtype,
+            rows,
+            cols,
+            blob: Arc::new(Blob::Owned(bytes)),
+            start: 0,
+        }
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.cols / self.dtype.block_len() * self.dtype.block_bytes()
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.blob.as_slice()[self.start..self.start + self.rows * self.row_bytes()]
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.data()[r * rb..(r + 1) * rb]
+    }
+
+    /// Total bytes (read once per token in decode).
+    pub fn nbytes(&self) -> usize {
+        self.rows * self.row_bytes()
     }
 }

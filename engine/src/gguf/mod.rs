@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{EngineError, Result};
-use crate::tensor::{DType, TensorView};
+use crate::tensor::{Blob, DType, TensorView, Weight};
 
 pub use parse::parse;
 
@@ -116,19 +116,12 @@ pub struct Header {
     pub tensors: Vec<TensorInfo>,
 }
 
-/// The bytes behind a model file: a read-only memory map, or owned bytes (tests, fuzzing).
-#[derive(Debug)]
-enum Bytes {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
 /// An open GGUF file: header plus mapped data.
 #[derive(Debug, Clone)]
 pub struct GgufFile {
     pub path: PathBuf,
     pub header: Arc<Header>,
-    bytes: Arc<Bytes>,
+    bytes: Arc<Blob>,
     index: Arc<BTreeMap<String, usize>>,
 }
 
@@ -139,15 +132,15 @@ impl GgufFile {
         let file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
         // SAFETY: the map is read-only; model files are not modified while they are served.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
-        Self::from_bytes_inner(path, Bytes::Mapped(map))
+        Self::from_bytes_inner(path, Blob::Mapped(map))
     }
 
     /// Parses a file held in memory; `path` is only used in error messages.
     pub fn from_bytes(path: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self> {
-        Self::from_bytes_inner(path.as_ref(), Bytes::Owned(bytes))
+        Self::from_bytes_inner(path.as_ref(), Blob::Owned(bytes))
     }
 
-    fn from_bytes_inner(path: &Path, bytes: Bytes) -> Result<Self> {
+    fn from_bytes_inner(path: &Path, bytes: Blob) -> Result<Self> {
         let header = parse(path, bytes.as_slice())?;
         let index = header
             .tensors
@@ -226,13 +219,17 @@ impl GgufFile {
             data: &self.bytes.as_slice()[info.offset..info.offset + info.size],
         })
     }
-}
 
-impl Bytes {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Bytes::Mapped(m) => m,
-            Bytes::Owned(v) => v,
-        }
+    /// Tensor `name` as a [`Weight`] that keeps the mapping alive.
+    pub fn weight(&self, name: &str) -> Result<Weight> {
+        let v = self.tensor(name)?;
+        let start = self.header.tensors[self.index[name]].offset;
+        Ok(Weight::mapped(
+            v.dtype,
+            v.rows,
+            v.cols,
+            self.bytes.clone(),
+            start,
+        ))
     }
 }

@@ -2,38 +2,12 @@
 
 use super::*;
 use crate::rng::Rng;
-
-/// Random but well-formed blocks of `dtype`: random quants, scales in a sane range.
-pub(crate) fn random_row(dtype: DType, n: usize, rng: &mut Rng) -> Vec<u8> {
-    let nb = n / dtype.block_len();
-    let bb = dtype.block_bytes();
-    let mut out = vec![0u8; nb * bb];
-    rng.fill_bytes(&mut out);
-    let f16 = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
-    for b in out.chunks_exact_mut(bb.max(1)) {
-        match dtype {
-            DType::F32 => b.copy_from_slice(&rng.symmetric(1.0).to_le_bytes()),
-            DType::F16 => b.copy_from_slice(&f16(rng.symmetric(1.0))),
-            DType::BF16 => b.copy_from_slice(
-                &half::bf16::from_f32(rng.symmetric(1.0))
-                    .to_bits()
-                    .to_le_bytes(),
-            ),
-            DType::Q4_0 | DType::Q8_0 => b[..2].copy_from_slice(&f16(rng.symmetric(0.1))),
-            DType::Q4_1 | DType::Q4K => {
-                b[..2].copy_from_slice(&f16(rng.symmetric(0.1)));
-                b[2..4].copy_from_slice(&f16(rng.symmetric(0.1)));
-            }
-            DType::Q6K => b[208..210].copy_from_slice(&f16(rng.symmetric(0.01))),
-        }
-    }
-    out
-}
+use crate::testkit::random_data;
 
 fn check(dtype: DType, k: &Kernels) {
     let mut rng = Rng::new(dtype as u64 + 7);
     for n in [256usize, 512, 1536] {
-        let w = random_row(dtype, n, &mut rng);
+        let w = random_data(dtype, n, 1.0, &mut rng);
         let x: Vec<f32> = (0..n).map(|_| rng.symmetric(2.0)).collect();
         let mut q = vec![BlockQ8::default(); n / QK];
         quantize_row_q8(&x, &mut q);

@@ -1,0 +1,103 @@
+//! Threaded products of stored weights with activations: `out[t][r] = dot(W[r], x[t])` for one
+//! or several weights sharing the same input (Q/K/V, gate/up). Work is split over row ranges of
+//! all weights at once so one parallel region covers the group; each task sweeps its rows over a
+//! tile of tokens so a weight row is read from memory once per tile, not once per token.
+
+use rayon::prelude::*;
+
+use crate::quant::{ActRow, BlockQ8, Kernels, QK, quantize_row_q8, wants_q8};
+use crate::tensor::Weight;
+
+/// `n` rows of activations of width `cols`, with their int8 form when a weight needs it.
+#[derive(Debug, Default)]
+pub struct Acts {
+    pub n: usize,
+    pub cols: usize,
+    pub f: Vec<f32>,
+    pub q8: Vec<BlockQ8>,
+}
+
+impl Acts {
+    /// Takes `f` (`n * cols` values) and quantizes it if `need_q8`.
+    pub fn prepare(&mut self, n: usize, cols: usize, need_q8: bool) {
+        self.n = n;
+        self.cols = cols;
+        debug_assert_eq!(self.f.len(), n * cols);
+        if need_q8 {
+            debug_assert_eq!(cols % QK, 0);
+            self.q8.resize(n * cols / QK, BlockQ8::default());
+            let nb = cols / QK;
+            self.f
+                .par_chunks(cols)
+                .zip(self.q8.par_chunks_mut(nb))
+                .for_each(|(x, q)| quantize_row_q8(x, q));
+        }
+    }
+
+    fn row(&self, t: usize) -> ActRow<'_> {
+        let nb = self.cols / QK;
+        let q8 = if self.q8.len() >= (t + 1) * nb {
+            &self.q8[t * nb..(t + 1) * nb]
+        } else {
+            &[]
+        };
+        ActRow {
+            f: &self.f[t * self.cols..(t + 1) * self.cols],
+            q8,
+        }
+    }
+}
+
+/// Whether any of `ws` needs int8 activations.
+pub fn needs_q8(ws: &[&Weight]) -> bool {
+    ws.iter().any(|w| wants_q8(w.dtype))
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint (token, row) cells of each output; see `matmul`.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Tokens per tile: a tile's int8 activations stay in L1/L2 while the rows stream past.
+const TOKEN_TILE: usize = 32;
+
+/// `outs[i][t * ws[i].rows + r] = dot(ws[i] row r, x row t)` for every weight, row and token.
+pub fn matmul(k: &Kernels, ws: &[&Weight], x: &Acts, outs: &mut [&mut [f32]]) {
+    assert_eq!(ws.len(), outs.len());
+    for (w, o) in ws.iter().zip(outs.iter()) {
+        assert_eq!(w.cols, x.cols, "weight width and activation width differ");
+        assert!(o.len() >= x.n * w.rows);
+    }
+    let ptrs: Vec<OutPtr> = outs.iter_mut().map(|o| OutPtr(o.as_mut_ptr())).collect();
+    let total_rows: usize = ws.iter().map(|w| w.rows).sum();
+    let threads = rayon::current_num_threads();
+    // Enough tasks to balance, few enough that scheduling stays cheap.
+    let chunk = (total_rows / (threads * 8)).clamp(8, 256);
+    let tasks: Vec<(usize, usize, usize)> = ws
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| {
+            (0..w.rows)
+                .step_by(chunk)
+                .map(move |r| (i, r, (r + chunk).min(w.rows)))
+        })
+        .collect();
+    tasks.par_iter().for_each(|&(i, r0, r1)| {
+        let w = ws[i];
+        let dot = k.dot(w.dtype);
+        let out = ptrs[i];
+        for t0 in (0..x.n).step_by(TOKEN_TILE) {
+            let t1 = (t0 + TOKEN_TILE).min(x.n);
+            for r in r0..r1 {
+                let row = w.row(r);
+                for t in t0..t1 {
+                    let v = dot(row, x.row(t));
+                    // SAFETY: (t, r) is written by this task only and lies inside `outs[i]`
+                    // (checked above: len >= n * rows).
+                    unsafe { *out.0.add(t * w.rows + r) = v };
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,289 @@
+//! Small random-weight models of real shape, written as GGUF or HF safetensors, for tests,
+//! fuzz seeds and the reference fixtures (`tests/reference/`). Deterministic: the same spec
+//! always gives the same bytes, so a fixture computed from a file matches the file a test writes.
+
+use std::path::{Path, PathBuf};
+
+use crate::gguf::Value;
+use crate::gguf::write::GgufWriter;
+use crate::rng::Rng;
+use crate::tensor::DType;
+
+/// One tiny model.
+#[derive(Debug, Clone, Copy)]
+pub struct TinySpec {
+    pub name: &'static str,
+    /// `llama` or `qwen2`.
+    pub arch: &'static str,
+    /// Type of every matrix (embedding and output included).
+    pub dtype: DType,
+    /// Write HF safetensors + config.json instead of GGUF.
+    pub safetensors: bool,
+    pub dim: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub tied: bool,
+}
+
+const fn spec(
+    name: &'static str,
+    arch: &'static str,
+    dtype: DType,
+    safetensors: bool,
+    dim: usize,
+) -> TinySpec {
+    let qwen = matches!(arch.as_bytes(), b"qwen2");
+    TinySpec {
+        name,
+        arch,
+        dtype,
+        safetensors,
+        dim,
+        ffn: dim * 2,
+        vocab: 512,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        tied: !qwen,
+    }
+}
+
+/// The tiny models the reference fixtures cover: both architectures, every tensor type.
+pub const TINY_MODELS: [TinySpec; 12] = [
+    spec("llama-f32", "llama", DType::F32, false, 64),
+    spec("llama-f16", "llama", DType::F16, false, 64),
+    spec("llama-bf16", "llama", DType::BF16, false, 64),
+    spec("llama-q8_0", "llama", DType::Q8_0, false, 64),
+    spec("llama-q4_0", "llama", DType::Q4_0, false, 64),
+    spec("llama-q4_1", "llama", DType::Q4_1, false, 64),
+    spec("llama-q4_k", "llama", DType::Q4K, false, 256),
+    spec("llama-q6_k", "llama", DType::Q6K, false, 256),
+    spec("qwen2-q8_0", "qwen2", DType::Q8_0, false, 64),
+    spec("qwen2-f16", "qwen2", DType::F16, false, 64),
+    spec("llama-st-f32", "llama", DType::F32, true, 64),
+    spec("qwen2-st-bf16", "qwen2", DType::BF16, true, 64),
+];
+
+/// Random, well-formed encoded data for `n` values of `dtype` with roughly `scale` magnitude.
+pub fn random_data(dtype: DType, n: usize, scale: f32, rng: &mut Rng) -> Vec<u8> {
+    let bb = dtype.block_bytes();
+    let mut out = vec![0u8; n / dtype.block_len() * bb];
+    rng.fill_bytes(&mut out);
+    let f16 = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
+    for b in out.chunks_exact_mut(bb) {
+        match dtype {
+            DType::F32 => b.copy_from_slice(&rng.symmetric(scale).to_le_bytes()),
+            DType::F16 => b.copy_from_slice(&f16(rng.symmetric(scale))),
+            DType::BF16 => b.copy_from_slice(
+                &half::bf16::from_f32(rng.symmetric(scale))
+                    .to_bits()
+                    .to_le_bytes(),
+            ),
+            DType::Q8_0 => b[..2].copy_from_slice(&f16(scale / 127.0 * (0.5 + rng.next_f32()))),
+            DType::Q4_0 => b[..2].copy_from_slice(&f16(scale / 8.0 * (0.5 + rng.next_f32()))),
+            DType::Q4_1 => {
+                b[..2].copy_from_slice(&f16(scale / 8.0 * (0.5 + rng.next_f32())));
+                b[2..4].copy_from_slice(&f16(-scale * (0.5 + rng.next_f32())));
+            }
+            DType::Q4K => {
+                // 6-bit sub-scales and mins multiply d and dmin.
+                b[..2].copy_from_slice(&f16(scale / 8.0 / 48.0));
+                b[2..4].copy_from_slice(&f16(scale / 48.0));
+            }
+            DType::Q6K => b[208..210].copy_from_slice(&f16(scale / 32.0 / 64.0)),
+        }
+    }
+    out
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// (name, [rows, cols], dtype, data) of every tensor, in GGUF naming.
+fn tensors(s: &TinySpec) -> Vec<(String, [usize; 2], DType, Vec<u8>)> {
+    let mut rng = Rng::new(s.name.bytes().fold(0xC0FFEEu64, |h, b| {
+        h.wrapping_mul(31).wrapping_add(b.into())
+    }));
+    let hd = s.dim / s.heads;
+    let (q, kv) = (s.dim, s.kv_heads * hd);
+    let mut out = Vec::new();
+    let mat = |name: String, rows: usize, cols: usize, rng: &mut Rng| {
+        let scale = 1.5 / (cols as f32).sqrt();
+        (
+            name,
+            [rows, cols],
+            s.dtype,
+            random_data(s.dtype, rows * cols, scale, rng),
+        )
+    };
+    let norm = |name: String, n: usize, rng: &mut Rng| {
+        let v: Vec<f32> = (0..n).map(|_| 1.0 + rng.symmetric(0.2)).collect();
+        (name, [1, n], DType::F32, f32_bytes(&v))
+    };
+    let bias = |name: String, n: usize, rng: &mut Rng| {
+        let v: Vec<f32> = (0..n).map(|_| rng.symmetric(0.5)).collect();
+        (name, [1, n], DType::F32, f32_bytes(&v))
+    };
+    out.push(mat("token_embd.weight".into(), s.vocab, s.dim, &mut rng));
+    for i in 0..s.layers {
+        out.push(norm(format!("blk.{i}.attn_norm.weight"), s.dim, &mut rng));
+        out.push(mat(format!("blk.{i}.attn_q.weight"), q, s.dim, &mut rng));
+        out.push(mat(format!("blk.{i}.attn_k.weight"), kv, s.dim, &mut rng));
+        out.push(mat(format!("blk.{i}.attn_v.weight"), kv, s.dim, &mut rng));
+        if s.arch == "qwen2" {
+            out.push(bias(format!("blk.{i}.attn_q.bias"), q, &mut rng));
+            out.push(bias(format!("blk.{i}.attn_k.bias"), kv, &mut rng));
+            out.push(bias(format!("blk.{i}.attn_v.bias"), kv, &mut rng));
+        }
+        out.push(mat(
+            format!("blk.{i}.attn_output.weight"),
+            s.dim,
+            q,
+            &mut rng,
+        ));
+        out.push(norm(format!("blk.{i}.ffn_norm.weight"), s.dim, &mut rng));
+        out.push(mat(
+            format!("blk.{i}.ffn_gate.weight"),
+            s.ffn,
+            s.dim,
+            &mut rng,
+        ));
+        out.push(mat(
+            format!("blk.{i}.ffn_up.weight"),
+            s.ffn,
+            s.dim,
+            &mut rng,
+        ));
+        out.push(mat(
+            format!("blk.{i}.ffn_down.weight"),
+            s.dim,
+            s.ffn,
+            &mut rng,
+        ));
+    }
+    out.push(norm("output_norm.weight".into(), s.dim, &mut rng));
+    if !s.tied {
+        out.push(mat("output.weight".into(), s.vocab, s.dim, &mut rng));
+    }
+    out
+}
+
+/// The GGUF bytes of `s` (no tokenizer: logits tests feed token ids).
+pub fn gguf_bytes(s: &TinySpec) -> Vec<u8> {
+    let mut w = GgufWriter::new();
+    let a = s.arch;
+    let u32v = |v: usize| Value::U32(v as u32);
+    w.meta("general.architecture", Value::String(a.into()))
+        .meta("general.name", Value::String(format!("tiny-{}", s.name)))
+        .meta(&format!("{a}.block_count"), u32v(s.layers))
+        .meta(&format!("{a}.context_length"), u32v(256))
+        .meta(&format!("{a}.embedding_length"), u32v(s.dim))
+        .meta(&format!("{a}.feed_forward_length"), u32v(s.ffn))
+        .meta(&format!("{a}.attention.head_count"), u32v(s.heads))
+        .meta(&format!("{a}.attention.head_count_kv"), u32v(s.kv_heads))
+        .meta(
+            &format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        )
+        .meta(&format!("{a}.rope.freq_base"), Value::F32(10_000.0));
+    for (name, [rows, cols], dtype, data) in tensors(s) {
+        let dims: Vec<u64> = if rows == 1 {
+            vec![cols as u64]
+        } else {
+            vec![cols as u64, rows as u64]
+        };
+        w.tensor(&name, &dims, dtype, data);
+    }
+    w.to_bytes()
+}
+
+fn hf_name(gguf: &str) -> String {
+    let map = [
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+        ("output.weight", "lm_head.weight"),
+    ];
+    if let Some((_, hf)) = map.iter().find(|(g, _)| *g == gguf) {
+        return hf.to_string();
+    }
+    let rest = gguf.strip_prefix("blk.").unwrap_or(gguf);
+    let (layer, t) = rest.split_once('.').unwrap_or(("0", rest));
+    let t = match t {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_q.bias" => "self_attn.q_proj.bias",
+        "attn_k.bias" => "self_attn.k_proj.bias",
+        "attn_v.bias" => "self_attn.v_proj.bias",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        _ => "mlp.down_proj.weight",
+    };
+    format!("model.layers.{layer}.{t}")
+}
+
+/// `model.safetensors` bytes and `config.json` text of `s` (float types only).
+pub fn safetensors_files(s: &TinySpec) -> (Vec<u8>, String) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, [rows, cols], dtype, bytes) in tensors(s) {
+        let shape = if rows == 1 {
+            vec![cols]
+        } else {
+            vec![rows, cols]
+        };
+        let start = data.len();
+        data.extend_from_slice(&bytes);
+        header.insert(
+            hf_name(&name),
+            serde_json::json!({"dtype": dtype.to_string(), "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut h = serde_json::to_vec(&header).unwrap_or_default();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut file = (h.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&h);
+    file.extend_from_slice(&data);
+    let config = serde_json::json!({
+        "model_type": s.arch,
+        "hidden_size": s.dim,
+        "intermediate_size": s.ffn,
+        "num_hidden_layers": s.layers,
+        "num_attention_heads": s.heads,
+        "num_key_value_heads": s.kv_heads,
+        "vocab_size": s.vocab,
+        "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": s.tied,
+    });
+    (
+        file,
+        serde_json::to_string_pretty(&config).unwrap_or_default(),
+    )
+}
+
+/// Writes `s` under `dir` and returns the path to load: `NAME.gguf` or the directory `NAME/`.
+pub fn write(s: &TinySpec, dir: &Path) -> std::io::Result<PathBuf> {
+    if s.safetensors {
+        let d = dir.join(s.name);
+        std::fs::create_dir_all(&d)?;
+        let (st, cfg) = safetensors_files(s);
+        std::fs::write(d.join("model.safetensors"), st)?;
+        std::fs::write(d.join("config.json"), cfg)?;
+        Ok(d)
+    } else {
+        let p = dir.join(format!("{}.gguf", s.name));
+        std::fs::write(&p, gguf_bytes(s))?;
+        Ok(p)
+    }
+}

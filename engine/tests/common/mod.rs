@@ -1,0 +1,64 @@
+//! Shared helpers of the engine's integration tests: where the default model and the reference
+//! fixtures are, and how logits are compared.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The default model, fetched by `deploy/fetch-default-model.sh`. Tests that need it fail with
+/// that instruction rather than skip.
+pub fn default_model() -> PathBuf {
+    let home = std::env::var_os("JOULE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/joule")
+        });
+    let p = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run deploy/fetch-default-model.sh first",
+        p.display()
+    );
+    p
+}
+
+/// `tests/reference/fixtures/NAME` at the repository root.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/reference/fixtures")
+        .join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("array of floats")
+        .iter()
+        .map(|x| x.as_f64().expect("float") as f32)
+        .collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The largest absolute difference between `got[ids[i]]` and `want[i]`.
+pub fn max_diff(got: &[f32], ids: &[u32], want: &[f32]) -> f32 {
+    ids.iter()
+        .zip(want)
+        .map(|(&i, &w)| (got[i as usize] - w).abs())
+        .fold(0.0, f32::max)
+}

@@ -22,13 +22,16 @@ rows as float32, shortest round-trip decimals; a 1-D tensor is one row)}.
 --act-quant models how the engine feeds activations to quantized weights: like
 GGML's Q8_1 path, it quantizes the input vector of every product with a
 quantized (non-F32/F16/BF16) weight to int8 per block of 32 values (scale
-d = max|x| / 127, q = round-half-away(x / d)) and multiplies the weight with
-d * q. That rounding moves the logits by a few tenths on 4-bit models, so
-matching the engine's greedy tokens exactly over 32 steps needs the reference
-to apply it too: see int8_round_trip. It covers Q/K/V, attention output,
+d = max|x| / 127, q = round-half-away(x * (1/d))) and multiplies the weight
+with d * q (see int8_round_trip). That rounding moves the logits by tenths on
+4-bit models, enough to change near-tied greedy tokens, so a greedy match over
+32 tokens needs the reference to model it. It covers Q/K/V, attention output,
 gate/up/down and the output projection (token_embd when tied); the embedding
 lookup is not a product and F32/F16/BF16 weights (all safetensors) are
-untouched. Without the flag the activations stay exact float64.
+untouched. Without the flag the activations stay exact float64. The rounding
+is not reproduced bit for bit: float64 vs the engine's float32 arithmetic
+flips a few round-half decisions, and each flip moves the logits of a small
+model by up to ~0.3 (SmolLM2-135M Q4_1), so compare values with that slack.
 
 Weight convention everywhere below: a linear layer is a [out, in] matrix and
 y = W @ x (the PyTorch layout). GGUF lists shapes reversed (ne0, the contiguous

@@ -5,52 +5,39 @@
 
 use rayon::prelude::*;
 
-use crate::quant::{ActRow, BlockQ8, Kernels, QK, quantize_row_q8, wants_q8};
+use crate::quant::{wants_q, ActRow, Kernels, QActs};
 use crate::tensor::Weight;
 
-/// `n` rows of activations of width `cols`, with their int8 form when a weight needs it.
+/// `n` rows of activations of width `cols`, with their integer form when a weight needs it.
 #[derive(Debug, Default)]
 pub struct Acts {
     pub n: usize,
     pub cols: usize,
     pub f: Vec<f32>,
-    pub q8: Vec<BlockQ8>,
+    pub q: QActs,
 }
 
 impl Acts {
-    /// Takes `f` (`n * cols` values) and quantizes it if `need_q8`.
-    pub fn prepare(&mut self, n: usize, cols: usize, need_q8: bool) {
+    /// Takes `f` (`n * cols` values) and quantizes it if `need_q`.
+    pub fn prepare(&mut self, n: usize, cols: usize, need_q: bool) {
         self.n = n;
         self.cols = cols;
         debug_assert_eq!(self.f.len(), n * cols);
-        if need_q8 {
-            debug_assert_eq!(cols % QK, 0);
-            self.q8.resize(n * cols / QK, BlockQ8::default());
-            let nb = cols / QK;
-            self.f
-                .par_chunks(cols)
-                .zip(self.q8.par_chunks_mut(nb))
-                .for_each(|(x, q)| quantize_row_q8(x, q));
+        if need_q {
+            self.q.quantize(&self.f, cols);
+        } else {
+            self.q.d.clear();
         }
     }
 
     fn row(&self, t: usize) -> ActRow<'_> {
-        let nb = self.cols / QK;
-        let q8 = if self.q8.len() >= (t + 1) * nb {
-            &self.q8[t * nb..(t + 1) * nb]
-        } else {
-            &[]
-        };
-        ActRow {
-            f: &self.f[t * self.cols..(t + 1) * self.cols],
-            q8,
-        }
+        self.q.row(&self.f[t * self.cols..(t + 1) * self.cols], t, self.cols)
     }
 }
 
-/// Whether any of `ws` needs int8 activations.
-pub fn needs_q8(ws: &[&Weight]) -> bool {
-    ws.iter().any(|w| wants_q8(w.dtype))
+/// Whether any of `ws` needs integer activations.
+pub fn needs_q(ws: &[&Weight]) -> bool {
+    ws.iter().any(|w| wants_q(w.dtype))
 }
 
 #[derive(Clone, Copy)]
@@ -85,7 +72,7 @@ pub fn matmul(k: &Kernels, ws: &[&Weight], x: &Acts, outs: &mut [&mut [f32]]) {
         .collect();
     tasks.par_iter().for_each(|&(i, r0, r1)| {
         let w = ws[i];
-        let dot = k.dot(w.dtype);
+        let dot = k.dot(w.dtype, w.packed);
         let out = ptrs[i];
         for t0 in (0..x.n).step_by(TOKEN_TILE) {
             let t1 = (t0 + TOKEN_TILE).min(x.n);

@@ -122,6 +122,8 @@ pub struct Weight {
     pub dtype: DType,
     pub rows: usize,
     pub cols: usize,
+    /// Rows rearranged by [`crate::quant::pack`] for the SIMD kernels.
+    pub packed: bool,
     blob: Arc<Blob>,
     start: usize,
 }
@@ -133,6 +135,7 @@ impl Weight {
             dtype,
             rows,
             cols,
+            packed: false,
             blob,
             start,
         }
@@ -143,6 +146,7 @@ impl Weight {
             dtype,
             rows,
             cols,
+            packed: false,
             blob: Arc::new(Blob::Owned(bytes)),
             start: 0,
         }
@@ -159,6 +163,19 @@ impl Weight {
     pub fn row(&self, r: usize) -> &[u8] {
         let rb = self.row_bytes();
         &self.data()[r * rb..(r + 1) * rb]
+    }
+
+    /// This weight in the layout `k` computes fastest on (repacked into owned memory if needed).
+    pub fn for_kernels(self, k: &crate::quant::Kernels) -> Self {
+        if self.packed || !k.packs(self.dtype) {
+            return self;
+        }
+        let mut bytes = vec![0u8; self.nbytes()];
+        let rb = self.row_bytes();
+        for (r, out) in bytes.chunks_exact_mut(rb).enumerate() {
+            crate::quant::pack::pack_row(self.dtype, self.row(r), out);
+        }
+        Self { packed: true, ..Self::owned(self.dtype, self.rows, self.cols, bytes) }
     }
 
     /// Total bytes (read once per token in decode).

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use super::Model;
 use super::config::{Config, RopeLayout};
 use crate::error::{EngineError, Result};
-use crate::matmul::{Acts, matmul, needs_q8};
+use crate::matmul::{Acts, matmul, needs_q};
 use crate::quant::dequantize_row;
 
 /// Keys and values of one sequence, per layer, `[position][kv_dim]` in f32.
@@ -101,7 +101,7 @@ impl Model {
 
         for (li, l) in w.layers.iter().enumerate() {
             rms_norm_into(&x, &l.attn_norm, c.norm_eps, dim, &mut acts.f);
-            acts.prepare(n, dim, needs_q8(&[&l.wq, &l.wk, &l.wv]));
+            acts.prepare(n, dim, needs_q(&[&l.wq, &l.wk, &l.wv]));
             matmul(
                 k,
                 &[&l.wq, &l.wk, &l.wv],
@@ -122,12 +122,12 @@ impl Model {
 
             acts.f.clear();
             acts.f.extend_from_slice(&att);
-            acts.prepare(n, qd, needs_q8(&[&l.wo]));
+            acts.prepare(n, qd, needs_q(&[&l.wo]));
             matmul(k, &[&l.wo], &acts, &mut [&mut proj]);
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
 
             rms_norm_into(&x, &l.ffn_norm, c.norm_eps, dim, &mut acts.f);
-            acts.prepare(n, dim, needs_q8(&[&l.w_gate, &l.w_up]));
+            acts.prepare(n, dim, needs_q(&[&l.w_gate, &l.w_up]));
             matmul(k, &[&l.w_gate, &l.w_up], &acts, &mut [&mut gate, &mut up]);
             acts.f.clear();
             acts.f.extend(
@@ -135,7 +135,7 @@ impl Model {
                     .zip(&up)
                     .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u),
             );
-            acts.prepare(n, c.ffn_dim, needs_q8(&[&l.w_down]));
+            acts.prepare(n, c.ffn_dim, needs_q(&[&l.w_down]));
             matmul(k, &[&l.w_down], &acts, &mut [&mut proj]);
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
         }
@@ -147,7 +147,7 @@ impl Model {
         };
         rms_norm_into(rows, &w.out_norm, c.norm_eps, dim, &mut acts.f);
         let m = rows.len() / dim;
-        acts.prepare(m, dim, needs_q8(&[&w.output]));
+        acts.prepare(m, dim, needs_q(&[&w.output]));
         let mut logits = vec![0f32; m * c.vocab];
         matmul(k, &[&w.output], &acts, &mut [&mut logits]);
         logits

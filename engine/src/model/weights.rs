@@ -169,6 +169,26 @@ impl Weights {
         })
     }
 
+    /// Every matrix in the layout `k` runs fastest on. The embedding table stays as stored (rows
+    /// are looked up, not multiplied); a tied output projection gets its own repacked copy.
+    pub fn for_kernels(self, k: &crate::quant::Kernels) -> Self {
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| LayerWeights {
+                wq: l.wq.for_kernels(k),
+                wk: l.wk.for_kernels(k),
+                wv: l.wv.for_kernels(k),
+                wo: l.wo.for_kernels(k),
+                w_gate: l.w_gate.for_kernels(k),
+                w_up: l.w_up.for_kernels(k),
+                w_down: l.w_down.for_kernels(k),
+                ..l
+            })
+            .collect();
+        Self { output: self.output.for_kernels(k), layers, ..self }
+    }
+
     /// Bytes of weights read to decode one token (every matrix once, one embedding row).
     pub fn bytes_per_token(&self) -> usize {
         let per_layer: usize = self

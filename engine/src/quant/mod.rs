@@ -1,12 +1,17 @@
 //! Quantized block formats and the dot products the matrix kernels are built from.
 //!
 //! Weights stay in their stored blocks: a row is never expanded to f32 to multiply it. Activations
-//! feeding a quantized weight are quantized once per row to [`BlockQ8`] (32 int8 values with an f32
-//! scale, like GGML's Q8_1) and the dot product runs on the integer blocks; float weights
-//! (F32/F16/BF16) are dotted with the f32 activations directly. The SIMD level is chosen once at
-//! run time ([`Kernels::detect`]): AVX-512 VNNI, AVX2+FMA+F16C, or the portable scalar code, which
-//! is also the reference the SIMD paths are tested against.
+//! feeding a quantized weight are quantized once per row, per block of 32, to 16-bit integers
+//! split in two int8 planes (`q = 255 * hi + lo`, [`QActs`]), so the products run on the int8
+//! dot instructions (VNNI `vpdpbusd`, AVX2 `vpmaddubsw`) twice while the activation rounding error
+//! stays 256 times below plain int8 (GGML's Q8_1): logits track an f64 reference to ~1e-3.
+//! Float weights (F32/F16/BF16) are dotted with the f32 activations directly.
+//!
+//! The SIMD level is chosen once at run time ([`Kernels::detect`]): AVX-512 VNNI (with weights
+//! repacked at load time by [`pack`] for 512-bit loads), AVX2+FMA+F16C, or the portable scalar
+//! code, which is also the reference the SIMD paths are tested against.
 
+pub mod pack;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -17,35 +22,65 @@ use crate::tensor::DType;
 
 /// Elements per activation block.
 pub const QK: usize = 32;
+/// Largest |q| of a quantized activation: both planes stay within ±127.
+pub const QMAX: f32 = 127.0 * 255.0;
 
-/// One block of 32 activations quantized to int8: `x[i] ≈ d * qs[i]`.
-#[derive(Debug, Clone, Copy, Default)]
-#[repr(C, align(8))]
-pub struct BlockQ8 {
-    /// Scale.
-    pub d: f32,
-    /// `d * sum(qs)`: folds the offsets of Q4_0/Q4_1/Q4_K into one multiply.
-    pub s: f32,
-    /// Sums of the two halves of `qs` (Q6_K's 16-element groups need them).
-    pub half_sums: [i16; 2],
-    pub qs: [i8; QK],
+/// `n` rows of activations quantized per block of 32: `x ≈ d * (255 * hi + lo)`.
+#[derive(Debug, Default, Clone)]
+pub struct QActs {
+    pub hi: Vec<i8>,
+    pub lo: Vec<i8>,
+    /// Scale per block.
+    pub d: Vec<f32>,
+    /// `d * sum(q)` per block: folds the offsets of Q4_0/Q4_1/Q4_K/Q8_0 into one multiply.
+    pub s: Vec<f32>,
+    /// `sum(q)` of each half block (Q6_K's 16-element groups need them).
+    pub h16: Vec<i32>,
 }
 
-/// Quantizes one row of activations (`x.len()` a multiple of 32) into `out`.
-pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
-    debug_assert_eq!(x.len(), out.len() * QK);
-    for (chunk, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut sums = [0i32; 2];
-        for (i, (q, v)) in b.qs.iter_mut().zip(chunk).enumerate() {
-            *q = (v * id).round() as i8;
-            sums[i / 16] += i32::from(*q);
+impl QActs {
+    /// Quantizes `x` (rows of `cols`, a multiple of 32) into `self`, reusing its buffers.
+    pub fn quantize(&mut self, x: &[f32], cols: usize) {
+        let nb = x.len() / QK;
+        self.hi.resize(x.len(), 0);
+        self.lo.resize(x.len(), 0);
+        self.d.resize(nb, 0.0);
+        self.s.resize(nb, 0.0);
+        self.h16.resize(2 * nb, 0);
+        debug_assert_eq!(cols % QK, 0);
+        for (b, chunk) in x.chunks_exact(QK).enumerate() {
+            let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / QMAX;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut sums = [0i32; 2];
+            for (i, v) in chunk.iter().enumerate() {
+                let q = (v * id).round() as i32;
+                let hi = (q as f32 / 255.0).round() as i32;
+                self.hi[b * QK + i] = hi as i8;
+                self.lo[b * QK + i] = (q - 255 * hi) as i8;
+                sums[i / 16] += q;
+            }
+            self.d[b] = d;
+            self.s[b] = d * (sums[0] + sums[1]) as f32;
+            self.h16[2 * b] = sums[0];
+            self.h16[2 * b + 1] = sums[1];
         }
-        b.d = d;
-        b.s = d * (sums[0] + sums[1]) as f32;
-        b.half_sums = [sums[0] as i16, sums[1] as i16];
+    }
+
+    /// Row `t` of rows `cols` wide, with its f32 form `f`.
+    pub fn row<'a>(&'a self, f: &'a [f32], t: usize, cols: usize) -> ActRow<'a> {
+        let nb = cols / QK;
+        if self.d.len() < (t + 1) * nb {
+            return ActRow { f, hi: &[], lo: &[], d: &[], s: &[], h16: &[] };
+        }
+        ActRow {
+            f,
+            hi: &self.hi[t * cols..(t + 1) * cols],
+            lo: &self.lo[t * cols..(t + 1) * cols],
+            d: &self.d[t * nb..(t + 1) * nb],
+            s: &self.s[t * nb..(t + 1) * nb],
+            h16: &self.h16[2 * t * nb..2 * (t + 1) * nb],
+        }
     }
 }
 
@@ -53,7 +88,31 @@ pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
 #[derive(Debug, Clone, Copy)]
 pub struct ActRow<'a> {
     pub f: &'a [f32],
-    pub q8: &'a [BlockQ8],
+    pub hi: &'a [i8],
+    pub lo: &'a [i8],
+    pub d: &'a [f32],
+    pub s: &'a [f32],
+    pub h16: &'a [i32],
+}
+
+impl<'a> ActRow<'a> {
+    /// The row without its first `n` blocks (a kernel's tail).
+    pub fn skip_blocks(&self, n: usize) -> ActRow<'a> {
+        ActRow {
+            f: self.f.get(n * QK..).unwrap_or_default(),
+            hi: &self.hi[n * QK..],
+            lo: &self.lo[n * QK..],
+            d: &self.d[n..],
+            s: &self.s[n..],
+            h16: &self.h16[2 * n..],
+        }
+    }
+
+    /// The 16-bit value of element `i`.
+    #[inline]
+    pub fn q(&self, i: usize) -> i32 {
+        255 * i32::from(self.hi[i]) + i32::from(self.lo[i])
+    }
 }
 
 /// A dot product of one stored weight row with one activation row.
@@ -71,6 +130,8 @@ pub struct Kernels {
     f32: DotFn,
     f16: DotFn,
     bf16: DotFn,
+    /// Dot products over rows repacked by [`pack::pack_row`], where this level has them.
+    packed: fn(DType) -> Option<DotFn>,
 }
 
 impl Kernels {
@@ -86,6 +147,7 @@ impl Kernels {
             f32: scalar::dot_f32,
             f16: scalar::dot_f16,
             bf16: scalar::dot_bf16,
+            packed: |_| None,
         }
     }
 
@@ -105,8 +167,13 @@ impl Kernels {
         })
     }
 
-    /// The dot product for weights of `dtype`.
-    pub fn dot(&self, dtype: DType) -> DotFn {
+    /// The dot product for weights of `dtype`, stored as in the file or repacked.
+    pub fn dot(&self, dtype: DType, packed: bool) -> DotFn {
+        if packed {
+            if let Some(f) = (self.packed)(dtype) {
+                return f;
+            }
+        }
         match dtype {
             DType::Q4_0 => self.q4_0,
             DType::Q4_1 => self.q4_1,
@@ -118,10 +185,15 @@ impl Kernels {
             DType::BF16 => self.bf16,
         }
     }
+
+    /// Whether this level wants rows of `dtype` repacked.
+    pub fn packs(&self, dtype: DType) -> bool {
+        (self.packed)(dtype).is_some()
+    }
 }
 
-/// Whether weights of `dtype` are dotted with int8-quantized activations.
-pub fn wants_q8(dtype: DType) -> bool {
+/// Whether weights of `dtype` are dotted with integer-quantized activations.
+pub fn wants_q(dtype: DType) -> bool {
     !matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
 }
 

@@ -1,9 +1,9 @@
 //! Portable reference kernels: dequantization of every stored type and the dot products with
-//! [`BlockQ8`] activations. The SIMD kernels must agree with these.
+//! [`super::QActs`] activations. The SIMD kernels must agree with these.
 
 use half::{bf16, f16};
 
-use super::{ActRow, BlockQ8, QK};
+use super::{ActRow, QK};
 use crate::tensor::DType;
 
 #[inline]
@@ -107,57 +107,57 @@ pub(super) fn dequantize_row(dtype: DType, row: &[u8], out: &mut [f32]) {
     }
 }
 
+/// `sum(w[i] * q[i])` over one activation block starting at element `at`.
 #[inline]
-fn idot(w: impl Iterator<Item = i32>, a: &[i8]) -> i32 {
-    w.zip(a).map(|(w, &a)| w * i32::from(a)).sum()
+fn idot(w: impl Iterator<Item = i32>, a: &ActRow<'_>, at: usize) -> i32 {
+    w.enumerate().map(|(i, w)| w * a.q(at + i)).sum()
 }
 
 pub(super) fn dot_q4_0(w: &[u8], a: ActRow<'_>) -> f32 {
     w.chunks_exact(18)
-        .zip(a.q8)
-        .map(|(b, q)| {
-            let qs = &b[2..18];
-            let lo = idot(qs.iter().map(|&x| i32::from(x & 0xF)), &q.qs[..16]);
-            let hi = idot(qs.iter().map(|&x| i32::from(x >> 4)), &q.qs[16..]);
-            let d = f16_at(b, 0);
-            d * q.d * (lo + hi) as f32 - 8.0 * d * q.s
+        .enumerate()
+        .map(|(b, blk)| {
+            let qs = &blk[2..18];
+            let nib = qs.iter().map(|&x| i32::from(x & 0xF)).chain(qs.iter().map(|&x| i32::from(x >> 4)));
+            let d = f16_at(blk, 0);
+            d * a.d[b] * idot(nib, &a, b * QK) as f32 - 8.0 * d * a.s[b]
         })
         .sum()
 }
 
 pub(super) fn dot_q4_1(w: &[u8], a: ActRow<'_>) -> f32 {
     w.chunks_exact(20)
-        .zip(a.q8)
-        .map(|(b, q)| {
-            let qs = &b[4..20];
-            let lo = idot(qs.iter().map(|&x| i32::from(x & 0xF)), &q.qs[..16]);
-            let hi = idot(qs.iter().map(|&x| i32::from(x >> 4)), &q.qs[16..]);
-            f16_at(b, 0) * q.d * (lo + hi) as f32 + f16_at(b, 2) * q.s
+        .enumerate()
+        .map(|(b, blk)| {
+            let qs = &blk[4..20];
+            let nib = qs.iter().map(|&x| i32::from(x & 0xF)).chain(qs.iter().map(|&x| i32::from(x >> 4)));
+            f16_at(blk, 0) * a.d[b] * idot(nib, &a, b * QK) as f32 + f16_at(blk, 2) * a.s[b]
         })
         .sum()
 }
 
 pub(super) fn dot_q8_0(w: &[u8], a: ActRow<'_>) -> f32 {
     w.chunks_exact(34)
-        .zip(a.q8)
-        .map(|(b, q)| {
-            f16_at(b, 0) * q.d * idot(b[2..34].iter().map(|&x| i32::from(x as i8)), &q.qs) as f32
+        .enumerate()
+        .map(|(b, blk)| {
+            f16_at(blk, 0) * a.d[b] * idot(blk[2..34].iter().map(|&x| i32::from(x as i8)), &a, b * QK) as f32
         })
         .sum()
 }
 
 pub(super) fn dot_q4k(w: &[u8], a: ActRow<'_>) -> f32 {
     w.chunks_exact(144)
-        .zip(a.q8.chunks_exact(8))
-        .map(|(b, qa): (&[u8], &[BlockQ8])| {
-            let (d, dmin, sc, qs) = (f16_at(b, 0), f16_at(b, 2), &b[4..16], &b[16..144]);
+        .enumerate()
+        .map(|(k, blk)| {
+            let (d, dmin, sc, qs) = (f16_at(blk, 0), f16_at(blk, 2), &blk[4..16], &blk[16..144]);
             let mut acc = 0f32;
-            for (j, q) in qa.iter().enumerate() {
+            for j in 0..8 {
+                let b = 8 * k + j;
                 let (s, m) = scale_min_k4(j, sc);
                 let bytes = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
                 let shift = if j % 2 == 0 { 0 } else { 4 };
-                let dot = idot(bytes.iter().map(|&x| i32::from((x >> shift) & 0xF)), &q.qs);
-                acc += d * f32::from(s) * q.d * dot as f32 - dmin * f32::from(m) * q.s;
+                let dot = idot(bytes.iter().map(|&x| i32::from((x >> shift) & 0xF)), &a, b * QK);
+                acc += d * f32::from(s) * a.d[b] * dot as f32 - dmin * f32::from(m) * a.s[b];
             }
             acc
         })
@@ -167,20 +167,15 @@ pub(super) fn dot_q4k(w: &[u8], a: ActRow<'_>) -> f32 {
 pub(super) fn dot_q6k(w: &[u8], a: ActRow<'_>) -> f32 {
     let mut v = [0i8; 256];
     w.chunks_exact(210)
-        .zip(a.q8.chunks_exact(8))
-        .map(|(b, qa): (&[u8], &[BlockQ8])| {
-            q6k_values(b, &mut v);
-            let d = f16_at(b, 208);
+        .enumerate()
+        .map(|(k, blk)| {
+            q6k_values(blk, &mut v);
+            let d = f16_at(blk, 208);
             let mut acc = 0f32;
-            for (j, q) in qa.iter().enumerate() {
-                for h in 0..2 {
-                    let g = j * 2 + h;
-                    let dot = idot(
-                        v[g * 16..g * 16 + 16].iter().map(|&x| i32::from(x)),
-                        &q.qs[h * 16..h * 16 + 16],
-                    );
-                    acc += d * f32::from(b[192 + g] as i8) * q.d * dot as f32;
-                }
+            for g in 0..16 {
+                let b = 8 * k + g / 2;
+                let dot = idot(v[g * 16..g * 16 + 16].iter().map(|&x| i32::from(x)), &a, 256 * k + 16 * g);
+                acc += d * f32::from(blk[192 + g] as i8) * a.d[b] * dot as f32;
             }
             acc
         })

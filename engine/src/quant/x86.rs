@@ -1,40 +1,49 @@
-//! x86-64 SIMD dot products: AVX2+FMA+F16C, and the same code with AVX-512 VNNI's `vpdpbusd`
-//! for the int8 products. One generic body per type; `VNNI` picks the int8 instruction.
+//! x86-64 SIMD dot products. Stored (GGML) layouts run block by block on 256-bit registers, with
+//! AVX2's `vpmaddubsw` or, where present, AVX-512 VNNI's `vpdpbusd` (`VNNI` picks). Rows repacked
+//! by [`super::pack`] run four blocks at a time on 512-bit registers (VNNI only).
+//! Every integer product is done twice, once per activation plane, and recombined as
+//! `255 * hi + lo` before it is scaled.
 
 use std::arch::x86_64::*;
 
-use super::{ActRow, BlockQ8, Kernels};
+use super::{ActRow, Kernels};
+use crate::tensor::DType;
 
 /// The x86 kernels if this CPU has AVX2+FMA+F16C (`allow_vnni`: may use AVX-512 VNNI).
 pub(super) fn kernels(allow_vnni: bool) -> Option<Kernels> {
-    if !(is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c"))
-    {
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")) {
         return None;
     }
     let vnni = allow_vnni
-        && is_x86_feature_detected!("avx512vnni")
-        && is_x86_feature_detected!("avx512vl");
-    // SAFETY (all closures below): the features each function enables were detected above.
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni");
+    // SAFETY (every closure below): the features each function enables were detected above.
     Some(if vnni {
         Kernels {
             level: "avx512-vnni",
-            q4_0: |w, a| unsafe { q4_0_vnni(w, a.q8) },
-            q4_1: |w, a| unsafe { q4_1_vnni(w, a.q8) },
-            q8_0: |w, a| unsafe { q8_0_vnni(w, a.q8) },
-            q4k: |w, a| unsafe { q4k_vnni(w, a.q8) },
-            q6k: |w, a| unsafe { q6k_vnni(w, a.q8) },
+            q4_0: |w, a| unsafe { q4_0_vnni(w, a) },
+            q4_1: |w, a| unsafe { q4_1_vnni(w, a) },
+            q8_0: |w, a| unsafe { q8_0_vnni(w, a) },
+            q4k: |w, a| unsafe { q4k_vnni(w, a) },
+            q6k: |w, a| unsafe { q6k_vnni(w, a) },
+            packed: |t| match t {
+                DType::Q4_0 => Some(|w, a| unsafe { packed_vnni::<{ Q4_0 }>(w, a) }),
+                DType::Q4_1 => Some(|w, a| unsafe { packed_vnni::<{ Q4_1 }>(w, a) }),
+                DType::Q8_0 => Some(|w, a| unsafe { packed_vnni::<{ Q8_0 }>(w, a) }),
+                _ => None,
+            },
             ..float_kernels("avx512-vnni")
         }
     } else {
         Kernels {
             level: "avx2",
-            q4_0: |w, a| unsafe { q4_0_avx2(w, a.q8) },
-            q4_1: |w, a| unsafe { q4_1_avx2(w, a.q8) },
-            q8_0: |w, a| unsafe { q8_0_avx2(w, a.q8) },
-            q4k: |w, a| unsafe { q4k_avx2(w, a.q8) },
-            q6k: |w, a| unsafe { q6k_avx2(w, a.q8) },
+            q4_0: |w, a| unsafe { q4_0_avx2(w, a) },
+            q4_1: |w, a| unsafe { q4_1_avx2(w, a) },
+            q8_0: |w, a| unsafe { q8_0_avx2(w, a) },
+            q4k: |w, a| unsafe { q4k_avx2(w, a) },
+            q6k: |w, a| unsafe { q6k_avx2(w, a) },
             ..float_kernels("avx2")
         }
     })
@@ -43,9 +52,9 @@ pub(super) fn kernels(allow_vnni: bool) -> Option<Kernels> {
 fn float_kernels(level: &'static str) -> Kernels {
     Kernels {
         level,
-        f32: |w, a: ActRow<'_>| unsafe { dot_f32(w, a.f) },
-        f16: |w, a: ActRow<'_>| unsafe { dot_f16(w, a.f) },
-        bf16: |w, a: ActRow<'_>| unsafe { dot_bf16(w, a.f) },
+        f32: |w, a| unsafe { dot_f32(w, a.f) },
+        f16: |w, a| unsafe { dot_f16(w, a.f) },
+        bf16: |w, a| unsafe { dot_bf16(w, a.f) },
         ..Kernels::scalar()
     }
 }
@@ -53,11 +62,11 @@ fn float_kernels(level: &'static str) -> Kernels {
 macro_rules! variants {
     ($body:ident, $avx2:ident, $vnni:ident) => {
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $avx2(w: &[u8], a: &[BlockQ8]) -> f32 {
+        unsafe fn $avx2(w: &[u8], a: ActRow<'_>) -> f32 {
             unsafe { $body::<false>(w, a) }
         }
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-        unsafe fn $vnni(w: &[u8], a: &[BlockQ8]) -> f32 {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn $vnni(w: &[u8], a: ActRow<'_>) -> f32 {
             unsafe { $body::<true>(w, a) }
         }
     };
@@ -80,189 +89,124 @@ unsafe fn dot_us8<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
     }
 }
 
-/// The same for two signed operands.
 #[inline(always)]
-unsafe fn dot_ss8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256i {
-    unsafe { dot_us8::<VNNI>(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)) }
+unsafe fn load32(p: &[i8], at: usize) -> __m256i {
+    debug_assert!(at + 32 <= p.len());
+    unsafe { _mm256_loadu_si256(p.as_ptr().add(at).cast()) }
 }
 
+/// `sum(u * q)` over 32 elements from element `at`, in 8 lanes: unsigned weights.
 #[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
+unsafe fn dot_planes<const VNNI: bool>(u: __m256i, a: &ActRow<'_>, at: usize) -> __m256i {
     unsafe {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
-            p.cast::<u16>().read_unaligned(),
-        ))))
+        let h = dot_us8::<VNNI>(u, load32(a.hi, at));
+        let l = dot_us8::<VNNI>(u, load32(a.lo, at));
+        _mm256_add_epi32(_mm256_sub_epi32(_mm256_slli_epi32(h, 8), h), l)
+    }
+}
+
+/// The same for signed weights (planes stay within ±127, so the sign trick is exact).
+#[inline(always)]
+unsafe fn dot_planes_signed<const VNNI: bool>(x: __m256i, a: &ActRow<'_>, at: usize) -> __m256i {
+    unsafe {
+        let ax = _mm256_sign_epi8(x, x);
+        let h = dot_us8::<VNNI>(ax, _mm256_sign_epi8(load32(a.hi, at), x));
+        let l = dot_us8::<VNNI>(ax, _mm256_sign_epi8(load32(a.lo, at), x));
+        _mm256_add_epi32(_mm256_sub_epi32(_mm256_slli_epi32(h, 8), h), l)
     }
 }
 
 #[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(p.cast::<u16>().read_unaligned())))) }
+}
+
+#[inline(always)]
 unsafe fn hsum(v: __m256) -> f32 {
+    unsafe { hsum128(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1))) }
+}
+
+#[inline(always)]
+unsafe fn hsum128(s: __m128) -> f32 {
     unsafe {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 }
 
-/// The 32 nibbles of a Q4_0/Q4_1 block as bytes, in element order.
+/// The 32 nibbles of a stored Q4_0/Q4_1 block as bytes, in element order.
 #[inline(always)]
 unsafe fn nibbles(p: *const u8) -> __m256i {
     unsafe {
         let q = _mm_loadu_si128(p.cast());
-        _mm256_and_si256(
-            _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
-            _mm256_set1_epi8(0x0F),
-        )
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F))
     }
 }
 
+/// Stored Q4_0 / Q4_1 blocks: `OFFSET_MIN` selects Q4_1's per-block minimum over Q4_0's -8.
 #[inline(always)]
-unsafe fn load_q(b: &BlockQ8) -> __m256i {
-    unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) }
-}
-
-#[inline(always)]
-unsafe fn q4_0_body<const VNNI: bool>(w: &[u8], a: &[BlockQ8]) -> f32 {
-    debug_assert!(w.len() >= a.len() * 18);
+unsafe fn q4_blocks<const VNNI: bool, const Q4_1: bool>(w: &[u8], a: ActRow<'_>) -> f32 {
+    let bb = if Q4_1 { 20 } else { 18 };
+    debug_assert!(w.len() >= a.d.len() * bb);
     unsafe {
         let mut acc = _mm256_setzero_ps();
         let mut off = 0f32;
-        for (i, q) in a.iter().enumerate() {
-            let b = w.as_ptr().add(i * 18);
-            let d = f16_at(b);
-            let p = dot_us8::<VNNI>(nibbles(b.add(2)), load_q(q));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * q.d), acc);
-            off += d * q.s;
+        for b in 0..a.d.len() {
+            let blk = w.as_ptr().add(b * bb);
+            let d = f16_at(blk);
+            let p = dot_planes::<VNNI>(nibbles(blk.add(bb - 16)), &a, b * 32);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a.d[b]), acc);
+            off += if Q4_1 { f16_at(blk.add(2)) } else { -8.0 * d } * a.s[b];
         }
-        hsum(acc) - 8.0 * off
+        hsum(acc) + off
     }
 }
 
 #[inline(always)]
-unsafe fn q4_1_body<const VNNI: bool>(w: &[u8], a: &[BlockQ8]) -> f32 {
-    debug_assert!(w.len() >= a.len() * 20);
-    unsafe {
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut off = 0f32;
-        let pairs = a.len() / 2;
-        for i in 0..pairs {
-            let (q0, q1) = (&a[2 * i], &a[2 * i + 1]);
-            let b0 = w.as_ptr().add(2 * i * 20);
-            let b1 = b0.add(20);
-            let p0 = dot_us8::<VNNI>(nibbles(b0.add(4)), load_q(q0));
-            let p1 = dot_us8::<VNNI>(nibbles(b1.add(4)), load_q(q1));
-            acc0 = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(p0),
-                _mm256_set1_ps(f16_at(b0) * q0.d),
-                acc0,
-            );
-            acc1 = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(p1),
-                _mm256_set1_ps(f16_at(b1) * q1.d),
-                acc1,
-            );
-            off += f16_at(b0.add(2)) * q0.s + f16_at(b1.add(2)) * q1.s;
-        }
-        if a.len() % 2 == 1 {
-            let q = &a[a.len() - 1];
-            let b = w.as_ptr().add((a.len() - 1) * 20);
-            let p = dot_us8::<VNNI>(nibbles(b.add(4)), load_q(q));
-            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_at(b) * q.d), acc0);
-            off += f16_at(b.add(2)) * q.s;
-        }
-        hsum(_mm256_add_ps(acc0, acc1)) + off
-    }
+unsafe fn q4_0_body<const VNNI: bool>(w: &[u8], a: ActRow<'_>) -> f32 {
+    unsafe { q4_blocks::<VNNI, false>(w, a) }
 }
 
 #[inline(always)]
-unsafe fn q8_0_body<const VNNI: bool>(w: &[u8], a: &[BlockQ8]) -> f32 {
-    debug_assert!(w.len() >= a.len() * 34);
+unsafe fn q4_1_body<const VNNI: bool>(w: &[u8], a: ActRow<'_>) -> f32 {
+    unsafe { q4_blocks::<VNNI, true>(w, a) }
+}
+
+#[inline(always)]
+unsafe fn q8_0_body<const VNNI: bool>(w: &[u8], a: ActRow<'_>) -> f32 {
+    debug_assert!(w.len() >= a.d.len() * 34);
     unsafe {
         let mut acc = _mm256_setzero_ps();
-        for (i, q) in a.iter().enumerate() {
-            let b = w.as_ptr().add(i * 34);
-            let x = _mm256_loadu_si256(b.add(2).cast());
-            let p = dot_ss8::<VNNI>(x, load_q(q));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_at(b) * q.d), acc);
+        for b in 0..a.d.len() {
+            let blk = w.as_ptr().add(b * 34);
+            let p = dot_planes_signed::<VNNI>(_mm256_loadu_si256(blk.add(2).cast()), &a, b * 32);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_at(blk) * a.d[b]), acc);
         }
         hsum(acc)
     }
 }
 
 #[inline(always)]
-unsafe fn q4k_body<const VNNI: bool>(w: &[u8], a: &[BlockQ8]) -> f32 {
-    debug_assert!(w.len() * 8 >= a.len() * 144);
+unsafe fn q4k_body<const VNNI: bool>(w: &[u8], a: ActRow<'_>) -> f32 {
+    debug_assert!(w.len() * 8 >= a.d.len() * 144);
     unsafe {
         let mask = _mm256_set1_epi8(0x0F);
         let mut acc = _mm256_setzero_ps();
         let mut off = 0f32;
-        for (k, qa) in a.chunks_exact(8).enumerate() {
-            let b = w.as_ptr().add(k * 144);
-            let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
-            let sc = std::slice::from_raw_parts(b.add(4), 12);
+        for k in 0..a.d.len() / 8 {
+            let blk = w.as_ptr().add(k * 144);
+            let (d, dmin) = (f16_at(blk), f16_at(blk.add(2)));
+            let sc = std::slice::from_raw_parts(blk.add(4), 12);
             for j in 0..4 {
-                let q = _mm256_loadu_si256(b.add(16 + 32 * j).cast());
-                let lo = _mm256_and_si256(q, mask);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
-                let (s0, m0) = super::scalar::scale_min_k4(2 * j, sc);
-                let (s1, m1) = super::scalar::scale_min_k4(2 * j + 1, sc);
-                let (a0, a1) = (&qa[2 * j], &qa[2 * j + 1]);
-                let p0 = _mm256_cvtepi32_ps(dot_us8::<VNNI>(lo, load_q(a0)));
-                let p1 = _mm256_cvtepi32_ps(dot_us8::<VNNI>(hi, load_q(a1)));
-                acc = _mm256_fmadd_ps(p0, _mm256_set1_ps(d * f32::from(s0) * a0.d), acc);
-                acc = _mm256_fmadd_ps(p1, _mm256_set1_ps(d * f32::from(s1) * a1.d), acc);
-                off += dmin * (f32::from(m0) * a0.s + f32::from(m1) * a1.s);
-            }
-        }
-        hsum(acc) - off
-    }
-}
-
-#[inline(always)]
-unsafe fn q6k_body<const VNNI: bool>(w: &[u8], a: &[BlockQ8]) -> f32 {
-    debug_assert!(w.len() * 8 >= a.len() * 210);
-    unsafe {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let m3 = _mm256_set1_epi8(3);
-        let mut acc = _mm256_setzero_ps();
-        let mut off = 0f32;
-        for (k, qa) in a.chunks_exact(8).enumerate() {
-            let b = w.as_ptr().add(k * 210);
-            let d = f16_at(b.add(208));
-            let scales = b.add(192).cast::<i8>();
-            for half in 0..2 {
-                let ql0 = _mm256_loadu_si256(b.add(64 * half).cast());
-                let ql1 = _mm256_loadu_si256(b.add(64 * half + 32).cast());
-                let qh = _mm256_loadu_si256(b.add(128 + 32 * half).cast());
-                let high = |shift: i32| -> __m256i {
-                    let h = match shift {
-                        0 => qh,
-                        2 => _mm256_srli_epi16(qh, 2),
-                        4 => _mm256_srli_epi16(qh, 4),
-                        _ => _mm256_srli_epi16(qh, 6),
-                    };
-                    _mm256_slli_epi16(_mm256_and_si256(h, m3), 4)
-                };
-                let qs = [
-                    _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0)),
-                    _mm256_or_si256(_mm256_and_si256(ql1, m4), high(2)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(4)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), high(6)),
-                ];
-                for (j, q) in qs.into_iter().enumerate() {
-                    let blk = 4 * half + j;
-                    let y = &qa[blk];
-                    let (s0, s1) = (
-                        f32::from(*scales.add(2 * blk)),
-                        f32::from(*scales.add(2 * blk + 1)),
-                    );
-                    let sv = _mm256_set_ps(s1, s1, s1, s1, s0, s0, s0, s0);
-                    let p = _mm256_mul_ps(_mm256_cvtepi32_ps(dot_us8::<VNNI>(q, load_q(y))), sv);
-                    let dd = d * y.d;
-                    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(dd), acc);
-                    off += dd
-                        * 32.0
-                        * (s0 * f32::from(y.half_sums[0]) + s1 * f32::from(y.half_sums[1]));
+                let q = _mm256_loadu_si256(blk.add(16 + 32 * j).cast());
+                let halves = [_mm256_and_si256(q, mask), _mm256_and_si256(_mm256_srli_epi16(q, 4), mask)];
+                for (h, u) in halves.into_iter().enumerate() {
+                    let sub = 2 * j + h;
+                    let b = 8 * k + sub;
+                    let (s, m) = super::scalar::scale_min_k4(sub, sc);
+                    let p = _mm256_cvtepi32_ps(dot_planes::<VNNI>(u, &a, b * 32));
+                    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(d * f32::from(s) * a.d[b]), acc);
+                    off += dmin * f32::from(m) * a.s[b];
                 }
             }
         }
@@ -270,26 +214,133 @@ unsafe fn q6k_body<const VNNI: bool>(w: &[u8], a: &[BlockQ8]) -> f32 {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f32(w: &[u8], a: &[f32]) -> f32 {
+#[inline(always)]
+unsafe fn q6k_body<const VNNI: bool>(w: &[u8], a: ActRow<'_>) -> f32 {
+    debug_assert!(w.len() * 8 >= a.d.len() * 210);
     unsafe {
-        dot_wide(
-            a,
-            |i| _mm256_loadu_ps(w.as_ptr().add(4 * i).cast()),
-            |i| f32::from_le_bytes(w[4 * i..4 * i + 4].try_into().unwrap_or_default()),
-        )
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m3 = _mm256_set1_epi8(3);
+        let mut acc = _mm256_setzero_ps();
+        let mut off = 0f32;
+        for k in 0..a.d.len() / 8 {
+            let blk = w.as_ptr().add(k * 210);
+            let d = f16_at(blk.add(208));
+            let scales = blk.add(192).cast::<i8>();
+            for half in 0..2 {
+                let ql0 = _mm256_loadu_si256(blk.add(64 * half).cast());
+                let ql1 = _mm256_loadu_si256(blk.add(64 * half + 32).cast());
+                let qh = _mm256_loadu_si256(blk.add(128 + 32 * half).cast());
+                let high = |h: __m256i| _mm256_slli_epi16(_mm256_and_si256(h, m3), 4);
+                let qs = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, m4), high(qh)),
+                    _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_srli_epi16(qh, 2))),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(_mm256_srli_epi16(qh, 4))),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), high(_mm256_srli_epi16(qh, 6))),
+                ];
+                for (j, q) in qs.into_iter().enumerate() {
+                    let sub = 4 * half + j;
+                    let b = 8 * k + sub;
+                    let (s0, s1) = (f32::from(*scales.add(2 * sub)), f32::from(*scales.add(2 * sub + 1)));
+                    let sv = _mm256_set_ps(s1, s1, s1, s1, s0, s0, s0, s0);
+                    let p = _mm256_mul_ps(_mm256_cvtepi32_ps(dot_planes::<VNNI>(q, &a, b * 32)), sv);
+                    let dd = d * a.d[b];
+                    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(dd), acc);
+                    off += dd * 32.0 * (s0 * a.h16[2 * b] as f32 + s1 * a.h16[2 * b + 1] as f32);
+                }
+            }
+        }
+        hsum(acc) - off
+    }
+}
+
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q8_0: u8 = 2;
+
+/// `sum(u * q)` of 64 unsigned weights against the planes from element `at`, in 16 lanes.
+#[inline(always)]
+unsafe fn dot_planes512(u: __m512i, a: &ActRow<'_>, at: usize) -> __m512i {
+    debug_assert!(at + 64 <= a.hi.len());
+    unsafe {
+        let z = _mm512_setzero_si512();
+        let h = _mm512_dpbusd_epi32(z, u, _mm512_loadu_si512(a.hi.as_ptr().add(at).cast()));
+        let l = _mm512_dpbusd_epi32(z, u, _mm512_loadu_si512(a.lo.as_ptr().add(at).cast()));
+        _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(h, 8), h), l)
+    }
+}
+
+/// Rows repacked by [`super::pack`]: groups of four blocks on 512-bit registers, then the
+/// trailing blocks as stored.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn packed_vnni<const T: u8>(w: &[u8], a: ActRow<'_>) -> f32 {
+    let bb = match T {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        _ => 34,
+    };
+    let nb = a.d.len();
+    let groups = nb / 4;
+    debug_assert!(w.len() >= nb * bb);
+    unsafe {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let idx01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let idx23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
+        let mut acc = _mm512_setzero_ps();
+        let mut off = _mm_setzero_ps();
+        for g in 0..groups {
+            let base = w.as_ptr().add(g * 4 * bb);
+            let dw = _mm_cvtph_ps(_mm_loadl_epi64(base.cast()));
+            let sa = _mm_loadu_ps(a.s.as_ptr().add(4 * g));
+            let sc = _mm_mul_ps(dw, _mm_loadu_ps(a.d.as_ptr().add(4 * g)));
+            let (w0, w1) = if T == Q8_0 {
+                off = _mm_fmadd_ps(dw, sa, off);
+                (_mm512_loadu_si512(base.add(8).cast()), _mm512_loadu_si512(base.add(72).cast()))
+            } else {
+                let q = if T == Q4_1 {
+                    off = _mm_fmadd_ps(_mm_cvtph_ps(_mm_loadl_epi64(base.add(8).cast())), sa, off);
+                    _mm512_loadu_si512(base.add(16).cast())
+                } else {
+                    off = _mm_fmadd_ps(dw, sa, off);
+                    _mm512_loadu_si512(base.add(8).cast())
+                };
+                (_mm512_and_si512(q, m4), _mm512_and_si512(_mm512_srli_epi16(q, 4), m4))
+            };
+            let sc = _mm512_castps128_ps512(sc);
+            let p0 = _mm512_cvtepi32_ps(dot_planes512(w0, &a, 128 * g));
+            let p1 = _mm512_cvtepi32_ps(dot_planes512(w1, &a, 128 * g + 64));
+            acc = _mm512_fmadd_ps(p0, _mm512_permutexvar_ps(idx01, sc), acc);
+            acc = _mm512_fmadd_ps(p1, _mm512_permutexvar_ps(idx23, sc), acc);
+        }
+        // Offsets: Q4_1 adds m * s; Q4_0 and Q8_0 (stored +8 / +128) subtract that much of d * s.
+        let off = hsum128(off)
+            * match T {
+                Q4_1 => 1.0,
+                Q4_0 => -8.0,
+                _ => -128.0,
+            };
+        let mut total = _mm512_reduce_add_ps(acc) + off;
+        if groups * 4 < nb {
+            let rest = a.skip_blocks(groups * 4);
+            let tail = &w[groups * 4 * bb..];
+            total += match T {
+                Q4_0 => q4_0_body::<true>(tail, rest),
+                Q4_1 => q4_1_body::<true>(tail, rest),
+                _ => q8_0_body::<true>(tail, rest),
+            };
+        }
+        total
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32(w: &[u8], a: &[f32]) -> f32 {
+    let one = |i: usize| f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]);
+    unsafe { dot_wide(a, |i| _mm256_loadu_ps(w.as_ptr().add(4 * i).cast()), one) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f16(w: &[u8], a: &[f32]) -> f32 {
-    unsafe {
-        dot_wide(
-            a,
-            |i| _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * i).cast())),
-            |i| f16_at(w.as_ptr().add(2 * i)),
-        )
-    }
+    unsafe { dot_wide(a, |i| _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * i).cast())), |i| f16_at(w.as_ptr().add(2 * i))) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -298,8 +349,7 @@ unsafe fn dot_bf16(w: &[u8], a: &[f32]) -> f32 {
         let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(w.as_ptr().add(2 * i).cast()));
         _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
     };
-    let one =
-        |i: usize| f32::from_bits(u32::from(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])) << 16);
+    let one = |i: usize| f32::from_bits(u32::from(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])) << 16);
     unsafe { dot_wide(a, load, one) }
 }
 

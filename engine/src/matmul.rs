@@ -1,7 +1,7 @@
 //! Threaded products of stored weights with activations: `out[t][r] = dot(W[r], x[t])` for one
 //! or several weights sharing the same input (Q/K/V, gate/up). Work is split over row ranges of
-//! all weights at once so one parallel region covers the group; each task sweeps its rows over a
-//! tile of tokens so a weight row is read from memory once per tile, not once per token.
+//! all weights at once so one parallel region covers the group; each task runs its block of rows
+//! against every token in turn, so the block is read from memory once and then hits the cache.
 
 use rayon::prelude::*;
 
@@ -46,9 +46,6 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// Tokens per tile: a tile's int8 activations stay in L1/L2 while the rows stream past.
-const TOKEN_TILE: usize = 32;
-
 /// `outs[i][t * ws[i].rows + r] = dot(ws[i] row r, x row t)` for every weight, row and token.
 pub fn matmul(k: &Kernels, ws: &[&Weight], x: &Acts, outs: &mut [&mut [f32]]) {
     assert_eq!(ws.len(), outs.len());
@@ -73,18 +70,13 @@ pub fn matmul(k: &Kernels, ws: &[&Weight], x: &Acts, outs: &mut [&mut [f32]]) {
     tasks.par_iter().for_each(|&(i, r0, r1)| {
         let w = ws[i];
         let dot = k.dot(w.dtype, w.packed);
-        let out = ptrs[i];
-        for t0 in (0..x.n).step_by(TOKEN_TILE) {
-            let t1 = (t0 + TOKEN_TILE).min(x.n);
-            for r in r0..r1 {
-                let row = w.row(r);
-                for t in t0..t1 {
-                    let v = dot(row, x.row(t));
-                    // SAFETY: (t, r) is written by this task only and lies inside `outs[i]`
-                    // (checked above: len >= n * rows).
-                    unsafe { *out.0.add(t * w.rows + r) = v };
-                }
-            }
+        let rb = w.row_bytes();
+        let rows = &w.data()[r0 * rb..r1 * rb];
+        for t in 0..x.n {
+            // SAFETY: row range r0..r1 of token t is written by this task only, and lies inside
+            // `outs[i]` (checked above: len >= n * rows).
+            let out = unsafe { std::slice::from_raw_parts_mut(ptrs[i].0.add(t * w.rows + r0), r1 - r0) };
+            dot(rows, rb, x.row(t), out);
         }
     });
 }

@@ -29,13 +29,13 @@ fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
     out
 }
 
-/// Tolerance on logits relative to the largest reference logit, per weight type. The reference
-/// models the engine's int8 activation rounding, so what is left is f32 against f64 arithmetic
-/// (and a rare rounding tie resolved the other way), growing with the depth of the model.
+/// Tolerance on logits relative to the largest reference logit, per weight type: f32 against
+/// f64 arithmetic for float weights; for quantized weights also the 16-bit activation rounding
+/// (weights are dequantized exactly on both sides). Grows with the depth of the model.
 fn tolerance(dtype: &str, layers: usize) -> f32 {
     let base = match dtype {
-        "F32" | "F16" | "BF16" => 1e-4,
-        _ => 2e-3,
+        "F32" | "F16" | "BF16" => 2e-5,
+        _ => 2e-4,
     };
     base * (layers as f32 / 2.0).max(1.0)
 }
@@ -75,6 +75,10 @@ fn check_cases(model: &Model, fx: &serde_json::Value, tol: f32, label: &str) -> 
         );
         worst = worst.max(err);
 
+        // An argmax comparison means something only where the reference's closest call is wider
+        // than the error just measured: the fixture's prompts are chosen so.
+        let margin = case["min_argmax_margin"].as_f64().expect("margin") as f32;
+        assert!(margin > 2.0 * err, "{label}: the fixture has a near-tie ({margin}) within the error {err}");
         let want = ids(&case["greedy"]);
         assert_eq!(
             greedy(model, &prompt, want.len()),

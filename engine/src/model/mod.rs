@@ -79,10 +79,13 @@ impl Model {
                 EngineError::InvalidRequest(format!("cannot start {threads} threads: {e}"))
             })?;
         let inv_freq = config.rope_inv_freq();
+        let kernels = Kernels::detect();
+        // Repacking copies the matrices into memory in the SIMD layout (same size as stored).
+        let weights = weights.for_kernels(kernels);
         Ok(Self {
             config,
             weights,
-            kernels: Kernels::detect(),
+            kernels,
             pool: Arc::new(pool),
             inv_freq,
         })

@@ -54,8 +54,8 @@ impl QActs {
             let id = if d > 0.0 { 1.0 / d } else { 0.0 };
             let mut sums = [0i32; 2];
             for (i, v) in chunk.iter().enumerate() {
-                let q = (v * id).round() as i32;
-                let hi = (q as f32 / 255.0).round() as i32;
+                let q = round(v * id);
+                let hi = round(q as f32 * (1.0 / 255.0));
                 self.hi[b * QK + i] = hi as i8;
                 self.lo[b * QK + i] = (q - 255 * hi) as i8;
                 sums[i / 16] += q;
@@ -84,6 +84,12 @@ impl QActs {
     }
 }
 
+/// Rounds half away from zero, with a truncating conversion (no libm call on baseline x86-64).
+#[inline(always)]
+fn round(x: f32) -> i32 {
+    (x + 0.5f32.copysign(x)) as i32
+}
+
 /// One activation row in both forms a dot product may want.
 #[derive(Debug, Clone, Copy)]
 pub struct ActRow<'a> {
@@ -97,6 +103,7 @@ pub struct ActRow<'a> {
 
 impl<'a> ActRow<'a> {
     /// The row without its first `n` blocks (a kernel's tail).
+    #[inline]
     pub fn skip_blocks(&self, n: usize) -> ActRow<'a> {
         ActRow {
             f: self.f.get(n * QK..).unwrap_or_default(),
@@ -115,8 +122,9 @@ impl<'a> ActRow<'a> {
     }
 }
 
-/// A dot product of one stored weight row with one activation row.
-pub type DotFn = fn(&[u8], ActRow<'_>) -> f32;
+/// Dot products of consecutive stored weight rows (`rows`, each `row_bytes` long) with one
+/// activation row: `out[r] = dot(rows[r], act)` for `r < out.len()`.
+pub type DotFn = fn(rows: &[u8], row_bytes: usize, act: ActRow<'_>, out: &mut [f32]);
 
 /// The dot products for each stored type at the SIMD level of this CPU.
 #[derive(Debug, Clone, Copy)]
@@ -139,14 +147,14 @@ impl Kernels {
     pub fn scalar() -> Self {
         Self {
             level: "scalar",
-            q4_0: scalar::dot_q4_0,
-            q4_1: scalar::dot_q4_1,
-            q8_0: scalar::dot_q8_0,
-            q4k: scalar::dot_q4k,
-            q6k: scalar::dot_q6k,
-            f32: scalar::dot_f32,
-            f16: scalar::dot_f16,
-            bf16: scalar::dot_bf16,
+            q4_0: |w, rb, a, o| scalar::rows(scalar::dot_q4_0, w, rb, a, o),
+            q4_1: |w, rb, a, o| scalar::rows(scalar::dot_q4_1, w, rb, a, o),
+            q8_0: |w, rb, a, o| scalar::rows(scalar::dot_q8_0, w, rb, a, o),
+            q4k: |w, rb, a, o| scalar::rows(scalar::dot_q4k, w, rb, a, o),
+            q6k: |w, rb, a, o| scalar::rows(scalar::dot_q6k, w, rb, a, o),
+            f32: |w, rb, a, o| scalar::rows(scalar::dot_f32, w, rb, a, o),
+            f16: |w, rb, a, o| scalar::rows(scalar::dot_f16, w, rb, a, o),
+            bf16: |w, rb, a, o| scalar::rows(scalar::dot_bf16, w, rb, a, o),
             packed: |_| None,
         }
     }

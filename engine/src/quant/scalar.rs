@@ -40,6 +40,13 @@ pub(super) fn q6k_values(b: &[u8], out: &mut [i8; 256]) {
     }
 }
 
+/// Applies a one-row dot product to each of `out.len()` rows.
+pub(super) fn rows(dot: fn(&[u8], ActRow<'_>) -> f32, w: &[u8], rb: usize, a: ActRow<'_>, out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = dot(&w[r * rb..(r + 1) * rb], a);
+    }
+}
+
 pub(super) fn dequantize_row(dtype: DType, row: &[u8], out: &mut [f32]) {
     let bb = dtype.block_bytes();
     match dtype {

@@ -23,15 +23,15 @@ pub(super) fn kernels(allow_vnni: bool) -> Option<Kernels> {
     Some(if vnni {
         Kernels {
             level: "avx512-vnni",
-            q4_0: |w, a| unsafe { q4_0_vnni(w, a) },
-            q4_1: |w, a| unsafe { q4_1_vnni(w, a) },
-            q8_0: |w, a| unsafe { q8_0_vnni(w, a) },
-            q4k: |w, a| unsafe { q4k_vnni(w, a) },
-            q6k: |w, a| unsafe { q6k_vnni(w, a) },
+            q4_0: |w, rb, a, o| unsafe { q4_0_vnni(w, rb, a, o) },
+            q4_1: |w, rb, a, o| unsafe { q4_1_vnni(w, rb, a, o) },
+            q8_0: |w, rb, a, o| unsafe { q8_0_vnni(w, rb, a, o) },
+            q4k: |w, rb, a, o| unsafe { q4k_vnni(w, rb, a, o) },
+            q6k: |w, rb, a, o| unsafe { q6k_vnni(w, rb, a, o) },
             packed: |t| match t {
-                DType::Q4_0 => Some(|w, a| unsafe { packed_vnni::<{ Q4_0 }>(w, a) }),
-                DType::Q4_1 => Some(|w, a| unsafe { packed_vnni::<{ Q4_1 }>(w, a) }),
-                DType::Q8_0 => Some(|w, a| unsafe { packed_vnni::<{ Q8_0 }>(w, a) }),
+                DType::Q4_0 => Some(|w, rb, a, o| unsafe { packed_rows::<{ Q4_0 }>(w, rb, a, o) }),
+                DType::Q4_1 => Some(|w, rb, a, o| unsafe { packed_rows::<{ Q4_1 }>(w, rb, a, o) }),
+                DType::Q8_0 => Some(|w, rb, a, o| unsafe { packed_rows::<{ Q8_0 }>(w, rb, a, o) }),
                 _ => None,
             },
             ..float_kernels("avx512-vnni")
@@ -39,11 +39,11 @@ pub(super) fn kernels(allow_vnni: bool) -> Option<Kernels> {
     } else {
         Kernels {
             level: "avx2",
-            q4_0: |w, a| unsafe { q4_0_avx2(w, a) },
-            q4_1: |w, a| unsafe { q4_1_avx2(w, a) },
-            q8_0: |w, a| unsafe { q8_0_avx2(w, a) },
-            q4k: |w, a| unsafe { q4k_avx2(w, a) },
-            q6k: |w, a| unsafe { q6k_avx2(w, a) },
+            q4_0: |w, rb, a, o| unsafe { q4_0_avx2(w, rb, a, o) },
+            q4_1: |w, rb, a, o| unsafe { q4_1_avx2(w, rb, a, o) },
+            q8_0: |w, rb, a, o| unsafe { q8_0_avx2(w, rb, a, o) },
+            q4k: |w, rb, a, o| unsafe { q4k_avx2(w, rb, a, o) },
+            q6k: |w, rb, a, o| unsafe { q6k_avx2(w, rb, a, o) },
             ..float_kernels("avx2")
         }
     })
@@ -52,22 +52,28 @@ pub(super) fn kernels(allow_vnni: bool) -> Option<Kernels> {
 fn float_kernels(level: &'static str) -> Kernels {
     Kernels {
         level,
-        f32: |w, a| unsafe { dot_f32(w, a.f) },
-        f16: |w, a| unsafe { dot_f16(w, a.f) },
-        bf16: |w, a| unsafe { dot_bf16(w, a.f) },
+        f32: |w, rb, a, o| unsafe { float_rows::<0>(w, rb, a.f, o) },
+        f16: |w, rb, a, o| unsafe { float_rows::<1>(w, rb, a.f, o) },
+        bf16: |w, rb, a, o| unsafe { float_rows::<2>(w, rb, a.f, o) },
         ..Kernels::scalar()
     }
 }
 
+/// `out[r] = dot(row r of w, a)`: the row loop lives inside the feature-enabled function so the
+/// body inlines into it.
 macro_rules! variants {
     ($body:ident, $avx2:ident, $vnni:ident) => {
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $avx2(w: &[u8], a: ActRow<'_>) -> f32 {
-            unsafe { $body::<false>(w, a) }
+        unsafe fn $avx2(w: &[u8], rb: usize, a: ActRow<'_>, out: &mut [f32]) {
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = unsafe { $body::<false>(&w[r * rb..(r + 1) * rb], a) };
+            }
         }
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        unsafe fn $vnni(w: &[u8], a: ActRow<'_>) -> f32 {
-            unsafe { $body::<true>(w, a) }
+        unsafe fn $vnni(w: &[u8], rb: usize, a: ActRow<'_>, out: &mut [f32]) {
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = unsafe { $body::<true>(&w[r * rb..(r + 1) * rb], a) };
+            }
         }
     };
 }
@@ -269,9 +275,16 @@ unsafe fn dot_planes512(u: __m512i, a: &ActRow<'_>, at: usize) -> __m512i {
     }
 }
 
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn packed_rows<const T: u8>(w: &[u8], rb: usize, a: ActRow<'_>, out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = unsafe { packed_vnni::<T>(&w[r * rb..(r + 1) * rb], a) };
+    }
+}
+
 /// Rows repacked by [`super::pack`]: groups of four blocks on 512-bit registers, then the
 /// trailing blocks as stored.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline(always)]
 unsafe fn packed_vnni<const T: u8>(w: &[u8], a: ActRow<'_>) -> f32 {
     let bb = match T {
         Q4_0 => 18,
@@ -333,17 +346,31 @@ unsafe fn packed_vnni<const T: u8>(w: &[u8], a: ActRow<'_>) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn float_rows<const T: u8>(w: &[u8], rb: usize, a: &[f32], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &w[r * rb..(r + 1) * rb];
+        *o = unsafe {
+            match T {
+                0 => dot_f32(row, a),
+                1 => dot_f16(row, a),
+                _ => dot_bf16(row, a),
+            }
+        };
+    }
+}
+
+#[inline(always)]
 unsafe fn dot_f32(w: &[u8], a: &[f32]) -> f32 {
     let one = |i: usize| f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]);
     unsafe { dot_wide(a, |i| _mm256_loadu_ps(w.as_ptr().add(4 * i).cast()), one) }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 unsafe fn dot_f16(w: &[u8], a: &[f32]) -> f32 {
     unsafe { dot_wide(a, |i| _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * i).cast())), |i| f16_at(w.as_ptr().add(2 * i))) }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 unsafe fn dot_bf16(w: &[u8], a: &[f32]) -> f32 {
     let load = |i: usize| unsafe {
         let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(w.as_ptr().add(2 * i).cast()));

@@ -45,7 +45,9 @@ fn copy_bandwidth(reps: usize) -> f64 {
 
 fn prompt(vocab: usize) -> Vec<u32> {
     // A deterministic spread of ordinary token ids (llama-bench also uses arbitrary tokens).
-    (0..PREFILL).map(|i| (1000 + (i * 7919) % 20_000) as u32 % vocab as u32).collect()
+    (0..PREFILL)
+        .map(|i| (1000 + (i * 7919) % 20_000) as u32 % vocab as u32)
+        .collect()
 }
 
 fn bench_engine(model: &Model, reps: usize) -> (f64, f64) {
@@ -55,14 +57,18 @@ fn bench_engine(model: &Model, reps: usize) -> (f64, f64) {
     for _ in 0..reps {
         let mut cache = model.new_cache(PREFILL + DECODE);
         let t = Instant::now();
-        let logits = model.forward(&p, &mut cache, Logits::Last).expect("prefill");
+        let logits = model
+            .forward(&p, &mut cache, Logits::Last)
+            .expect("prefill");
         pre.push(PREFILL as f64 / t.elapsed().as_secs_f64());
         // llama-bench's tg128 decodes from an empty context; do the same.
         let mut cache = model.new_cache(DECODE + 1);
         let mut tok = argmax(&logits);
         let t = Instant::now();
         for _ in 0..DECODE {
-            let l = model.forward(&[tok], &mut cache, Logits::Last).expect("decode");
+            let l = model
+                .forward(&[tok], &mut cache, Logits::Last)
+                .expect("decode");
             tok = argmax(&l);
         }
         dec.push(DECODE as f64 / t.elapsed().as_secs_f64());
@@ -74,11 +80,23 @@ fn bench_engine(model: &Model, reps: usize) -> (f64, f64) {
 fn bench_llama_cpp(bin: &str, model: &PathBuf, threads: usize, reps: usize) -> Option<(f64, f64)> {
     let out = Command::new(bin)
         .args(["-m", &model.to_string_lossy(), "-t", &threads.to_string()])
-        .args(["-p", &PREFILL.to_string(), "-n", &DECODE.to_string(), "-r", &reps.to_string(), "-o", "json"])
+        .args([
+            "-p",
+            &PREFILL.to_string(),
+            "-n",
+            &DECODE.to_string(),
+            "-r",
+            &reps.to_string(),
+            "-o",
+            "json",
+        ])
         .output()
         .ok()?;
     if !out.status.success() {
-        eprintln!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "llama-bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -99,32 +117,53 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` probes with --list; nothing to list.
     }
-    let model_path = std::env::var_os("JOULE_BENCH_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        let out = Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/fetch-default-model.sh")).output();
-        let path = out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-        PathBuf::from(path)
-    });
+    let model_path = std::env::var_os("JOULE_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let out = Command::new("bash")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../deploy/fetch-default-model.sh"
+                ))
+                .output();
+            let path = out
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            PathBuf::from(path)
+        });
     let reps: usize = env_or("JOULE_BENCH_REPEATS", "5").parse().unwrap_or(5);
-    let threads: Vec<usize> = env_or("JOULE_BENCH_THREADS", "1,2").split(',').filter_map(|t| t.parse().ok()).collect();
+    let threads: Vec<usize> = env_or("JOULE_BENCH_THREADS", "1,2")
+        .split(',')
+        .filter_map(|t| t.parse().ok())
+        .collect();
     let llama = std::env::var("LLAMA_BENCH").ok();
 
     println!("model: {}", model_path.display());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     println!("cpu: {cpu}; repeats: {reps} (medians)");
     let bw = copy_bandwidth(reps.max(5));
     println!("copy bandwidth (read+write): {:.2} GB/s", bw / 1e9);
     println!();
-    println!("| threads | engine pp{PREFILL} tok/s | llama.cpp pp{PREFILL} | ratio | engine tg{DECODE} tok/s | llama.cpp tg{DECODE} | ratio | decode % of roofline |");
+    println!(
+        "| threads | engine pp{PREFILL} tok/s | llama.cpp pp{PREFILL} | ratio | engine tg{DECODE} tok/s | llama.cpp tg{DECODE} | ratio | decode % of roofline |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for &t in &threads {
         let model = Model::load(&model_path, &LoadOptions { threads: t }).expect("load model");
         let bytes = model.weights.bytes_per_token() as f64;
         let (pp, tg) = bench_engine(&model, reps);
         let roof = bw / bytes;
-        let (lpp, ltg) = llama.as_deref().and_then(|b| bench_llama_cpp(b, &model_path, t, reps)).unwrap_or((f64::NAN, f64::NAN));
+        let (lpp, ltg) = llama
+            .as_deref()
+            .and_then(|b| bench_llama_cpp(b, &model_path, t, reps))
+            .unwrap_or((f64::NAN, f64::NAN));
         println!(
             "| {t} | {pp:.1} | {lpp:.1} | {:.2}x | {tg:.1} | {ltg:.1} | {:.2}x | {:.0}% ({:.1} MB/token, roofline {roof:.0} tok/s) |",
             pp / lpp,
@@ -133,5 +172,10 @@ fn main() {
             bytes / 1e6
         );
     }
-    println!("simd: {}", Model::load(&model_path, &LoadOptions { threads: 1 }).map(|m| m.simd_level()).unwrap_or("?"));
+    println!(
+        "simd: {}",
+        Model::load(&model_path, &LoadOptions { threads: 1 })
+            .map(|m| m.simd_level())
+            .unwrap_or("?")
+    );
 }

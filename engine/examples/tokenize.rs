@@ -11,10 +11,17 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: tokenize MODEL TEXT");
     };
     let path = std::path::PathBuf::from(path);
-    let tk = if path.is_dir() { Tokenizer::from_dir(&path)? } else { Tokenizer::from_gguf(&GgufFile::open(&path)?)? };
+    let tk = if path.is_dir() {
+        Tokenizer::from_dir(&path)?
+    } else {
+        Tokenizer::from_gguf(&GgufFile::open(&path)?)?
+    };
     let ids = tk.encode(&text)?;
     println!("{ids:?}");
-    let pieces: Vec<&str> = ids.iter().map(|&i| tk.token_text(i).unwrap_or("?")).collect();
+    let pieces: Vec<&str> = ids
+        .iter()
+        .map(|&i| tk.token_text(i).unwrap_or("?"))
+        .collect();
     println!("{pieces:?}");
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::quant::{wants_q, ActRow, Kernels, QActs};
+use crate::quant::{ActRow, Kernels, QActs, wants_q};
 use crate::tensor::Weight;
 
 /// `n` rows of activations of width `cols`, with their integer form when a weight needs it.
@@ -31,7 +31,8 @@ impl Acts {
     }
 
     fn row(&self, t: usize) -> ActRow<'_> {
-        self.q.row(&self.f[t * self.cols..(t + 1) * self.cols], t, self.cols)
+        self.q
+            .row(&self.f[t * self.cols..(t + 1) * self.cols], t, self.cols)
     }
 }
 
@@ -75,7 +76,8 @@ pub fn matmul(k: &Kernels, ws: &[&Weight], x: &Acts, outs: &mut [&mut [f32]]) {
         for t in 0..x.n {
             // SAFETY: row range r0..r1 of token t is written by this task only, and lies inside
             // `outs[i]` (checked above: len >= n * rows).
-            let out = unsafe { std::slice::from_raw_parts_mut(ptrs[i].0.add(t * w.rows + r0), r1 - r0) };
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(ptrs[i].0.add(t * w.rows + r0), r1 - r0) };
             dot(rows, rb, x.row(t), out);
         }
     });

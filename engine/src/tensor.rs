@@ -175,7 +175,10 @@ impl Weight {
         for (r, out) in bytes.chunks_exact_mut(rb).enumerate() {
             crate::quant::pack::pack_row(self.dtype, self.row(r), out);
         }
-        Self { packed: true, ..Self::owned(self.dtype, self.rows, self.cols, bytes) }
+        Self {
+            packed: true,
+            ..Self::owned(self.dtype, self.rows, self.cols, bytes)
+        }
     }
 
     /// Total bytes (read once per token in decode).

@@ -78,7 +78,10 @@ fn check_cases(model: &Model, fx: &serde_json::Value, tol: f32, label: &str) -> 
         // An argmax comparison means something only where the reference's closest call is wider
         // than the error just measured: the fixture's prompts are chosen so.
         let margin = case["min_argmax_margin"].as_f64().expect("margin") as f32;
-        assert!(margin > 2.0 * err, "{label}: the fixture has a near-tie ({margin}) within the error {err}");
+        assert!(
+            margin > 2.0 * err,
+            "{label}: the fixture has a near-tie ({margin}) within the error {err}"
+        );
         let want = ids(&case["greedy"]);
         assert_eq!(
             greedy(model, &prompt, want.len()),

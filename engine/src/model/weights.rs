@@ -186,7 +186,11 @@ impl Weights {
                 ..l
             })
             .collect();
-        Self { output: self.output.for_kernels(k), layers, ..self }
+        Self {
+            output: self.output.for_kernels(k),
+            layers,
+            ..self
+        }
     }
 
     /// Bytes of weights read to decode one token (every matrix once, one embedding row).

@@ -71,7 +71,14 @@ impl QActs {
     pub fn row<'a>(&'a self, f: &'a [f32], t: usize, cols: usize) -> ActRow<'a> {
         let nb = cols / QK;
         if self.d.len() < (t + 1) * nb {
-            return ActRow { f, hi: &[], lo: &[], d: &[], s: &[], h16: &[] };
+            return ActRow {
+                f,
+                hi: &[],
+                lo: &[],
+                d: &[],
+                s: &[],
+                h16: &[],
+            };
         }
         ActRow {
             f,

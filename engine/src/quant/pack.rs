@@ -45,7 +45,11 @@ pub fn pack_row(dtype: DType, src: &[u8], dst: &mut [u8]) {
         match dtype {
             DType::Q8_0 => out[8..].copy_from_slice(&e),
             _ => {
-                let qs = if dtype == DType::Q4_1 { &mut out[16..] } else { &mut out[8..] };
+                let qs = if dtype == DType::Q4_1 {
+                    &mut out[16..]
+                } else {
+                    &mut out[8..]
+                };
                 for j in 0..64 {
                     qs[j] = e[j] | (e[64 + j] << 4);
                 }

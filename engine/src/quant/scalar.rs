@@ -41,7 +41,13 @@ pub(super) fn q6k_values(b: &[u8], out: &mut [i8; 256]) {
 }
 
 /// Applies a one-row dot product to each of `out.len()` rows.
-pub(super) fn rows(dot: fn(&[u8], ActRow<'_>) -> f32, w: &[u8], rb: usize, a: ActRow<'_>, out: &mut [f32]) {
+pub(super) fn rows(
+    dot: fn(&[u8], ActRow<'_>) -> f32,
+    w: &[u8],
+    rb: usize,
+    a: ActRow<'_>,
+    out: &mut [f32],
+) {
     for (r, o) in out.iter_mut().enumerate() {
         *o = dot(&w[r * rb..(r + 1) * rb], a);
     }
@@ -125,7 +131,10 @@ pub(super) fn dot_q4_0(w: &[u8], a: ActRow<'_>) -> f32 {
         .enumerate()
         .map(|(b, blk)| {
             let qs = &blk[2..18];
-            let nib = qs.iter().map(|&x| i32::from(x & 0xF)).chain(qs.iter().map(|&x| i32::from(x >> 4)));
+            let nib = qs
+                .iter()
+                .map(|&x| i32::from(x & 0xF))
+                .chain(qs.iter().map(|&x| i32::from(x >> 4)));
             let d = f16_at(blk, 0);
             d * a.d[b] * idot(nib, &a, b * QK) as f32 - 8.0 * d * a.s[b]
         })
@@ -137,7 +146,10 @@ pub(super) fn dot_q4_1(w: &[u8], a: ActRow<'_>) -> f32 {
         .enumerate()
         .map(|(b, blk)| {
             let qs = &blk[4..20];
-            let nib = qs.iter().map(|&x| i32::from(x & 0xF)).chain(qs.iter().map(|&x| i32::from(x >> 4)));
+            let nib = qs
+                .iter()
+                .map(|&x| i32::from(x & 0xF))
+                .chain(qs.iter().map(|&x| i32::from(x >> 4)));
             f16_at(blk, 0) * a.d[b] * idot(nib, &a, b * QK) as f32 + f16_at(blk, 2) * a.s[b]
         })
         .sum()
@@ -147,7 +159,9 @@ pub(super) fn dot_q8_0(w: &[u8], a: ActRow<'_>) -> f32 {
     w.chunks_exact(34)
         .enumerate()
         .map(|(b, blk)| {
-            f16_at(blk, 0) * a.d[b] * idot(blk[2..34].iter().map(|&x| i32::from(x as i8)), &a, b * QK) as f32
+            f16_at(blk, 0)
+                * a.d[b]
+                * idot(blk[2..34].iter().map(|&x| i32::from(x as i8)), &a, b * QK) as f32
         })
         .sum()
 }
@@ -163,7 +177,11 @@ pub(super) fn dot_q4k(w: &[u8], a: ActRow<'_>) -> f32 {
                 let (s, m) = scale_min_k4(j, sc);
                 let bytes = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
                 let shift = if j % 2 == 0 { 0 } else { 4 };
-                let dot = idot(bytes.iter().map(|&x| i32::from((x >> shift) & 0xF)), &a, b * QK);
+                let dot = idot(
+                    bytes.iter().map(|&x| i32::from((x >> shift) & 0xF)),
+                    &a,
+                    b * QK,
+                );
                 acc += d * f32::from(s) * a.d[b] * dot as f32 - dmin * f32::from(m) * a.s[b];
             }
             acc
@@ -181,7 +199,11 @@ pub(super) fn dot_q6k(w: &[u8], a: ActRow<'_>) -> f32 {
             let mut acc = 0f32;
             for g in 0..16 {
                 let b = 8 * k + g / 2;
-                let dot = idot(v[g * 16..g * 16 + 16].iter().map(|&x| i32::from(x)), &a, 256 * k + 16 * g);
+                let dot = idot(
+                    v[g * 16..g * 16 + 16].iter().map(|&x| i32::from(x)),
+                    &a,
+                    256 * k + 16 * g,
+                );
                 acc += d * f32::from(blk[192 + g] as i8) * a.d[b] * dot as f32;
             }
             acc

@@ -5,7 +5,16 @@ use super::*;
 use crate::rng::Rng;
 use crate::testkit::random_data;
 
-const ALL: [DType; 8] = [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4K, DType::Q6K];
+const ALL: [DType; 8] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q4K,
+    DType::Q6K,
+];
 
 fn levels() -> Vec<Kernels> {
     let mut v = vec![Kernels::scalar(), *Kernels::detect()];
@@ -31,8 +40,16 @@ fn every_level_matches_the_f32_dot() {
                 let a = q.row(&x, 0, n);
                 let mut wf = vec![0f32; n];
                 dequantize_row(dtype, &w, &mut wf);
-                let exact: f64 = wf.iter().zip(&x).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-                let mag: f64 = wf.iter().zip(&x).map(|(a, b)| (f64::from(*a) * f64::from(*b)).abs()).sum();
+                let exact: f64 = wf
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                let mag: f64 = wf
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| (f64::from(*a) * f64::from(*b)).abs())
+                    .sum();
                 // 16-bit activations: ~1e-5 relative error per element; f32 accumulation.
                 let tol = 1e-4 * mag + 1e-5;
                 let one = |f: DotFn, w: &[u8]| {
@@ -41,14 +58,25 @@ fn every_level_matches_the_f32_dot() {
                     f64::from(o[0])
                 };
                 let scalar = one(Kernels::scalar().dot(dtype, false), &w);
-                assert!((scalar - exact).abs() <= tol, "scalar {dtype} n={n}: {scalar} vs exact {exact}");
+                assert!(
+                    (scalar - exact).abs() <= tol,
+                    "scalar {dtype} n={n}: {scalar} vs exact {exact}"
+                );
                 let got = one(k.dot(dtype, false), &w);
-                assert!((got - exact).abs() <= tol, "{} {dtype} n={n}: {got} vs exact {exact}", k.level);
+                assert!(
+                    (got - exact).abs() <= tol,
+                    "{} {dtype} n={n}: {got} vs exact {exact}",
+                    k.level
+                );
                 if k.packs(dtype) {
                     let mut p = vec![0u8; w.len()];
                     pack::pack_row(dtype, &w, &mut p);
                     let got = one(k.dot(dtype, true), &p);
-                    assert!((got - exact).abs() <= tol, "{} packed {dtype} n={n}: {got} vs exact {exact}", k.level);
+                    assert!(
+                        (got - exact).abs() <= tol,
+                        "{} packed {dtype} n={n}: {got} vs exact {exact}",
+                        k.level
+                    );
                 }
             }
         }

@@ -11,7 +11,10 @@ use crate::tensor::DType;
 
 /// The x86 kernels if this CPU has AVX2+FMA+F16C (`allow_vnni`: may use AVX-512 VNNI).
 pub(super) fn kernels(allow_vnni: bool) -> Option<Kernels> {
-    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")) {
+    if !(is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c"))
+    {
         return None;
     }
     let vnni = allow_vnni
@@ -124,12 +127,21 @@ unsafe fn dot_planes_signed<const VNNI: bool>(x: __m256i, a: &ActRow<'_>, at: us
 
 #[inline(always)]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(p.cast::<u16>().read_unaligned())))) }
+    unsafe {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+            p.cast::<u16>().read_unaligned(),
+        ))))
+    }
 }
 
 #[inline(always)]
 unsafe fn hsum(v: __m256) -> f32 {
-    unsafe { hsum128(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1))) }
+    unsafe {
+        hsum128(_mm_add_ps(
+            _mm256_castps256_ps128(v),
+            _mm256_extractf128_ps(v, 1),
+        ))
+    }
 }
 
 #[inline(always)]
@@ -145,7 +157,10 @@ unsafe fn hsum128(s: __m128) -> f32 {
 unsafe fn nibbles(p: *const u8) -> __m256i {
     unsafe {
         let q = _mm_loadu_si128(p.cast());
-        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F))
+        _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
+            _mm256_set1_epi8(0x0F),
+        )
     }
 }
 
@@ -186,7 +201,11 @@ unsafe fn q8_0_body<const VNNI: bool>(w: &[u8], a: ActRow<'_>) -> f32 {
         for b in 0..a.d.len() {
             let blk = w.as_ptr().add(b * 34);
             let p = dot_planes_signed::<VNNI>(_mm256_loadu_si256(blk.add(2).cast()), &a, b * 32);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_at(blk) * a.d[b]), acc);
+            acc = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(p),
+                _mm256_set1_ps(f16_at(blk) * a.d[b]),
+                acc,
+            );
         }
         hsum(acc)
     }
@@ -205,7 +224,10 @@ unsafe fn q4k_body<const VNNI: bool>(w: &[u8], a: ActRow<'_>) -> f32 {
             let sc = std::slice::from_raw_parts(blk.add(4), 12);
             for j in 0..4 {
                 let q = _mm256_loadu_si256(blk.add(16 + 32 * j).cast());
-                let halves = [_mm256_and_si256(q, mask), _mm256_and_si256(_mm256_srli_epi16(q, 4), mask)];
+                let halves = [
+                    _mm256_and_si256(q, mask),
+                    _mm256_and_si256(_mm256_srli_epi16(q, 4), mask),
+                ];
                 for (h, u) in halves.into_iter().enumerate() {
                     let sub = 2 * j + h;
                     let b = 8 * k + sub;
@@ -240,15 +262,25 @@ unsafe fn q6k_body<const VNNI: bool>(w: &[u8], a: ActRow<'_>) -> f32 {
                 let qs = [
                     _mm256_or_si256(_mm256_and_si256(ql0, m4), high(qh)),
                     _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_srli_epi16(qh, 2))),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(_mm256_srli_epi16(qh, 4))),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), high(_mm256_srli_epi16(qh, 6))),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                        high(_mm256_srli_epi16(qh, 4)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                        high(_mm256_srli_epi16(qh, 6)),
+                    ),
                 ];
                 for (j, q) in qs.into_iter().enumerate() {
                     let sub = 4 * half + j;
                     let b = 8 * k + sub;
-                    let (s0, s1) = (f32::from(*scales.add(2 * sub)), f32::from(*scales.add(2 * sub + 1)));
+                    let (s0, s1) = (
+                        f32::from(*scales.add(2 * sub)),
+                        f32::from(*scales.add(2 * sub + 1)),
+                    );
                     let sv = _mm256_set_ps(s1, s1, s1, s1, s0, s0, s0, s0);
-                    let p = _mm256_mul_ps(_mm256_cvtepi32_ps(dot_planes::<VNNI>(q, &a, b * 32)), sv);
+                    let p =
+                        _mm256_mul_ps(_mm256_cvtepi32_ps(dot_planes::<VNNI>(q, &a, b * 32)), sv);
                     let dd = d * a.d[b];
                     acc = _mm256_fmadd_ps(p, _mm256_set1_ps(dd), acc);
                     off += dd * 32.0 * (s0 * a.h16[2 * b] as f32 + s1 * a.h16[2 * b + 1] as f32);
@@ -307,7 +339,10 @@ unsafe fn packed_vnni<const T: u8>(w: &[u8], a: ActRow<'_>) -> f32 {
             let sc = _mm_mul_ps(dw, _mm_loadu_ps(a.d.as_ptr().add(4 * g)));
             let (w0, w1) = if T == Q8_0 {
                 off = _mm_fmadd_ps(dw, sa, off);
-                (_mm512_loadu_si512(base.add(8).cast()), _mm512_loadu_si512(base.add(72).cast()))
+                (
+                    _mm512_loadu_si512(base.add(8).cast()),
+                    _mm512_loadu_si512(base.add(72).cast()),
+                )
             } else {
                 let q = if T == Q4_1 {
                     off = _mm_fmadd_ps(_mm_cvtph_ps(_mm_loadl_epi64(base.add(8).cast())), sa, off);
@@ -316,7 +351,10 @@ unsafe fn packed_vnni<const T: u8>(w: &[u8], a: ActRow<'_>) -> f32 {
                     off = _mm_fmadd_ps(dw, sa, off);
                     _mm512_loadu_si512(base.add(8).cast())
                 };
-                (_mm512_and_si512(q, m4), _mm512_and_si512(_mm512_srli_epi16(q, 4), m4))
+                (
+                    _mm512_and_si512(q, m4),
+                    _mm512_and_si512(_mm512_srli_epi16(q, 4), m4),
+                )
             };
             let sc = _mm512_castps128_ps512(sc);
             let p0 = _mm512_cvtepi32_ps(dot_planes512(w0, &a, 128 * g));
@@ -367,7 +405,13 @@ unsafe fn dot_f32(w: &[u8], a: &[f32]) -> f32 {
 
 #[inline(always)]
 unsafe fn dot_f16(w: &[u8], a: &[f32]) -> f32 {
-    unsafe { dot_wide(a, |i| _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * i).cast())), |i| f16_at(w.as_ptr().add(2 * i))) }
+    unsafe {
+        dot_wide(
+            a,
+            |i| _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * i).cast())),
+            |i| f16_at(w.as_ptr().add(2 * i)),
+        )
+    }
 }
 
 #[inline(always)]
@@ -376,7 +420,8 @@ unsafe fn dot_bf16(w: &[u8], a: &[f32]) -> f32 {
         let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(w.as_ptr().add(2 * i).cast()));
         _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
     };
-    let one = |i: usize| f32::from_bits(u32::from(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])) << 16);
+    let one =
+        |i: usize| f32::from_bits(u32::from(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])) << 16);
     unsafe { dot_wide(a, load, one) }
 }
 

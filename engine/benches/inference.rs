@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p joule-engine --bench inference` (medians over `JOULE_BENCH_REPEATS`, default 5).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -77,7 +77,7 @@ fn bench_engine(model: &Model, reps: usize) -> (f64, f64) {
 }
 
 /// (pp512, tg128) tokens/s from llama-bench's JSON output.
-fn bench_llama_cpp(bin: &str, model: &PathBuf, threads: usize, reps: usize) -> Option<(f64, f64)> {
+fn bench_llama_cpp(bin: &str, model: &Path, threads: usize, reps: usize) -> Option<(f64, f64)> {
     let out = Command::new(bin)
         .args(["-m", &model.to_string_lossy(), "-t", &threads.to_string()])
         .args([

@@ -247,7 +247,7 @@ pub fn safetensors_files(s: &TinySpec) -> (Vec<u8>, String) {
         );
     }
     let mut h = serde_json::to_vec(&header).unwrap_or_default();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut file = (h.len() as u64).to_le_bytes().to_vec();

@@ -202,12 +202,10 @@ fn a_prompt_longer_than_the_context_is_refused() {
     let model = Model::from_gguf(&f, &LoadOptions { threads: 1 }).expect("model");
     let prompt = vec![28u32; model.config.context_len + 1];
     let err = generate(&model, &tk, &prompt, 4, SamplingParams::default(), |_| true)
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(err.to_string().contains("context is 8192 tokens"), "{err}");
-    let err = generate(&model, &tk, &[], 4, SamplingParams::default(), |_| true)
-        .err()
-        .expect("refused");
+    let err =
+        generate(&model, &tk, &[], 4, SamplingParams::default(), |_| true).expect_err("refused");
     assert!(err.to_string().contains("empty"), "{err}");
     let mut cache = model.new_cache(4);
     let err = model
@@ -216,8 +214,7 @@ fn a_prompt_longer_than_the_context_is_refused() {
             &mut cache,
             joule_engine::model::forward::Logits::Last,
         )
-        .err()
-        .expect("bad id");
+        .expect_err("bad id");
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }
 

@@ -172,10 +172,10 @@ impl Kernels {
         K.get_or_init(|| {
             let cap = std::env::var("JOULE_SIMD").unwrap_or_default();
             #[cfg(target_arch = "x86_64")]
-            if cap != "scalar" {
-                if let Some(k) = x86::kernels(cap != "avx2") {
-                    return k;
-                }
+            if cap != "scalar"
+                && let Some(k) = x86::kernels(cap != "avx2")
+            {
+                return k;
             }
             let _ = cap;
             Self::scalar()
@@ -184,10 +184,8 @@ impl Kernels {
 
     /// The dot product for weights of `dtype`, stored as in the file or repacked.
     pub fn dot(&self, dtype: DType, packed: bool) -> DotFn {
-        if packed {
-            if let Some(f) = (self.packed)(dtype) {
-                return f;
-            }
+        if packed && let Some(f) = (self.packed)(dtype) {
+            return f;
         }
         match dtype {
             DType::Q4_0 => self.q4_0,

@@ -25,17 +25,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Copy bandwidth in bytes/s over a buffer far larger than the caches, counting read + write
-/// (STREAM's convention for Copy). Median of `reps`.
-fn copy_bandwidth(reps: usize) -> f64 {
+/// Copy bandwidth in bytes/s with `threads` threads over a buffer far larger than the caches,
+/// counting read + write (STREAM's convention for Copy). Median of `reps`.
+fn copy_bandwidth(threads: usize, reps: usize) -> f64 {
     let n = 256 << 20;
     let src = vec![1u8; n];
     let mut dst = vec![0u8; n];
-    dst.copy_from_slice(&src);
+    let chunk = n / threads;
+    let copy = |dst: &mut [u8]| {
+        std::thread::scope(|s| {
+            for (d, src) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                s.spawn(move || d.copy_from_slice(std::hint::black_box(src)));
+            }
+        })
+    };
+    copy(&mut dst);
     let rates = (0..reps)
         .map(|_| {
             let t = Instant::now();
-            dst.copy_from_slice(std::hint::black_box(&src));
+            copy(&mut dst);
             std::hint::black_box(&dst);
             2.0 * n as f64 / t.elapsed().as_secs_f64()
         })
@@ -148,8 +156,6 @@ fn main() {
         })
         .unwrap_or_default();
     println!("cpu: {cpu}; repeats: {reps} (medians)");
-    let bw = copy_bandwidth(reps.max(5));
-    println!("copy bandwidth (read+write): {:.2} GB/s", bw / 1e9);
     println!();
     println!(
         "| threads | engine pp{PREFILL} tok/s | llama.cpp pp{PREFILL} | ratio | engine tg{DECODE} tok/s | llama.cpp tg{DECODE} | ratio | decode % of roofline |"
@@ -158,6 +164,7 @@ fn main() {
     for &t in &threads {
         let model = Model::load(&model_path, &LoadOptions { threads: t }).expect("load model");
         let bytes = model.weights.bytes_per_token() as f64;
+        let bw = copy_bandwidth(t, reps.max(5));
         let (pp, tg) = bench_engine(&model, reps);
         let roof = bw / bytes;
         let (lpp, ltg) = llama
@@ -165,11 +172,12 @@ fn main() {
             .and_then(|b| bench_llama_cpp(b, &model_path, t, reps))
             .unwrap_or((f64::NAN, f64::NAN));
         println!(
-            "| {t} | {pp:.1} | {lpp:.1} | {:.2}x | {tg:.1} | {ltg:.1} | {:.2}x | {:.0}% ({:.1} MB/token, roofline {roof:.0} tok/s) |",
+            "| {t} | {pp:.1} | {lpp:.1} | {:.2}x | {tg:.1} | {ltg:.1} | {:.2}x | {:.0}% ({:.1} MB/token, copy {:.1} GB/s, roofline {roof:.0} tok/s) |",
             pp / lpp,
             tg / ltg,
             100.0 * tg / roof,
-            bytes / 1e6
+            bytes / 1e6,
+            bw / 1e9
         );
     }
     println!(

@@ -174,6 +174,10 @@ fn tensors(s: &TinySpec) -> Vec<(String, [usize; 2], DType, Vec<u8>)> {
 
 /// The GGUF bytes of `s` (no tokenizer: logits tests feed token ids).
 pub fn gguf_bytes(s: &TinySpec) -> Vec<u8> {
+    gguf_writer(s).to_bytes()
+}
+
+fn gguf_writer(s: &TinySpec) -> GgufWriter {
     let mut w = GgufWriter::new();
     let a = s.arch;
     let u32v = |v: usize| Value::U32(v as u32);
@@ -198,7 +202,7 @@ pub fn gguf_bytes(s: &TinySpec) -> Vec<u8> {
         };
         w.tensor(&name, &dims, dtype, data);
     }
-    w.to_bytes()
+    w
 }
 
 fn hf_name(gguf: &str) -> String {
@@ -286,4 +290,98 @@ pub fn write(s: &TinySpec, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::write(&p, gguf_bytes(s))?;
         Ok(p)
     }
+}
+
+/// Text the small SentencePiece vocabulary of [`spm_vocab_gguf`] is trained on.
+const SPM_CORPUS: &str = "the quick brown fox jumps over the lazy dog. The cat sat on the mat; \
+    it is what it is, and that is that! Then there were three thin things in the theatre. \
+    Numbers 0 1 2 3 45 678 and words: tokenizer, token, tokens, merge, merges, score.";
+
+/// A GGUF holding the tiny `llama-f32` model with a `llama` (SentencePiece) vocabulary of
+/// exactly its 512 tokens: `<unk>`, `<s>`, `</s>`, 256 byte tokens, single characters, and merges
+/// learnt on a small text, scored so earlier merges win (as SentencePiece BPE scores are).
+pub fn spm_vocab_gguf() -> Vec<u8> {
+    let spec = TINY_MODELS[0];
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types: Vec<i32> = vec![2, 3, 3];
+    tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    types.extend(std::iter::repeat_n(6, 256));
+    let mut scores: Vec<f32> = vec![0.0; tokens.len()];
+    // Words as sequences of pieces, SentencePiece style ("▁" marks a space).
+    let text = format!("▁{}", SPM_CORPUS.replace(' ', "▁"));
+    let mut words: Vec<Vec<String>> = text
+        .split('▁')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            std::iter::once("▁".to_string())
+                .chain(w.chars().map(String::from))
+                .collect()
+        })
+        .collect();
+    let mut chars: Vec<String> = words.iter().flatten().cloned().collect();
+    chars.sort();
+    chars.dedup();
+    for c in chars {
+        scores.push(-1000.0 - tokens.len() as f32);
+        tokens.push(c);
+        types.push(1);
+    }
+    // Greedy BPE training: repeatedly merge the most frequent adjacent pair (ties: first seen).
+    while tokens.len() < spec.vocab {
+        let mut counts: Vec<((String, String), usize)> = Vec::new();
+        for w in &words {
+            for p in w.windows(2) {
+                let key = (p[0].clone(), p[1].clone());
+                match counts.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((key, 1)),
+                }
+            }
+        }
+        // `max_by_key` keeps the last maximum; reverse so the first seen wins ties.
+        let best = counts
+            .into_iter()
+            .rev()
+            .filter(|(k, _)| !tokens.contains(&format!("{}{}", k.0, k.1)))
+            .max_by_key(|(_, n)| *n);
+        let Some(((a, b), _)) = best else { break };
+        let merged = format!("{a}{b}");
+        for w in &mut words {
+            let mut i = 0;
+            while i + 1 < w.len() {
+                if w[i] == a && w[i + 1] == b {
+                    w[i] = merged.clone();
+                    w.remove(i + 1);
+                }
+                i += 1;
+            }
+        }
+        scores.push(-(tokens.len() as f32));
+        tokens.push(merged);
+        types.push(1);
+    }
+    // Pad to the model's vocabulary with unused tokens.
+    while tokens.len() < spec.vocab {
+        scores.push(-1e9);
+        tokens.push(format!("<unused{}>", tokens.len()));
+        types.push(5);
+    }
+    let mut w = gguf_writer(&spec);
+    let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+    w.meta("tokenizer.ggml.model", Value::String("llama".into()))
+        .meta("tokenizer.ggml.tokens", strings(&tokens))
+        .meta(
+            "tokenizer.ggml.scores",
+            Value::Array(scores.iter().map(|&s| Value::F32(s)).collect()),
+        )
+        .meta(
+            "tokenizer.ggml.token_type",
+            Value::Array(types.iter().map(|&t| Value::I32(t)).collect()),
+        )
+        .meta("tokenizer.ggml.bos_token_id", Value::U32(1))
+        .meta("tokenizer.ggml.eos_token_id", Value::U32(2))
+        .meta("tokenizer.ggml.unknown_token_id", Value::U32(0))
+        .meta("tokenizer.ggml.add_bos_token", Value::Bool(true))
+        .meta("tokenizer.ggml.add_space_prefix", Value::Bool(true));
+    w.to_bytes()
 }

@@ -119,3 +119,28 @@ fn answers_the_capital_of_france_with_paris() {
     assert!(text.contains("Paris"), "answer without Paris: {text:?}");
     assert!(stats.decode_tokens > 0);
 }
+
+#[test]
+fn sentencepiece_vocab_matches_the_reference_tokenizer() {
+    let f = GgufFile::from_bytes("spm-vocab.gguf", joule_engine::testkit::spm_vocab_gguf())
+        .expect("open");
+    let tk = Tokenizer::from_gguf(&f).expect("tokenizer");
+    assert_eq!((tk.bos, tk.add_bos), (Some(1), true));
+    for case in fixture("tokenizer_tiny_spm.json")["cases"]
+        .as_array()
+        .expect("cases")
+    {
+        let text = case["text"].as_str().expect("text");
+        let want = ids(&case["ids"]);
+        assert_eq!(tk.encode(text).expect("encode"), want, "encoding {text:?}");
+        // SentencePiece prefixes a space to the text after a special token, so only texts
+        // without one round-trip (the same holds in llama.cpp).
+        if !text.contains("<s>") {
+            assert_eq!(
+                tk.decode(&want[1..], false).expect("decode"),
+                text,
+                "decoding {want:?}"
+            );
+        }
+    }
+}

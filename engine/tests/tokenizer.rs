@@ -144,3 +144,40 @@ fn sentencepiece_vocab_matches_the_reference_tokenizer() {
         }
     }
 }
+
+#[test]
+fn a_tokenizer_json_directory_loads_with_its_config() {
+    let (_, tk) = smollm2();
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        tk.to_json().expect("json"),
+    )
+    .expect("write");
+    let config = serde_json::json!({
+        "bos_token": "<|im_start|>",
+        "eos_token": {"content": "<|im_end|>"},
+        "add_bos_token": false,
+        "chat_template": tk.chat_template.clone().expect("template"),
+    });
+    std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).expect("write");
+    let hf = Tokenizer::from_dir(dir.path()).expect("from_dir");
+    assert_eq!((hf.bos, hf.eos, hf.add_bos), (Some(1), Some(2), false));
+    assert!(hf.is_stop(2));
+    for case in fixture("tokenizer_smollm2.json")["cases"]
+        .as_array()
+        .expect("cases")
+    {
+        let text = case["text"].as_str().expect("text");
+        assert_eq!(
+            hf.encode(text).expect("encode"),
+            ids(&case["ids"]),
+            "encoding {text:?}"
+        );
+    }
+    let chat = [Message::new("user", "Hi")];
+    assert_eq!(
+        hf.apply_chat_template(&chat, true).expect("hf"),
+        tk.apply_chat_template(&chat, true).expect("gguf")
+    );
+}

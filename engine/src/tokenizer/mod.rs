@@ -114,6 +114,13 @@ impl Tokenizer {
         Ok(Self::new(inner, bos, eos, add_bos, stops, template, vocab))
     }
 
+    /// This tokenizer as an HF `tokenizer.json` (exports a GGUF vocabulary for other tools).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(true)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))
+    }
+
     /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`) are recognised;
     /// BOS is prepended when the model asks for it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {

@@ -308,3 +308,93 @@ fn llama3_factors(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::Value;
+    use crate::gguf::write::GgufWriter;
+
+    fn gguf(extra: &[(&str, Value)]) -> Result<Config> {
+        let mut w = GgufWriter::new();
+        w.meta("general.architecture", Value::String("llama".into()))
+            .meta("llama.embedding_length", Value::U32(64))
+            .meta("llama.block_count", Value::U32(1))
+            .meta("llama.feed_forward_length", Value::U32(128))
+            .meta("llama.attention.head_count", Value::U32(4))
+            .meta("llama.context_length", Value::U32(128))
+            .meta("llama.rope.freq_base", Value::F32(500_000.0))
+            .meta("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-6));
+        for (k, v) in extra {
+            w.meta(k, v.clone());
+        }
+        w.tensor(
+            "token_embd.weight",
+            &[64, 10],
+            crate::tensor::DType::F32,
+            vec![0; 64 * 10 * 4],
+        );
+        Config::from_gguf(&GgufFile::from_bytes("c.gguf", w.to_bytes())?)
+    }
+
+    #[test]
+    fn rope_theta_eps_and_linear_scaling_come_from_the_metadata() {
+        let plain = gguf(&[]).expect("config");
+        assert_eq!(
+            (
+                plain.rope_theta,
+                plain.norm_eps,
+                plain.n_kv_heads,
+                plain.vocab
+            ),
+            (500_000.0, 1e-6, 4, 10)
+        );
+        assert_eq!(plain.rope_layout, RopeLayout::Interleaved);
+        let scaled = gguf(&[
+            ("llama.rope.scaling.type", Value::String("linear".into())),
+            ("llama.rope.scaling.factor", Value::F32(4.0)),
+        ])
+        .expect("config");
+        for (a, b) in plain.rope_inv_freq().iter().zip(scaled.rope_inv_freq()) {
+            assert!((a / 4.0 - b).abs() <= 1e-6 * a);
+        }
+        let err = gguf(&[("llama.rope.scaling.type", Value::String("yarn".into()))]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("RoPE scaling `yarn` is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hf_config_reads_llama3_scaling_and_qwen2_layout() {
+        let json = serde_json::json!({
+            "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 10, "rope_theta": 500000.0,
+            "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+        });
+        let c = Config::from_hf_json(Path::new("config.json"), &json).expect("config");
+        assert_eq!(c.rope_layout, RopeLayout::Halves);
+        let RopeScaling::Factors(f) = &c.rope_scaling else {
+            panic!("llama3 factors expected")
+        };
+        // High frequencies keep their period, the lowest are stretched by the full factor.
+        assert_eq!((f[0], f[f.len() - 1]), (1.0, 8.0));
+        let mut qwen = json.clone();
+        qwen["model_type"] = "qwen2".into();
+        qwen["rope_scaling"] = serde_json::Value::Null;
+        let q = Config::from_hf_json(Path::new("config.json"), &qwen).expect("config");
+        assert_eq!(
+            (q.arch, q.rope_scaling.clone()),
+            (Arch::Qwen2, RopeScaling::None)
+        );
+        let mut bad = json;
+        bad["num_attention_heads"] = 3.into();
+        let err = Config::from_hf_json(Path::new("config.json"), &bad).unwrap_err();
+        assert!(
+            err.to_string().contains("not a multiple of 2 KV heads"),
+            "{err}"
+        );
+    }
+}

@@ -242,3 +242,50 @@ fn bad_safetensors_are_named() {
         .to_string();
     assert!(msg.contains("config.json: hidden_size"), "{msg}");
 }
+
+#[test]
+fn an_absurd_head_size_is_an_error_not_an_overflow() {
+    // Found by reading the code behind the fuzzer: key_length = 2^63 + 2 overflowed n_heads * head_dim.
+    let spec = TINY_MODELS[0];
+    let mut w = GgufWriter::new();
+    w.meta("general.architecture", Value::String("llama".into()))
+        .meta("llama.embedding_length", Value::U32(spec.dim as u32))
+        .meta("llama.block_count", Value::U32(1))
+        .meta("llama.feed_forward_length", Value::U32(spec.ffn as u32))
+        .meta("llama.attention.head_count", Value::U32(2))
+        .meta("llama.attention.key_length", Value::U64((1 << 63) + 2))
+        .meta("llama.context_length", Value::U32(16));
+    w.tensor(
+        "token_embd.weight",
+        &[spec.dim as u64, 4],
+        joule_engine::tensor::DType::F32,
+        vec![0; spec.dim * 16],
+    );
+    let msg = err_text(open(w.to_bytes()));
+    assert!(msg.contains("hyperparameters: sizes beyond"), "{msg}");
+}
+
+#[test]
+fn a_huge_sentencepiece_token_loads() {
+    // Deriving merges is quadratic in a token's length: a 256 KiB token once took 20 s.
+    let mut w = GgufWriter::new();
+    let tokens = vec![
+        "<unk>".to_string(),
+        "a".repeat(256 * 1024),
+        "a".into(),
+        "aa".into(),
+    ];
+    w.meta("tokenizer.ggml.model", Value::String("llama".into()))
+        .meta(
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        )
+        .meta(
+            "tokenizer.ggml.scores",
+            Value::Array(vec![Value::F32(0.0); 4]),
+        )
+        .meta("tokenizer.ggml.add_space_prefix", Value::Bool(false));
+    let f = GgufFile::from_bytes("long.gguf", w.to_bytes()).expect("parse");
+    let tk = Tokenizer::from_gguf(&f).expect("tokenizer");
+    assert_eq!(tk.encode("aaa").expect("encode"), vec![3, 2]);
+}

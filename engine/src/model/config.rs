@@ -225,6 +225,23 @@ impl Config {
 
     fn validate(&self, path: &Path) -> Result<()> {
         let bad = |field: &str, msg: String| Err(EngineError::format(path, field, msg));
+        // Bounds far above any real model keep every size product (and allocation) in range.
+        const MAX: usize = 1 << 24;
+        let sizes = [
+            self.dim,
+            self.n_layers,
+            self.n_heads,
+            self.n_kv_heads,
+            self.head_dim,
+            self.ffn_dim,
+            self.vocab,
+        ];
+        if sizes.iter().any(|&v| v > MAX) || self.n_heads * self.head_dim > MAX {
+            return bad(
+                "hyperparameters",
+                format!("sizes beyond {MAX} are not plausible, found {self:?}"),
+            );
+        }
         if self.dim == 0
             || self.n_layers == 0
             || self.n_heads == 0

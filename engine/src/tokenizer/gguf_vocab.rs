@@ -226,6 +226,9 @@ fn gpt2(f: &GgufFile, vocab: Vocab) -> Result<tokenizers::Tokenizer> {
     Ok(tk)
 }
 
+/// The longest piece whose merges are derived.
+const MAX_MERGED_PIECE: usize = 256;
+
 /// SentencePiece BPE as a `tokenizers` BPE: a merge (a, b) exists when `a`, `b` and `ab` are all
 /// tokens, and merges apply in order of the score of `ab`, highest first.
 fn sentencepiece(
@@ -235,7 +238,13 @@ fn sentencepiece(
     add_space: bool,
 ) -> Result<tokenizers::Tokenizer, String> {
     let mut merges: Vec<(f64, u32, String, String)> = Vec::new();
-    for (id, tok) in tokens.iter().enumerate() {
+    // Finding a token's merges costs its length squared; real pieces are a few dozen bytes, so
+    // longer ones stay in the vocabulary but are never produced by merging.
+    for (id, tok) in tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.len() <= MAX_MERGED_PIECE)
+    {
         for (split, _) in tok.char_indices().skip(1) {
             let (a, b) = tok.split_at(split);
             if vocab.contains_key(a) && vocab.contains_key(b) {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::gguf::Value;
 use crate::gguf::write::GgufWriter;
+use crate::model::weights::hf_tensor_name;
 use crate::rng::Rng;
 use crate::tensor::DType;
 
@@ -205,34 +206,6 @@ fn gguf_writer(s: &TinySpec) -> GgufWriter {
     w
 }
 
-fn hf_name(gguf: &str) -> String {
-    let map = [
-        ("token_embd.weight", "model.embed_tokens.weight"),
-        ("output_norm.weight", "model.norm.weight"),
-        ("output.weight", "lm_head.weight"),
-    ];
-    if let Some((_, hf)) = map.iter().find(|(g, _)| *g == gguf) {
-        return hf.to_string();
-    }
-    let rest = gguf.strip_prefix("blk.").unwrap_or(gguf);
-    let (layer, t) = rest.split_once('.').unwrap_or(("0", rest));
-    let t = match t {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_q.bias" => "self_attn.q_proj.bias",
-        "attn_k.bias" => "self_attn.k_proj.bias",
-        "attn_v.bias" => "self_attn.v_proj.bias",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        _ => "mlp.down_proj.weight",
-    };
-    format!("model.layers.{layer}.{t}")
-}
-
 /// `model.safetensors` bytes and `config.json` text of `s` (float types only).
 pub fn safetensors_files(s: &TinySpec) -> (Vec<u8>, String) {
     let mut header = serde_json::Map::new();
@@ -246,7 +219,7 @@ pub fn safetensors_files(s: &TinySpec) -> (Vec<u8>, String) {
         let start = data.len();
         data.extend_from_slice(&bytes);
         header.insert(
-            hf_name(&name),
+            hf_tensor_name(&name).unwrap_or(name),
             serde_json::json!({"dtype": dtype.to_string(), "shape": shape, "data_offsets": [start, data.len()]}),
         );
     }

@@ -34,6 +34,38 @@ pub struct Weights {
     pub output: Weight,
 }
 
+/// GGUF tensor names and their HF checkpoint names, outside the layers and per layer.
+const GLOBAL_NAMES: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+const LAYER_NAMES: [(&str, &str); 12] = [
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_q.bias", "self_attn.q_proj.bias"),
+    ("attn_k.bias", "self_attn.k_proj.bias"),
+    ("attn_v.bias", "self_attn.v_proj.bias"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+];
+
+/// The HF checkpoint name of a GGUF tensor name (`blk.3.attn_q.weight` →
+/// `model.layers.3.self_attn.q_proj.weight`), if it is one the engine loads.
+pub fn hf_tensor_name(gguf: &str) -> Option<String> {
+    if let Some((_, hf)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == gguf) {
+        return Some(hf.to_string());
+    }
+    let (layer, t) = gguf.strip_prefix("blk.")?.split_once('.')?;
+    let (_, hf) = LAYER_NAMES.iter().find(|(g, _)| *g == t)?;
+    Some(format!("model.layers.{layer}.{hf}"))
+}
+
 /// Where weights come from.
 pub enum Source<'a> {
     Gguf(&'a GgufFile),
@@ -58,31 +90,15 @@ impl Source<'_> {
     }
 
     fn name(&self, n: Name) -> String {
-        match (self, n) {
-            (Source::Gguf(_), Name::Embed) => "token_embd.weight".into(),
-            (Source::Gguf(_), Name::OutNorm) => "output_norm.weight".into(),
-            (Source::Gguf(_), Name::Output) => "output.weight".into(),
-            (Source::Gguf(_), Name::Layer(i, t)) => format!("blk.{i}.{t}"),
-            (Source::Hf(_), Name::Embed) => "model.embed_tokens.weight".into(),
-            (Source::Hf(_), Name::OutNorm) => "model.norm.weight".into(),
-            (Source::Hf(_), Name::Output) => "lm_head.weight".into(),
-            (Source::Hf(_), Name::Layer(i, t)) => {
-                let hf = match t {
-                    "attn_norm.weight" => "input_layernorm.weight",
-                    "ffn_norm.weight" => "post_attention_layernorm.weight",
-                    "attn_q.weight" => "self_attn.q_proj.weight",
-                    "attn_k.weight" => "self_attn.k_proj.weight",
-                    "attn_v.weight" => "self_attn.v_proj.weight",
-                    "attn_q.bias" => "self_attn.q_proj.bias",
-                    "attn_k.bias" => "self_attn.k_proj.bias",
-                    "attn_v.bias" => "self_attn.v_proj.bias",
-                    "attn_output.weight" => "self_attn.o_proj.weight",
-                    "ffn_gate.weight" => "mlp.gate_proj.weight",
-                    "ffn_up.weight" => "mlp.up_proj.weight",
-                    _ => "mlp.down_proj.weight",
-                };
-                format!("model.layers.{i}.{hf}")
-            }
+        let gguf = match n {
+            Name::Embed => "token_embd.weight".into(),
+            Name::OutNorm => "output_norm.weight".into(),
+            Name::Output => "output.weight".into(),
+            Name::Layer(i, t) => format!("blk.{i}.{t}"),
+        };
+        match self {
+            Source::Gguf(_) => gguf,
+            Source::Hf(_) => hf_tensor_name(&gguf).unwrap_or(gguf),
         }
     }
 

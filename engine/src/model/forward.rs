@@ -10,7 +10,8 @@ use crate::error::{EngineError, Result};
 use crate::matmul::{Acts, matmul, needs_q};
 use crate::quant::dequantize_row;
 
-/// Keys and values of one sequence, per layer, `[position][kv_dim]` in f32.
+/// Keys and values of one sequence, per layer, `[position][kv_dim]` in f32. Memory grows with
+/// the tokens actually cached, up to `capacity`.
 #[derive(Debug)]
 pub struct KvCache {
     k: Vec<Vec<f32>>,
@@ -21,10 +22,9 @@ pub struct KvCache {
 
 impl KvCache {
     pub(super) fn new(c: &Config, capacity: usize) -> Self {
-        let per_layer = vec![0f32; capacity * c.kv_dim()];
         Self {
-            k: vec![per_layer.clone(); c.n_layers],
-            v: vec![per_layer; c.n_layers],
+            k: vec![Vec::new(); c.n_layers],
+            v: vec![Vec::new(); c.n_layers],
             capacity,
             len: 0,
         }
@@ -116,8 +116,10 @@ impl Model {
             }
             self.rope(&mut q, c.n_heads, pos0);
             self.rope(&mut kk, c.n_kv_heads, pos0);
-            cache.k[li][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&kk);
-            cache.v[li][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&vv);
+            for (store, new) in [(&mut cache.k[li], &kk), (&mut cache.v[li], &vv)] {
+                store.truncate(pos0 * kvd);
+                store.extend_from_slice(new);
+            }
             attention(c, &q, &cache.k[li], &cache.v[li], pos0, &mut att);
 
             acts.f.clear();

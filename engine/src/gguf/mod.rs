@@ -233,3 +233,85 @@ impl GgufFile {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::write::GgufWriter;
+    use super::*;
+
+    fn every_type() -> Vec<(&'static str, Value)> {
+        vec![
+            ("u8", Value::U8(200)),
+            ("i8", Value::I8(-100)),
+            ("u16", Value::U16(60_000)),
+            ("i16", Value::I16(-30_000)),
+            ("u32", Value::U32(4_000_000_000)),
+            ("i32", Value::I32(-2_000_000_000)),
+            ("u64", Value::U64(u64::MAX)),
+            ("i64", Value::I64(i64::MIN)),
+            ("f32", Value::F32(1.5)),
+            ("f64", Value::F64(-2.25)),
+            ("bool", Value::Bool(true)),
+            ("string", Value::String("héllo 🦀".into())),
+            (
+                "nested",
+                Value::Array(vec![
+                    Value::Array(vec![Value::I16(1), Value::I16(2)]),
+                    Value::Array(vec![]),
+                ]),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_value_type_round_trips_in_v2_and_v3_with_custom_alignment() {
+        for version in [2u32, 3] {
+            let mut w = GgufWriter::new();
+            for (k, v) in every_type() {
+                w.meta(k, v);
+            }
+            w.tensor("t", &[32, 2], DType::Q8_0, vec![7u8; 68]);
+            let mut bytes = w.to_bytes();
+            bytes[4..8].copy_from_slice(&version.to_le_bytes());
+            let f = GgufFile::from_bytes("x.gguf", bytes).expect("parse");
+            assert_eq!(f.header.version, version);
+            for (k, v) in every_type() {
+                assert_eq!(f.get(k), Some(&v), "{k}");
+            }
+            let t = f.tensor("t").expect("tensor");
+            assert_eq!(
+                (t.dtype, t.rows, t.cols, t.data.len()),
+                (DType::Q8_0, 2, 32, 68)
+            );
+            assert!(t.data.iter().all(|&b| b == 7));
+        }
+    }
+
+    #[test]
+    fn general_alignment_moves_the_data() {
+        let mut w = GgufWriter::new();
+        w.tensor("t", &[4], DType::F32, 1f32.to_le_bytes().repeat(4));
+        let plain = w.to_bytes();
+        // Re-align the same tensor to 64 bytes by hand: metadata first, then pad the data start.
+        let mut w64 = GgufWriter::new();
+        w64.meta("general.alignment", Value::U32(64));
+        w64.tensor("t", &[4], DType::F32, 1f32.to_le_bytes().repeat(4));
+        let mut bytes = w64.to_bytes();
+        let data = bytes.split_off(bytes.len() - 16);
+        bytes.resize(bytes.len().div_ceil(64) * 64, 0);
+        bytes.extend_from_slice(&data);
+        let f = GgufFile::from_bytes("a.gguf", bytes).expect("parse");
+        assert_eq!(f.header.alignment, 64);
+        assert_eq!(f.header.tensors[0].offset % 64, 0);
+        assert_eq!(f.tensor("t").expect("t").data, &plain[plain.len() - 16..]);
+        let mut bad = GgufWriter::new();
+        bad.meta("general.alignment", Value::U32(48));
+        let err = GgufFile::from_bytes("b.gguf", bad.to_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("general.alignment: expected a power-of-two u32"),
+            "{err}"
+        );
+    }
+}

@@ -113,3 +113,80 @@ impl Sampler {
         cand[cand.len() - 1].0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits() -> Vec<f32> {
+        (0..50).map(|i| ((i * 37) % 50) as f32 / 10.0).collect()
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_tokens() {
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.9,
+            seed: 42,
+            ..Default::default()
+        };
+        let draw = |p: &SamplingParams| {
+            let mut s = Sampler::new(p.clone()).expect("valid");
+            (0..20).map(|_| s.sample(&logits())).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(&p), draw(&p));
+        let other = SamplingParams {
+            seed: 43,
+            ..p.clone()
+        };
+        assert_ne!(draw(&p), draw(&other));
+    }
+
+    #[test]
+    fn greedy_and_top_k_one_pick_the_argmax_and_top_k_bounds_the_choice() {
+        let l = logits();
+        let best = argmax(&l);
+        assert_eq!(l[best as usize], 4.9);
+        let mut greedy = Sampler::new(SamplingParams::default()).expect("valid");
+        let mut k1 = Sampler::new(SamplingParams {
+            temperature: 2.0,
+            top_k: 1,
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!((greedy.sample(&l), k1.sample(&l)), (best, best));
+        let mut k3 = Sampler::new(SamplingParams {
+            temperature: 5.0,
+            top_k: 3,
+            seed: 1,
+            ..Default::default()
+        })
+        .expect("ok");
+        assert!((0..200).all(|_| l[k3.sample(&l) as usize] >= 4.7));
+        assert_eq!(argmax(&[f32::NAN, 1.0, 3.0, 3.0]), 2);
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        for p in [
+            SamplingParams {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: f32::NAN,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 1.5,
+                ..Default::default()
+            },
+        ] {
+            assert!(Sampler::new(p).is_err());
+        }
+    }
+}

@@ -82,6 +82,15 @@ impl Model {
         let kernels = Kernels::detect();
         // Repacking copies the matrices into memory in the SIMD layout (same size as stored).
         let weights = weights.for_kernels(kernels);
+        tracing::info!(
+            arch = ?config.arch,
+            layers = config.n_layers,
+            dim = config.dim,
+            vocab = config.vocab,
+            simd = kernels.level,
+            threads,
+            "model loaded"
+        );
         Ok(Self {
             config,
             weights,

@@ -66,12 +66,6 @@ impl DType {
             Self::Q6K => 210,
         }
     }
-
-    /// Bytes of a row of `n` elements, or `None` when `n` is not a whole number of blocks.
-    pub fn row_bytes(self, n: usize) -> Option<usize> {
-        n.is_multiple_of(self.block_len())
-            .then(|| n / self.block_len() * self.block_bytes())
-    }
 }
 
 impl fmt::Display for DType {
@@ -87,18 +81,6 @@ pub struct TensorView<'a> {
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
-}
-
-impl<'a> TensorView<'a> {
-    /// Bytes of one row.
-    pub fn row_bytes(&self) -> usize {
-        self.data.len() / self.rows.max(1)
-    }
-    /// The bytes of row `r`.
-    pub fn row(&self, r: usize) -> &'a [u8] {
-        let rb = self.row_bytes();
-        &self.data[r * rb..(r + 1) * rb]
-    }
 }
 
 /// Bytes behind model data: a read-only memory map or an owned buffer.

@@ -12,11 +12,6 @@ use crate::tensor::DType;
 /// Blocks per packed group.
 pub const GROUP: usize = 4;
 
-/// Whether rows of `dtype` can be packed.
-pub fn packable(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
-}
-
 /// Repacks one stored row (`src`) into `dst` (same length).
 pub fn pack_row(dtype: DType, src: &[u8], dst: &mut [u8]) {
     let bb = dtype.block_bytes();

@@ -13,6 +13,7 @@
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod kv;
 pub mod matmul;
 pub mod model;
 pub mod quant;

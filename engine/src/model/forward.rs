@@ -1,35 +1,64 @@
-//! The forward pass of one sequence: embeddings, per layer RMSNorm → Q/K/V (+bias) → RoPE →
-//! causal GQA attention over the KV cache → output projection → RMSNorm → SwiGLU MLP, then the
-//! final norm and logits. Matrix products go through [`crate::matmul`]; the rest is here.
+//! The batched forward pass: any number of sequences, each contributing a chunk of new tokens
+//! (a prompt chunk or one decode token), run together. Per layer: RMSNorm → Q/K/V (+bias) →
+//! RoPE → keys/values written to their paged slots → causal GQA attention of each new token over
+//! its own sequence's blocks → output projection → RMSNorm → SwiGLU MLP; then the final norm and
+//! logits for the rows that want them. Weight products run once per step over every token of
+//! every sequence ([`crate::matmul`]), so the weights are read once per step, not per sequence.
+//!
+//! Each output row depends only on its own sequence: the products, norms and attention of a row
+//! never mix in another row's numbers, so a sequence gets bit-identical logits alone, in any
+//! batch, or recomputed after preemption.
 
 use rayon::prelude::*;
 
 use super::Model;
 use super::config::{Config, RopeLayout};
 use crate::error::{EngineError, Result};
+use crate::kv::{DEFAULT_BLOCK_SIZE, KvDType, KvLayout, KvStore};
 use crate::matmul::{Acts, matmul, needs_q};
-use crate::quant::dequantize_row;
+use crate::quant::{ActRow, Kernels, dequantize_row};
 
-/// Keys and values of one sequence, per layer, `[position][kv_dim]` in f32. Memory grows with
-/// the tokens actually cached, up to `capacity`.
+/// Which positions of a chunk get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    None,
+    Last,
+    All,
+}
+
+/// One sequence's part of a batched step.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqChunk<'a> {
+    /// New tokens, at positions `start..start + tokens.len()`.
+    pub tokens: &'a [u32],
+    /// Tokens of this sequence already in the KV store.
+    pub start: usize,
+    /// The sequence's block table; it must cover `start + tokens.len()` slots.
+    pub blocks: &'a [u32],
+    pub logits: Logits,
+}
+
+/// The KV cache of a single sequence with its own small f32 store, for callers that run one
+/// sequence at a time (`generate`, reference checks). The batched engine shares one store.
 #[derive(Debug)]
 pub struct KvCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    store: KvStore,
+    blocks: Vec<u32>,
     capacity: usize,
     len: usize,
 }
 
 impl KvCache {
     pub(super) fn new(c: &Config, capacity: usize) -> Self {
+        let layout = KvLayout::for_model(c, DEFAULT_BLOCK_SIZE, KvDType::F32);
+        let n = capacity.div_ceil(DEFAULT_BLOCK_SIZE);
         Self {
-            k: vec![Vec::new(); c.n_layers],
-            v: vec![Vec::new(); c.n_layers],
+            store: KvStore::new(layout, n),
+            blocks: (0..n as u32).collect(),
             capacity,
             len: 0,
         }
     }
-
     /// Tokens cached so far.
     pub fn len(&self) -> usize {
         self.len
@@ -46,51 +75,81 @@ impl KvCache {
     }
 }
 
-/// Which positions get logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Logits {
-    Last,
-    All,
-}
-
 impl Model {
     /// Runs `tokens` at positions `cache.len()..`, appends them to the cache and returns logits
     /// (`vocab` values for the last token, or for every token with [`Logits::All`]).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Vec<f32>> {
-        let c = &self.config;
-        if tokens.is_empty() {
-            return Err(EngineError::InvalidRequest("no tokens to run".into()));
-        }
         if cache.len + tokens.len() > cache.capacity {
             return Err(EngineError::InvalidRequest(format!(
                 "{} tokens after {} cached exceed the cache of {} tokens (model context {})",
                 tokens.len(),
                 cache.len,
                 cache.capacity,
-                c.context_len
+                self.config.context_len
             )));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(EngineError::InvalidRequest(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                c.vocab
-            )));
-        }
-        Ok(self.pool.install(|| self.run(tokens, cache, which)))
+        let chunk = SeqChunk {
+            tokens,
+            start: cache.len,
+            blocks: &cache.blocks,
+            logits: which,
+        };
+        let out = self.forward_batch(&[chunk], &mut cache.store)?;
+        cache.len += tokens.len();
+        Ok(out)
     }
 
-    fn run(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Vec<f32> {
+    /// Runs one step over every chunk, writing their keys and values into `kv`, and returns the
+    /// logits the chunks asked for, `vocab` values per row, in chunk order.
+    pub fn forward_batch(&self, seqs: &[SeqChunk<'_>], kv: &mut KvStore) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let want = KvLayout::for_model(c, kv.layout().block_size, kv.layout().dtype);
+        if *kv.layout() != want {
+            return Err(EngineError::InvalidRequest(
+                "the KV store was made for another model".into(),
+            ));
+        }
+        if seqs.is_empty() || seqs.iter().any(|s| s.tokens.is_empty()) {
+            return Err(EngineError::InvalidRequest("no tokens to run".into()));
+        }
+        let bs = want.block_size;
+        for s in seqs {
+            let end = s.start + s.tokens.len();
+            if end > c.context_len {
+                return Err(EngineError::InvalidRequest(format!(
+                    "position {end} is past the model's context of {} tokens",
+                    c.context_len
+                )));
+            }
+            if s.blocks.len() * bs < end || s.blocks.iter().any(|&b| b as usize >= kv.num_blocks())
+            {
+                return Err(EngineError::InvalidRequest(format!(
+                    "the block table does not cover {end} tokens of the KV store"
+                )));
+            }
+            if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= c.vocab) {
+                return Err(EngineError::InvalidRequest(format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    c.vocab
+                )));
+            }
+        }
+        Ok(self.pool.install(|| self.run(seqs, kv)))
+    }
+
+    fn run(&self, seqs: &[SeqChunk<'_>], kv: &mut KvStore) -> Vec<f32> {
         let (c, w, k) = (&self.config, &self.weights, self.kernels);
-        let n = tokens.len();
-        let pos0 = cache.len;
+        let rows = Rows::new(seqs, kv.layout().block_size);
+        let n = rows.pos.len();
         let (dim, qd, kvd) = (c.dim, c.q_dim(), c.kv_dim());
 
         let mut x = vec![0f32; n * dim];
         x.par_chunks_mut(dim)
-            .zip(tokens.par_iter())
+            .zip(rows.tokens.par_iter())
             .for_each(|(row, &t)| {
                 dequantize_row(w.embed.dtype, w.embed.row(t as usize), row);
             });
+        let rope = self.rope_table(&rows.pos);
 
         let mut acts = Acts::default();
         let (mut q, mut kk, mut vv) =
@@ -114,13 +173,19 @@ impl Model {
                         .for_each(|r| r.iter_mut().zip(b).for_each(|(x, b)| *x += b));
                 }
             }
-            self.rope(&mut q, c.n_heads, pos0);
-            self.rope(&mut kk, c.n_kv_heads, pos0);
-            for (store, new) in [(&mut cache.k[li], &kk), (&mut cache.v[li], &vv)] {
-                store.truncate(pos0 * kvd);
-                store.extend_from_slice(new);
+            self.rope(&mut q, c.n_heads, &rope);
+            self.rope(&mut kk, c.n_kv_heads, &rope);
+            for t in 0..n {
+                let (block, slot) = rows.slot[t];
+                kv.write(
+                    li,
+                    block,
+                    slot,
+                    &kk[t * kvd..(t + 1) * kvd],
+                    &vv[t * kvd..(t + 1) * kvd],
+                );
             }
-            attention(c, &q, &cache.k[li], &cache.v[li], pos0, &mut att);
+            attention(c, k, &q, kv, li, seqs, &rows, &mut att);
 
             acts.f.clear();
             acts.f.extend_from_slice(&att);
@@ -141,37 +206,43 @@ impl Model {
             matmul(k, &[&l.w_down], &acts, &mut [&mut proj]);
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
         }
-        cache.len += n;
 
-        let rows = match which {
-            Logits::Last => &x[(n - 1) * dim..],
-            Logits::All => &x[..],
-        };
-        rms_norm_into(rows, &w.out_norm, c.norm_eps, dim, &mut acts.f);
-        let m = rows.len() / dim;
+        let picked: Vec<f32> = rows
+            .logit_rows
+            .iter()
+            .flat_map(|&t| x[t * dim..(t + 1) * dim].iter().copied())
+            .collect();
+        let m = rows.logit_rows.len();
+        if m == 0 {
+            return Vec::new();
+        }
+        rms_norm_into(&picked, &w.out_norm, c.norm_eps, dim, &mut acts.f);
         acts.prepare(m, dim, needs_q(&[&w.output]));
         let mut logits = vec![0f32; m * c.vocab];
         matmul(k, &[&w.output], &acts, &mut [&mut logits]);
         logits
     }
 
-    /// Rotates the first `rope_dim` dims of each head of `x` (`n` rows of `heads` heads).
-    fn rope(&self, x: &mut [f32], heads: usize, pos0: usize) {
+    /// `(cos, sin)` of every rotated pair at each row's position.
+    fn rope_table(&self, pos: &[usize]) -> Vec<(f32, f32)> {
+        pos.iter()
+            .flat_map(|&p| {
+                self.inv_freq.iter().map(move |&f| {
+                    let (s, c) = (p as f64 * f64::from(f)).sin_cos();
+                    (c as f32, s as f32)
+                })
+            })
+            .collect()
+    }
+
+    /// Rotates the first `rope_dim` dims of each head of `x` (rows of `heads` heads).
+    fn rope(&self, x: &mut [f32], heads: usize, table: &[(f32, f32)]) {
         let c = &self.config;
         let hd = c.head_dim;
         let half = c.rope_dim / 2;
         x.par_chunks_mut(heads * hd)
-            .enumerate()
-            .for_each(|(t, row)| {
-                let pos = (pos0 + t) as f64;
-                let cs: Vec<(f32, f32)> = self
-                    .inv_freq
-                    .iter()
-                    .map(|&f| {
-                        let (s, c) = (pos * f64::from(f)).sin_cos();
-                        (c as f32, s as f32)
-                    })
-                    .collect();
+            .zip(table.par_chunks(half))
+            .for_each(|(row, cs)| {
                 for head in row.chunks_mut(hd) {
                     for (i, &(cos, sin)) in cs.iter().enumerate() {
                         let (a, b) = match c.rope_layout {
@@ -184,6 +255,43 @@ impl Model {
                     }
                 }
             });
+    }
+}
+
+/// The batch flattened to rows: each new token's id, sequence, position and KV slot.
+struct Rows {
+    tokens: Vec<u32>,
+    seq: Vec<usize>,
+    pos: Vec<usize>,
+    slot: Vec<(u32, usize)>,
+    logit_rows: Vec<usize>,
+}
+
+impl Rows {
+    fn new(seqs: &[SeqChunk<'_>], bs: usize) -> Self {
+        let mut r = Rows {
+            tokens: Vec::new(),
+            seq: Vec::new(),
+            pos: Vec::new(),
+            slot: Vec::new(),
+            logit_rows: Vec::new(),
+        };
+        for (i, s) in seqs.iter().enumerate() {
+            let first = r.pos.len();
+            for (j, &t) in s.tokens.iter().enumerate() {
+                let p = s.start + j;
+                r.tokens.push(t);
+                r.seq.push(i);
+                r.pos.push(p);
+                r.slot.push((s.blocks[p / bs], p % bs));
+            }
+            match s.logits {
+                Logits::None => {}
+                Logits::Last => r.logit_rows.push(r.pos.len() - 1),
+                Logits::All => r.logit_rows.extend(first..r.pos.len()),
+            }
+        }
+        r
     }
 }
 
@@ -201,50 +309,77 @@ fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, dim: usize, out: &mut Vec<f32>)
     }
 }
 
-/// Dot product with 8 independent accumulators (vectorizes without fast-math).
-#[inline]
-fn fdot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Causal attention of the `n` new queries (positions `pos0..`) over the cached keys/values.
-fn attention(c: &Config, q: &[f32], kc: &[f32], vc: &[f32], pos0: usize, out: &mut [f32]) {
-    let (hd, kvd) = (c.head_dim, c.kv_dim());
+/// Paged causal attention: each new token, for each KV head, attends over its own sequence's
+/// blocks up to its position, for the query heads sharing that KV head. Work items are (token,
+/// KV head) pairs, so threads split across sequences and heads alike.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    c: &Config,
+    k: &Kernels,
+    q: &[f32],
+    kv: &KvStore,
+    layer: usize,
+    seqs: &[SeqChunk<'_>],
+    rows: &Rows,
+    out: &mut [f32],
+) {
+    let hd = c.head_dim;
     let group = c.n_heads / c.n_kv_heads;
+    let bs = kv.layout().block_size;
+    let row_bytes = hd * kv.layout().dtype.bytes();
+    let dot = k.dot(kv.layout().dtype.dtype(), false);
     let scale = 1.0 / (hd as f32).sqrt();
-    out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
-        let (t, h) = (idx / c.n_heads, idx % c.n_heads);
-        let kvh = h / group;
-        let qh = &q[idx * hd..(idx + 1) * hd];
-        let len = pos0 + t + 1;
-        let mut scores: Vec<f32> = (0..len)
-            .map(|j| fdot(qh, &kc[j * kvd + kvh * hd..][..hd]) * scale)
-            .collect();
-        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut sum = 0f32;
-        for s in &mut scores {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        o.fill(0.0);
-        for (j, s) in scores.iter().enumerate() {
-            let p = s / sum;
-            o.iter_mut()
-                .zip(&vc[j * kvd + kvh * hd..][..hd])
-                .for_each(|(o, v)| *o += p * v);
-        }
-    });
+    out.par_chunks_mut(group * hd).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(scores, vbuf), (idx, o)| {
+            let (t, g) = (idx / c.n_kv_heads, idx % c.n_kv_heads);
+            let blocks = seqs[rows.seq[t]].blocks;
+            let len = rows.pos[t] + 1;
+            let qs = &q[t * c.q_dim() + g * group * hd..][..group * hd];
+            scores.clear();
+            scores.resize(group * len, 0f32);
+            for (b, &blk) in blocks[..len.div_ceil(bs)].iter().enumerate() {
+                let slots = bs.min(len - b * bs);
+                let keys = kv.keys(layer, blk, g, slots);
+                for h in 0..group {
+                    let act = ActRow {
+                        f: &qs[h * hd..(h + 1) * hd],
+                        hi: &[],
+                        lo: &[],
+                        d: &[],
+                        s: &[],
+                        h16: &[],
+                    };
+                    dot(
+                        keys,
+                        row_bytes,
+                        act,
+                        &mut scores[h * len + b * bs..][..slots],
+                    );
+                }
+            }
+            for sc in scores.chunks_mut(len) {
+                let max = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
+                let mut sum = 0f32;
+                for s in sc.iter_mut() {
+                    *s = (*s * scale - max).exp();
+                    sum += *s;
+                }
+                let inv = 1.0 / sum;
+                sc.iter_mut().for_each(|s| *s *= inv);
+            }
+            o.fill(0.0);
+            for (b, &blk) in blocks[..len.div_ceil(bs)].iter().enumerate() {
+                let slots = bs.min(len - b * bs);
+                let vals = kv.values(layer, blk, g, slots, vbuf);
+                for h in 0..group {
+                    let oh = &mut o[h * hd..(h + 1) * hd];
+                    let ps = &scores[h * len + b * bs..][..slots];
+                    for (p, v) in ps.iter().zip(vals.chunks_exact(hd)) {
+                        oh.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+                    }
+                }
+            }
+        },
+    );
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{Arch, Config, RopeLayout, RopeScaling};
-pub use forward::KvCache;
+pub use forward::{KvCache, Logits, SeqChunk};
 use weights::{Source, Weights};
 
 use crate::error::{EngineError, Result};

@@ -1,0 +1,187 @@
+//! The memory behind the KV cache: for every layer, keys and values of `num_blocks` blocks laid
+//! out `[block][kv_head][slot][head_dim]`, so one head's keys in one block are a contiguous
+//! `block_size x head_dim` matrix that the float dot kernels read as they read weight rows.
+//! Stored as f16 (half the memory and bandwidth) or f32 (exact, for reference checks).
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use crate::model::Config;
+use crate::tensor::DType;
+
+/// Element type of the stored keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvDType {
+    #[default]
+    F16,
+    F32,
+}
+
+impl KvDType {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvDType::F16 => 2,
+            KvDType::F32 => 4,
+        }
+    }
+    /// The weight type whose dot kernel reads this storage.
+    pub fn dtype(self) -> DType {
+        match self {
+            KvDType::F16 => DType::F16,
+            KvDType::F32 => DType::F32,
+        }
+    }
+}
+
+impl std::str::FromStr for KvDType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f16" => Ok(Self::F16),
+            "f32" => Ok(Self::F32),
+            _ => Err(format!("KV dtype must be f16 or f32, got {s:?}")),
+        }
+    }
+}
+
+/// The shape of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLayout {
+    pub layers: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub block_size: usize,
+    pub dtype: KvDType,
+}
+
+impl KvLayout {
+    pub fn for_model(c: &Config, block_size: usize, dtype: KvDType) -> Self {
+        Self {
+            layers: c.n_layers,
+            kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            block_size,
+            dtype,
+        }
+    }
+    /// Elements of K (or V) of one block in one layer.
+    fn block_elems(&self) -> usize {
+        self.kv_heads * self.block_size * self.head_dim
+    }
+    /// Bytes one block takes over all layers, keys and values.
+    pub fn block_bytes(&self) -> usize {
+        2 * self.layers * self.block_elems() * self.dtype.bytes()
+    }
+}
+
+#[derive(Debug)]
+enum Data {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+impl Data {
+    fn zeroed(dtype: KvDType, n: usize) -> Self {
+        // Zeroed vectors come from calloc: pages are only committed once written.
+        match dtype {
+            KvDType::F16 => Data::F16(vec![f16::ZERO; n]),
+            KvDType::F32 => Data::F32(vec![0.0; n]),
+        }
+    }
+    fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            Data::F16(d) => d[at..at + src.len()].convert_from_f32_slice(src),
+            Data::F32(d) => d[at..at + src.len()].copy_from_slice(src),
+        }
+    }
+    fn bytes(&self, at: usize, n: usize) -> &[u8] {
+        match self {
+            Data::F16(d) => {
+                let s = &d[at..at + n];
+                // SAFETY: any initialized memory is valid as bytes; the length is in bytes.
+                unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), n * 2) }
+            }
+            Data::F32(d) => {
+                let s = &d[at..at + n];
+                // SAFETY: as above.
+                unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), n * 4) }
+            }
+        }
+    }
+    fn to_f32<'a>(&'a self, at: usize, n: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        match self {
+            Data::F16(d) => {
+                buf.resize(n, 0.0);
+                d[at..at + n].convert_to_f32_slice(buf);
+                buf
+            }
+            Data::F32(d) => &d[at..at + n],
+        }
+    }
+}
+
+/// Keys and values of every block, for every layer.
+#[derive(Debug)]
+pub struct KvStore {
+    layout: KvLayout,
+    num_blocks: usize,
+    k: Vec<Data>,
+    v: Vec<Data>,
+}
+
+impl KvStore {
+    pub fn new(layout: KvLayout, num_blocks: usize) -> Self {
+        let n = num_blocks * layout.block_elems();
+        Self {
+            layout,
+            num_blocks,
+            k: (0..layout.layers)
+                .map(|_| Data::zeroed(layout.dtype, n))
+                .collect(),
+            v: (0..layout.layers)
+                .map(|_| Data::zeroed(layout.dtype, n))
+                .collect(),
+        }
+    }
+
+    pub fn layout(&self) -> &KvLayout {
+        &self.layout
+    }
+    pub fn num_blocks(&self) -> usize {
+        self.num_blocks
+    }
+
+    fn at(&self, block: u32, head: usize, slot: usize) -> usize {
+        let l = &self.layout;
+        debug_assert!((block as usize) < self.num_blocks && slot < l.block_size);
+        ((block as usize * l.kv_heads + head) * l.block_size + slot) * l.head_dim
+    }
+
+    /// Stores the keys and values (`kv_heads * head_dim` each) of one token.
+    pub fn write(&mut self, layer: usize, block: u32, slot: usize, k: &[f32], v: &[f32]) {
+        let hd = self.layout.head_dim;
+        for h in 0..self.layout.kv_heads {
+            let at = self.at(block, h, slot);
+            self.k[layer].write(at, &k[h * hd..(h + 1) * hd]);
+            self.v[layer].write(at, &v[h * hd..(h + 1) * hd]);
+        }
+    }
+
+    /// The keys of the first `slots` slots of `block` for one head, as raw stored rows.
+    pub fn keys(&self, layer: usize, block: u32, head: usize, slots: usize) -> &[u8] {
+        self.k[layer].bytes(self.at(block, head, 0), slots * self.layout.head_dim)
+    }
+
+    /// The values of the first `slots` slots of `block` for one head, as f32 rows (converted
+    /// into `buf` when stored as f16).
+    pub fn values<'a>(
+        &'a self,
+        layer: usize,
+        block: u32,
+        head: usize,
+        slots: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        self.v[layer].to_f32(self.at(block, head, 0), slots * self.layout.head_dim, buf)
+    }
+}

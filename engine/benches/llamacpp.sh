@@ -5,10 +5,10 @@
 #
 # 1. Downloads the llama-cpp-python sdist from PyPI (it vendors llama.cpp) into
 #    $LLAMACPP_SRC (default /tmp/llamacpp-src) and unpacks it.
-# 2. Configures and builds only llama-bench, llama-tokenize and llama-simple
-#    into $LLAMACPP_DIR (default /tmp/llamacpp-build), Release, -march=native,
-#    no network / optional deps. Compiles run under `nice -n 15` with
-#    $LLAMACPP_JOBS jobs (default 2).
+# 2. Configures and builds only llama-bench, llama-tokenize, llama-simple and
+#    llama-batched-bench into $LLAMACPP_DIR (default /tmp/llamacpp-build),
+#    Release, -march=native, no network / optional deps. Compiles run under
+#    `nice -n 15` with $LLAMACPP_JOBS jobs (default 2).
 # 3. Runs `llama-bench -m MODEL -t T -p 512 -n 128 -r 3` per thread count and
 #    prints llama-bench's markdown table.
 # Each step is skipped when its output already exists, so re-runs only bench.
@@ -82,11 +82,14 @@ if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
         -DLLAMA_USE_PREBUILT_UI=OFF >&2
 fi
 
-if [[ ! -x "$BIN/llama-bench" || ! -x "$BIN/llama-tokenize" || ! -x "$BIN/llama-simple" ]]; then
-    log "building llama-bench llama-tokenize llama-simple (-j$JOBS, nice 15)"
+TARGETS=(llama-bench llama-tokenize llama-simple llama-batched-bench)
+missing=0
+for tgt in "${TARGETS[@]}"; do [[ -x "$BIN/$tgt" ]] || missing=1; done
+if [[ $missing -eq 1 ]]; then
+    log "building ${TARGETS[*]} (-j$JOBS, nice 15)"
     start=$(date +%s)
     nice -n 15 cmake --build "$BUILD_DIR" --config Release -j"$JOBS" \
-        --target llama-bench llama-tokenize llama-simple >&2
+        --target "${TARGETS[@]}" >&2
     log "build took $(( $(date +%s) - start )) s"
 fi
 

@@ -62,11 +62,12 @@ fn main() -> anyhow::Result<()> {
     let prompt = tk.encode(&text)?;
     let params = SamplingParams {
         temperature: args.temperature,
-        seed: args.seed,
+        seed: Some(args.seed),
+        max_tokens: u32::try_from(args.max_tokens).unwrap_or(u32::MAX),
         ..Default::default()
     };
     let mut stdout = std::io::stdout().lock();
-    let (_, stats) = generate(&model, &tk, &prompt, args.max_tokens, params, |t| {
+    let (_, stats) = generate(&model, &tk, &prompt, params, |t| {
         // A closed pipe (`| head`) ends generation instead of failing it.
         stdout
             .write_all(t.as_bytes())

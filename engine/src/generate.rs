@@ -53,13 +53,12 @@ impl Stats {
     }
 }
 
-/// Generates up to `max_tokens` after `prompt`. `on_text` gets each piece of text as it is
+/// Generates up to `params.max_tokens` after `prompt`. `on_text` gets each piece of text as it is
 /// complete, and returns `false` to stop. The generated ids are returned with the stats.
 pub fn generate(
     model: &Model,
     tk: &Tokenizer,
     prompt: &[u32],
-    max_tokens: usize,
     params: SamplingParams,
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<(Vec<u32>, Stats)> {
@@ -73,8 +72,9 @@ pub fn generate(
             prompt.len()
         )));
     }
-    let mut sampler = Sampler::new(params)?;
-    let max_tokens = max_tokens.min(ctx - prompt.len());
+    let max_tokens = (params.max_tokens as usize).min(ctx - prompt.len());
+    let seed = params.seed.unwrap_or_else(crate::rng::fresh_seed);
+    let mut sampler = Sampler::new(params, seed, prompt)?;
     let mut cache = model.new_cache(prompt.len() + max_tokens);
     let mut decoder = StreamDecoder::new();
     let mut out = Vec::new();
@@ -85,7 +85,7 @@ pub fn generate(
     let t1 = Instant::now();
     let mut stop = StopReason::Length;
     for i in 0..max_tokens {
-        let id = sampler.sample(&logits);
+        let id = sampler.sample(&logits).token;
         if tk.is_stop(id) {
             stop = StopReason::Stop;
             break;

@@ -10,6 +10,7 @@
 //!   and chat templates.
 //! - [`generate`]: a single-sequence generation loop with sampling; [`error`]: the one error type.
 
+pub mod batch;
 pub mod error;
 pub mod generate;
 pub mod gguf;

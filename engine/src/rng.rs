@@ -35,3 +35,18 @@ impl Rng {
         }
     }
 }
+
+/// A seed that differs between calls and processes, for requests that set none.
+pub fn fresh_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut r = Rng::new(
+        nanos
+            ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(32)
+            ^ u64::from(std::process::id()),
+    );
+    r.next_u64()
+}

@@ -201,11 +201,29 @@ fn a_prompt_longer_than_the_context_is_refused() {
     let tk = Tokenizer::from_gguf(&f).expect("tokenizer");
     let model = Model::from_gguf(&f, &LoadOptions { threads: 1 }).expect("model");
     let prompt = vec![28u32; model.config.context_len + 1];
-    let err = generate(&model, &tk, &prompt, 4, SamplingParams::default(), |_| true)
-        .expect_err("refused");
+    let err = generate(
+        &model,
+        &tk,
+        &prompt,
+        SamplingParams {
+            max_tokens: 4,
+            ..Default::default()
+        },
+        |_| true,
+    )
+    .expect_err("refused");
     assert!(err.to_string().contains("context is 8192 tokens"), "{err}");
-    let err =
-        generate(&model, &tk, &[], 4, SamplingParams::default(), |_| true).expect_err("refused");
+    let err = generate(
+        &model,
+        &tk,
+        &[],
+        SamplingParams {
+            max_tokens: 4,
+            ..Default::default()
+        },
+        |_| true,
+    )
+    .expect_err("refused");
     assert!(err.to_string().contains("empty"), "{err}");
     let mut cache = model.new_cache(4);
     let err = model

@@ -111,10 +111,19 @@ fn answers_the_capital_of_france_with_paris() {
         .expect("render");
     let ids = tk.encode(&prompt).expect("encode");
     let mut text = String::new();
-    let (_, stats) = generate(&model, &tk, &ids, 48, SamplingParams::default(), |t| {
-        text += t;
-        true
-    })
+    let (_, stats) = generate(
+        &model,
+        &tk,
+        &ids,
+        SamplingParams {
+            max_tokens: 48,
+            ..Default::default()
+        },
+        |t| {
+            text += t;
+            true
+        },
+    )
     .expect("generate");
     assert!(text.contains("Paris"), "answer without Paris: {text:?}");
     assert!(stats.decode_tokens > 0);

@@ -38,7 +38,10 @@ impl EngineConfig {
             return bad("max_batched_tokens must be at least 1".into());
         }
         if !(1..=4096).contains(&self.max_seqs) {
-            return bad(format!("max_seqs must be in 1..=4096, got {}", self.max_seqs));
+            return bad(format!(
+                "max_seqs must be in 1..=4096, got {}",
+                self.max_seqs
+            ));
         }
         if !(1..=1024).contains(&self.block_size) {
             return bad(format!(

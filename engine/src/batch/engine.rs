@@ -140,7 +140,9 @@ impl EngineHandle {
         std::thread::Builder::new()
             .name("joule-step".into())
             .spawn(move || step.run())
-            .map_err(|e| EngineError::InvalidRequest(format!("cannot start the step thread: {e}")))?;
+            .map_err(|e| {
+                EngineError::InvalidRequest(format!("cannot start the step thread: {e}"))
+            })?;
         Ok(Self { shared })
     }
 
@@ -154,6 +156,12 @@ impl EngineHandle {
     pub fn kv_blocks(&self) -> usize {
         self.shared.pool_blocks
     }
+    /// Checks the KV pool's bookkeeping (every block in exactly one state); for tests and
+    /// debugging endpoints.
+    pub fn check_kv(&self) -> std::result::Result<(), String> {
+        self.shared.pool.check()
+    }
+
     pub fn stats(&self) -> EngineStats {
         self.shared
             .stats
@@ -173,11 +181,19 @@ impl EngineHandle {
         if req.prompt.is_empty() {
             return bad("the prompt is empty".into());
         }
-        if let Some(&t) = req.prompt.iter().chain(&p.stop_token_ids).find(|&&t| t as usize >= vocab) {
+        if let Some(&t) = req
+            .prompt
+            .iter()
+            .chain(&p.stop_token_ids)
+            .find(|&&t| t as usize >= vocab)
+        {
             return bad(format!("token id {t} is outside the vocabulary of {vocab}"));
         }
         if !(req.weight > 0.0 && req.weight.is_finite() && req.weight <= 1e6) {
-            return bad(format!("tenant weight must be in (0, 1e6], got {}", req.weight));
+            return bad(format!(
+                "tenant weight must be in (0, 1e6], got {}",
+                req.weight
+            ));
         }
         if req.tenant.is_empty() || req.tenant.len() > 256 {
             return bad("the tenant id must be 1 to 256 bytes".into());

@@ -99,8 +99,9 @@ impl Scheduler {
             }
         }
         for t in self.tenants.values_mut() {
-            let (keep, drop): (VecDeque<_>, VecDeque<_>) =
-                std::mem::take(&mut t.waiting).into_iter().partition(|s| !gone(s));
+            let (keep, drop): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut t.waiting)
+                .into_iter()
+                .partition(|s| !gone(s));
             t.waiting = keep;
             out.extend(drop);
         }
@@ -152,7 +153,9 @@ impl Scheduler {
             return plan;
         }
         while budget > 0 && self.running.len() < self.max_seqs {
-            let Some(name) = self.next_tenant() else { break };
+            let Some(name) = self.next_tenant() else {
+                break;
+            };
             let t = self.tenants.get_mut(&name).expect("tenant just picked");
             let seq = t.waiting.front_mut().expect("tenant has waiting");
             if seq.table.blocks().is_empty() {

@@ -87,7 +87,9 @@ impl Sequence {
     pub fn adopt_prefix(&mut self, block_size: usize) -> usize {
         block_hashes(&self.tokens, block_size, &mut self.hashes);
         let usable = (self.tokens.len() - 1) / block_size;
-        let n = self.table.adopt_prefix(&self.hashes[..usable.min(self.hashes.len())]);
+        let n = self
+            .table
+            .adopt_prefix(&self.hashes[..usable.min(self.hashes.len())]);
         self.computed = n * block_size;
         self.cached_prompt_tokens.get_or_insert(self.computed);
         self.computed
@@ -119,7 +121,8 @@ impl Sequence {
             logprobs: s.logprobs.into_iter().collect(),
             ..Default::default()
         };
-        let stop_token = p.stop_token_ids.contains(&s.token) || (!p.ignore_eos && tk.is_stop(s.token));
+        let stop_token =
+            p.stop_token_ids.contains(&s.token) || (!p.ignore_eos && tk.is_stop(s.token));
         let mut reason = None;
         let mut stop_string = false;
         if stop_token {
@@ -152,7 +155,10 @@ impl Sequence {
 
     /// The closing record for `reason`.
     pub fn finish(&self, reason: FinishReason, message: Option<String>) -> Finish {
-        let ttft = self.first_token.map(|t| t - self.arrived).unwrap_or_default();
+        let ttft = self
+            .first_token
+            .map(|t| t - self.arrived)
+            .unwrap_or_default();
         let tpot = match (self.first_token, self.last_token) {
             (Some(a), Some(b)) if self.generated > 1 => (b - a) / (self.generated as u32 - 1),
             _ => Default::default(),

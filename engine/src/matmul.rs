@@ -1,7 +1,8 @@
 //! Threaded products of stored weights with activations: `out[t][r] = dot(W[r], x[t])` for one
 //! or several weights sharing the same input (Q/K/V, gate/up). Work is split over row ranges of
 //! all weights at once so one parallel region covers the group; each task runs its block of rows
-//! against every token in turn, so the block is read from memory once and then hits the cache.
+//! against every token, four tokens per pass where the kernels allow (each weight unpacked once
+//! for the four), so the block is read from memory once per step and then hits the cache.
 
 use rayon::prelude::*;
 
@@ -73,12 +74,21 @@ pub fn matmul(k: &Kernels, ws: &[&Weight], x: &Acts, outs: &mut [&mut [f32]]) {
         let dot = k.dot(w.dtype, w.packed);
         let rb = w.row_bytes();
         let rows = &w.data()[r0 * rb..r1 * rb];
-        for t in 0..x.n {
-            // SAFETY: row range r0..r1 of token t is written by this task only, and lies inside
-            // `outs[i]` (checked above: len >= n * rows).
-            let out =
-                unsafe { std::slice::from_raw_parts_mut(ptrs[i].0.add(t * w.rows + r0), r1 - r0) };
-            dot(rows, rb, x.row(t), out);
+        // SAFETY: row range r0..r1 of token t is written by this task only, and lies inside
+        // `outs[i]` (checked above: len >= n * rows); distinct tokens are disjoint ranges.
+        let out = |t: usize| unsafe {
+            std::slice::from_raw_parts_mut(ptrs[i].0.add(t * w.rows + r0), r1 - r0)
+        };
+        let mut t = 0;
+        if let Some(dot4) = k.dot4(w.dtype, w.packed) {
+            while t + 4 <= x.n {
+                let acts = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
+                dot4(rows, rb, acts, [out(t), out(t + 1), out(t + 2), out(t + 3)]);
+                t += 4;
+            }
+        }
+        for t in t..x.n {
+            dot(rows, rb, x.row(t), out(t));
         }
     });
 }

@@ -51,7 +51,8 @@ pub struct EngineStats {
 }
 
 struct Shared {
-    tx: Mutex<Sender<Command>>,
+    /// `None` once shut down: every submit after that is refused, none is lost in between.
+    tx: Mutex<Option<Sender<Command>>>,
     stats: Mutex<EngineStats>,
     next_id: AtomicU64,
     model: Arc<Model>,
@@ -105,7 +106,7 @@ impl EngineHandle {
         let model = Arc::new(model);
         let tokenizer = Arc::new(tokenizer);
         let shared = Arc::new(Shared {
-            tx: Mutex::new(tx),
+            tx: Mutex::new(Some(tx)),
             stats: Mutex::new(EngineStats {
                 kv: pool.stats(),
                 block_size: cfg.block_size,
@@ -249,16 +250,23 @@ impl EngineHandle {
 
     /// Ends every request (`Cancelled`) and stops the loop.
     pub fn shutdown(&self) {
-        let _ = self.send(Command::Shutdown);
+        let mut tx = self.shared.tx.lock().unwrap_or_else(|e| e.into_inner());
+        // Submissions queued before this are ahead of it and get cancelled by the loop.
+        if let Some(tx) = tx.take() {
+            let _ = tx.send(Command::Shutdown);
+        }
     }
 
     fn send(&self, c: Command) -> Result<()> {
+        let down = || EngineError::InvalidRequest("the engine has shut down".into());
         self.shared
             .tx
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .ok_or_else(down)?
             .send(c)
-            .map_err(|_| EngineError::InvalidRequest("the engine has shut down".into()))
+            .map_err(|_| down())
     }
 }
 

@@ -133,6 +133,10 @@ impl<'a> ActRow<'a> {
 /// activation row: `out[r] = dot(rows[r], act)` for `r < out.len()`.
 pub type DotFn = fn(rows: &[u8], row_bytes: usize, act: ActRow<'_>, out: &mut [f32]);
 
+/// [`DotFn`] for four activation rows: `outs[i][r] = dot(rows[r], acts[i])`; every `outs[i]` has
+/// one value per row.
+pub type Dot4Fn = fn(rows: &[u8], row_bytes: usize, acts: [ActRow<'_>; 4], outs: [&mut [f32]; 4]);
+
 /// The dot products for each stored type at the SIMD level of this CPU.
 #[derive(Debug, Clone, Copy)]
 pub struct Kernels {
@@ -147,6 +151,8 @@ pub struct Kernels {
     bf16: DotFn,
     /// Dot products over rows repacked by [`pack::pack_row`], where this level has them.
     packed: fn(DType) -> Option<DotFn>,
+    /// The same against four activation rows at once (bit-identical to four calls).
+    packed4: fn(DType) -> Option<Dot4Fn>,
 }
 
 impl Kernels {
@@ -163,6 +169,7 @@ impl Kernels {
             f16: |w, rb, a, o| scalar::rows(scalar::dot_f16, w, rb, a, o),
             bf16: |w, rb, a, o| scalar::rows(scalar::dot_bf16, w, rb, a, o),
             packed: |_| None,
+            packed4: |_| None,
         }
     }
 
@@ -197,6 +204,12 @@ impl Kernels {
             DType::F16 => self.f16,
             DType::BF16 => self.bf16,
         }
+    }
+
+    /// A kernel that runs rows against four activation rows at once, reading each weight once,
+    /// where this level has one; its results are bit-identical to four [`Self::dot`] calls.
+    pub fn dot4(&self, dtype: DType, packed: bool) -> Option<Dot4Fn> {
+        if packed { (self.packed4)(dtype) } else { None }
     }
 
     /// Whether this level wants rows of `dtype` repacked.

@@ -99,3 +99,54 @@ fn activation_planes_round_trip_within_half_a_step() {
     q.quantize(&zero, 32);
     assert_eq!((q.d[0], q.s[0]), (0.0, 0.0));
 }
+
+#[test]
+fn four_row_kernels_are_bit_identical_to_one_row_at_a_time() {
+    for k in &levels() {
+        for dtype in ALL {
+            let Some(dot4) = k.dot4(dtype, true) else {
+                continue;
+            };
+            let mut rng = Rng::new(dtype as u64 + 11);
+            // 576 = 18 blocks: rows end with a partial group of the packed layout.
+            for n in [512usize, 576] {
+                let rows = 5;
+                let stored: Vec<u8> = (0..rows)
+                    .flat_map(|_| random_data(dtype, n, 1.0, &mut rng))
+                    .collect();
+                let rb = stored.len() / rows;
+                let mut w = vec![0u8; stored.len()];
+                for (s, d) in stored.chunks(rb).zip(w.chunks_mut(rb)) {
+                    pack::pack_row(dtype, s, d);
+                }
+                let x: Vec<f32> = (0..4 * n).map(|_| rng.symmetric(3.0)).collect();
+                let mut q = QActs::default();
+                q.quantize(&x, n);
+                let acts: Vec<ActRow<'_>> = (0..4).map(|t| q.row(&x[t * n..], t, n)).collect();
+                let mut four = vec![vec![0f32; rows]; 4];
+                let [o0, o1, o2, o3] = &mut four[..] else {
+                    unreachable!()
+                };
+                dot4(
+                    &w,
+                    rb,
+                    [acts[0], acts[1], acts[2], acts[3]],
+                    [o0, o1, o2, o3],
+                );
+                for (t, got) in four.iter().enumerate() {
+                    let mut one = vec![0f32; rows];
+                    k.dot(dtype, true)(&w, rb, acts[t], &mut one);
+                    let same = got
+                        .iter()
+                        .zip(&one)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{} {dtype} n={n} row {t}: {got:?} vs {one:?}",
+                        k.level
+                    );
+                }
+            }
+        }
+    }
+}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tiny;
+
 use std::path::PathBuf;
 
 /// The default model, fetched by `deploy/fetch-default-model.sh`. Tests that need it fail with

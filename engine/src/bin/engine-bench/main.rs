@@ -1,0 +1,289 @@
+//! `engine-bench`: a serving benchmark of the engine alone. N client streams (closed loop) send
+//! requests whose lengths follow a fixed-seed ShareGPT-shaped distribution, most starting with
+//! one of a few shared system prompts; it reports output tokens/s, TTFT and inter-token latency
+//! percentiles, KV waste and the prefix-cache hit rate. With `--llama-batched-bench` it also runs
+//! a fixed-length workload (every stream the mean lengths) on the engine and on llama.cpp's
+//! `llama-batched-bench` with the same model, threads and concurrency, and reports the ratio.
+//!
+//! `cargo run --release -p joule-engine --bin engine-bench -- --model PATH --concurrency 1,8,32,64
+//! --requests M --seed S [--threads T] [--json]`. With `--json` each concurrency level prints one
+//! JSON object per line, so the last line is one JSON object.
+
+mod llamacpp;
+mod run;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use joule_engine::batch::{EngineConfig, EngineHandle};
+use joule_engine::gguf::GgufFile;
+use joule_engine::kv::{KvBudget, KvDType};
+use joule_engine::model::{Config, physical_cores};
+use joule_engine::tokenizer::Tokenizer;
+use joule_engine::{LoadOptions, Model};
+use serde_json::json;
+
+use run::{RunResult, percentile_ms};
+use workload::Shape;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "engine-bench",
+    about = "Serving benchmark of the Joule engine alone"
+)]
+struct Args {
+    /// A GGUF file or a Hugging Face model directory.
+    #[arg(long, env = "JOULE_MODEL")]
+    model: PathBuf,
+    /// Concurrent streams; a comma-separated list runs each level in turn.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    concurrency: Vec<usize>,
+    /// Requests per level (default: 2 x concurrency, at least 8).
+    #[arg(long)]
+    requests: Option<usize>,
+    /// Seed of the workload (lengths and prompt tokens).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Compute threads (default: physical cores).
+    #[arg(long, env = "JOULE_THREADS")]
+    threads: Option<usize>,
+    /// Runs per level; figures are medians over them.
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+    /// `sharegpt`: ShareGPT-shaped lengths with shared system prompts; `fixed`: every request
+    /// `--fixed-prompt` tokens in and `--fixed-output` out, as llama-batched-bench runs.
+    #[arg(long, value_enum, default_value_t = WorkloadKind::Sharegpt)]
+    workload: WorkloadKind,
+    /// Distinct shared system prompts (0: every prompt is its own).
+    #[arg(long, default_value_t = 4)]
+    system_prompts: usize,
+    /// Tokens of each shared system prompt.
+    #[arg(long, default_value_t = 64)]
+    system_len: usize,
+    /// KV pool size: bytes (4GiB, 512MB) or a fraction of available memory (0.3, 30%).
+    #[arg(long, env = "JOULE_KV_BUDGET", default_value = "2GiB")]
+    kv_budget: KvBudget,
+    #[arg(long, default_value = "f16")]
+    kv_dtype: KvDType,
+    #[arg(long, default_value_t = 512)]
+    max_batched_tokens: usize,
+    /// Most sequences running at once (default: the concurrency, at least 64).
+    #[arg(long)]
+    max_seqs: Option<usize>,
+    #[arg(long)]
+    no_prefix_caching: bool,
+    /// `llama-batched-bench` binary: also compare with llama.cpp at each level.
+    #[arg(long, env = "LLAMA_BATCHED_BENCH")]
+    llama_batched_bench: Option<PathBuf>,
+    /// Prompt and output tokens per request of the `fixed` workload and the llama.cpp comparison.
+    #[arg(long, default_value_t = 160)]
+    fixed_prompt: usize,
+    #[arg(long, default_value_t = 340)]
+    fixed_output: usize,
+    /// One JSON object per level on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum WorkloadKind {
+    Sharegpt,
+    Fixed,
+}
+
+fn load(path: &Path, threads: usize) -> Result<(Model, Tokenizer), String> {
+    let opts = LoadOptions { threads };
+    let r = if path.is_dir() {
+        Model::load(path, &opts).and_then(|m| Ok((m, Tokenizer::from_dir(path)?)))
+    } else {
+        GgufFile::open(path)
+            .and_then(|f| Ok((Model::from_gguf(&f, &opts)?, Tokenizer::from_gguf(&f)?)))
+    };
+    r.map_err(|e| format!("cannot load {}: {e}", path.display()))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// Starts a fresh engine (cold prefix cache) and runs `jobs` through it.
+fn measure(
+    a: &Args,
+    threads: usize,
+    concurrency: usize,
+    jobs: &[workload::Job],
+) -> Result<RunResult, String> {
+    let (model, tk) = load(&a.model, threads)?;
+    let cfg = EngineConfig {
+        max_batched_tokens: a.max_batched_tokens,
+        max_seqs: a.max_seqs.unwrap_or(concurrency.max(64)),
+        kv_dtype: a.kv_dtype,
+        kv_budget: a.kv_budget,
+        prefix_caching: !a.no_prefix_caching,
+        ..Default::default()
+    };
+    let engine = EngineHandle::start(model, tk, cfg).map_err(|e| e.to_string())?;
+    let r = run::run(&engine, jobs, concurrency);
+    engine.shutdown();
+    if let Some(f) = r.failures.first() {
+        return Err(format!("{} requests failed; first: {f}", r.failures.len()));
+    }
+    Ok(r)
+}
+
+fn level(a: &Args, c: &Config, threads: usize, n: usize) -> Result<serde_json::Value, String> {
+    let requests = a.requests.unwrap_or((2 * n).max(8));
+    let fixed = Shape::Fixed {
+        prompt: a.fixed_prompt,
+        output: a.fixed_output,
+    };
+    let shape = match a.workload {
+        WorkloadKind::Sharegpt => Shape::ShareGpt {
+            system_prompts: a.system_prompts,
+            system_len: a.system_len,
+        },
+        WorkloadKind::Fixed => fixed.clone(),
+    };
+    let jobs = workload::jobs(&shape, requests, a.seed, c.vocab, c.context_len);
+    let runs = (0..a.repeats)
+        .map(|_| measure(a, threads, n, &jobs))
+        .collect::<Result<Vec<_>, _>>()?;
+    let med = |f: &dyn Fn(&RunResult) -> f64| median(runs.iter().map(f).collect());
+    let mean_in = jobs.iter().map(|j| j.prompt.len()).sum::<usize>() as f64 / jobs.len() as f64;
+    let mean_out = jobs.iter().map(|j| j.output as f64).sum::<f64>() / jobs.len() as f64;
+    let mut v = json!({
+        "concurrency": n,
+        "workload": format!("{:?}", a.workload).to_lowercase(),
+        "requests": requests,
+        "threads": threads,
+        "seed": a.seed,
+        "repeats": a.repeats,
+        "mean_prompt_tokens": mean_in,
+        "mean_output_tokens": mean_out,
+        "output_tokens_per_s": med(&|r| r.output_tokens_per_s()),
+        "prompt_tokens_per_s": med(&|r| r.prompt_tokens as f64 / r.wall.as_secs_f64()),
+        "ttft_ms_p50": med(&|r| percentile_ms(&r.ttft, 50.0)),
+        "ttft_ms_p99": med(&|r| percentile_ms(&r.ttft, 99.0)),
+        "itl_ms_p50": med(&|r| percentile_ms(&r.itl, 50.0)),
+        "itl_ms_p99": med(&|r| percentile_ms(&r.itl, 99.0)),
+        "kv_waste": med(&|r| r.kv_waste),
+        "prefix_hit_rate": med(&|r| r.prefix_hit_rate),
+        "preemptions": med(&|r| r.preemptions as f64),
+        "energy": "not measured (the engine bench has no power sensor)",
+    });
+    if let Some(bin) = &a.llama_batched_bench {
+        let jobs = workload::jobs(&fixed, n, a.seed, c.vocab, c.context_len);
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        let mut theirs_decode = Vec::new();
+        for _ in 0..a.repeats {
+            ours.push(measure(a, threads, n, &jobs)?.output_tokens_per_s());
+            let b =
+                llamacpp::batched_bench(bin, &a.model, threads, n, a.fixed_prompt, a.fixed_output)?;
+            theirs.push(b.output_tokens_per_s);
+            theirs_decode.push(b.decode_tokens_per_s);
+        }
+        let (o, t) = (median(ours), median(theirs));
+        v["fixed"] = json!({
+            "prompt_tokens": a.fixed_prompt,
+            "output_tokens": a.fixed_output,
+            "engine_output_tokens_per_s": o,
+            "llamacpp_output_tokens_per_s": t,
+            "llamacpp_decode_tokens_per_s": median(theirs_decode),
+            "ratio": o / t,
+        });
+    }
+    Ok(v)
+}
+
+fn print_text(v: &serde_json::Value) {
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    println!(
+        "concurrency {:>3} | {} requests (mean {:.0} in / {:.0} out) | {:.1} output tok/s | \
+         TTFT p50 {:.1} ms p99 {:.1} ms | ITL p50 {:.1} ms p99 {:.1} ms | KV waste {:.2}% | \
+         prefix hits {:.1}% | preemptions {:.0}",
+        v["concurrency"],
+        v["requests"],
+        f("mean_prompt_tokens"),
+        f("mean_output_tokens"),
+        f("output_tokens_per_s"),
+        f("ttft_ms_p50"),
+        f("ttft_ms_p99"),
+        f("itl_ms_p50"),
+        f("itl_ms_p99"),
+        f("kv_waste") * 100.0,
+        f("prefix_hit_rate") * 100.0,
+        f("preemptions"),
+    );
+    let x = &v["fixed"];
+    if !x.is_null() {
+        let g = |k: &str| x[k].as_f64().unwrap_or(0.0);
+        println!(
+            "    vs llama.cpp, {} streams of {} in / {} out: engine {:.1} tok/s, llama-batched-bench \
+             {:.1} tok/s (decode only {:.1}): {:.2}x",
+            v["concurrency"],
+            x["prompt_tokens"],
+            x["output_tokens"],
+            g("engine_output_tokens_per_s"),
+            g("llamacpp_output_tokens_per_s"),
+            g("llamacpp_decode_tokens_per_s"),
+            g("ratio"),
+        );
+    }
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let fail = |m: String| {
+        eprintln!("engine-bench: {m}");
+        ExitCode::FAILURE
+    };
+    if a.concurrency.is_empty() || a.concurrency.contains(&0) {
+        return fail("--concurrency must list numbers of at least 1".into());
+    }
+    if a.repeats == 0 || a.requests == Some(0) {
+        return fail("--repeats and --requests must be at least 1".into());
+    }
+    if a.fixed_prompt == 0 || a.fixed_output == 0 {
+        return fail("--fixed-prompt and --fixed-output must be at least 1".into());
+    }
+    let threads = a.threads.unwrap_or_else(physical_cores);
+    let config = match load(&a.model, threads) {
+        Ok((m, _)) => m.config,
+        Err(e) => return fail(e),
+    };
+    if config.context_len < 8 {
+        return fail(format!(
+            "the model's context ({}) is too short",
+            config.context_len
+        ));
+    }
+    if a.fixed_prompt + a.fixed_output > config.context_len {
+        return fail(format!(
+            "--fixed-prompt plus --fixed-output ({}) exceed the model's context of {}",
+            a.fixed_prompt + a.fixed_output,
+            config.context_len
+        ));
+    }
+    if !a.json {
+        println!(
+            "engine-bench: {} | {threads} threads | KV {} {:?} | seed {} | {} repeat(s)",
+            a.model.display(),
+            a.kv_budget,
+            a.kv_dtype,
+            a.seed,
+            a.repeats
+        );
+    }
+    for &n in &a.concurrency {
+        match level(&a, &config, threads, n) {
+            Ok(v) if a.json => println!("{v}"),
+            Ok(v) => print_text(&v),
+            Err(e) => return fail(format!("at concurrency {n}: {e}")),
+        }
+    }
+    ExitCode::SUCCESS
+}

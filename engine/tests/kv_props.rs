@@ -93,7 +93,7 @@ proptest! {
                     if r.cancel_after == Some(seen) {
                         stream.cancel();
                     }
-                    let Some(ev) = stream.blocking_next() else { return None };
+                    let ev = stream.blocking_next()?;
                     seen += 1;
                     ids.extend(ev.token_ids);
                     if let Some(f) = ev.finish {

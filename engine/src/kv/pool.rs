@@ -201,13 +201,9 @@ impl BlockPool {
             }
             seen[b as usize] += 1;
         }
-        for b in 0..n {
-            let expect = u8::from(g.refs[b] == 0);
-            if seen[b] != expect {
-                return Err(format!(
-                    "block {b} is on {} free lists with {} refs",
-                    seen[b], g.refs[b]
-                ));
+        for (b, (&on, &refs)) in seen.iter().zip(&g.refs).enumerate() {
+            if on != u8::from(refs == 0) {
+                return Err(format!("block {b} is on {on} free lists with {refs} refs"));
             }
         }
         for (h, &b) in &g.index {

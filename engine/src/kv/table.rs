@@ -88,8 +88,9 @@ impl BlockTable {
     /// Registers the table's full blocks named by `hashes` in the prefix cache.
     pub fn publish(&mut self, hashes: &[BlockHash]) {
         let upto = hashes.len().min(self.blocks.len());
-        for i in self.named..upto {
-            self.pool.register(self.blocks[i], hashes[i]);
+        let from = self.named.min(upto);
+        for (&b, &h) in self.blocks[from..upto].iter().zip(&hashes[from..upto]) {
+            self.pool.register(b, h);
         }
         self.named = self.named.max(upto);
     }

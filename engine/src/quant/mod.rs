@@ -40,7 +40,10 @@ pub struct QActs {
 
 impl QActs {
     /// Quantizes `x` (rows of `cols`, a multiple of 32) into `self`, reusing its buffers.
+    /// Large inputs are split over the current rayon pool; each block's result is the same
+    /// however the work is split.
     pub fn quantize(&mut self, x: &[f32], cols: usize) {
+        use rayon::prelude::*;
         let nb = x.len() / QK;
         self.hi.resize(x.len(), 0);
         self.lo.resize(x.len(), 0);
@@ -48,23 +51,19 @@ impl QActs {
         self.s.resize(nb, 0.0);
         self.h16.resize(2 * nb, 0);
         debug_assert_eq!(cols % QK, 0);
-        for (b, chunk) in x.chunks_exact(QK).enumerate() {
-            let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / QMAX;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut sums = [0i32; 2];
-            for (i, v) in chunk.iter().enumerate() {
-                let q = round(v * id);
-                let hi = round(q as f32 * (1.0 / 255.0));
-                self.hi[b * QK + i] = hi as i8;
-                self.lo[b * QK + i] = (q - 255 * hi) as i8;
-                sums[i / 16] += q;
-            }
-            self.d[b] = d;
-            self.s[b] = d * (sums[0] + sums[1]) as f32;
-            self.h16[2 * b] = sums[0];
-            self.h16[2 * b + 1] = sums[1];
-        }
+        // 64 blocks (2048 values) per task.
+        const B: usize = 64;
+        (
+            x.par_chunks(QK * B),
+            self.hi.par_chunks_mut(QK * B),
+            self.lo.par_chunks_mut(QK * B),
+            self.d.par_chunks_mut(B),
+            self.s.par_chunks_mut(B),
+            self.h16.par_chunks_mut(2 * B),
+        )
+            .into_par_iter()
+            .with_min_len(4)
+            .for_each(|(x, hi, lo, d, s, h16)| quantize_blocks(x, hi, lo, d, s, h16));
     }
 
     /// Row `t` of rows `cols` wide, with its f32 form `f`.
@@ -88,6 +87,34 @@ impl QActs {
             s: &self.s[t * nb..(t + 1) * nb],
             h16: &self.h16[2 * t * nb..2 * (t + 1) * nb],
         }
+    }
+}
+
+/// Quantizes whole blocks of 32 values into their two planes, scales and sums.
+fn quantize_blocks(
+    x: &[f32],
+    hi: &mut [i8],
+    lo: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    h16: &mut [i32],
+) {
+    for (b, chunk) in x.chunks_exact(QK).enumerate() {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let db = amax / QMAX;
+        let id = if db > 0.0 { 1.0 / db } else { 0.0 };
+        let mut sums = [0i32; 2];
+        for (i, v) in chunk.iter().enumerate() {
+            let q = round(v * id);
+            let h = round(q as f32 * (1.0 / 255.0));
+            hi[b * QK + i] = h as i8;
+            lo[b * QK + i] = (q - 255 * h) as i8;
+            sums[i / 16] += q;
+        }
+        d[b] = db;
+        s[b] = db * (sums[0] + sums[1]) as f32;
+        h16[2 * b] = sums[0];
+        h16[2 * b + 1] = sums[1];
     }
 }
 

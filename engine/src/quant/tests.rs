@@ -28,8 +28,8 @@ fn every_level_matches_the_f32_dot() {
     for k in &levels() {
         for dtype in ALL {
             let mut rng = Rng::new(dtype as u64 + 7);
-            // 576 = 18 blocks: packed rows end with a partial group.
-            for n in [256usize, 512, 576, 1536] {
+            // Rows of 2, 3, 17, 18 and 19 blocks end in a packed pair and/or an odd stored block.
+            for n in [64usize, 96, 256, 512, 544, 576, 608, 1536] {
                 if n % dtype.block_len() != 0 {
                     continue;
                 }
@@ -108,8 +108,8 @@ fn four_row_kernels_are_bit_identical_to_one_row_at_a_time() {
                 continue;
             };
             let mut rng = Rng::new(dtype as u64 + 11);
-            // 576 = 18 blocks: rows end with a partial group of the packed layout.
-            for n in [512usize, 576] {
+            // Rows that end in a packed pair and/or an odd stored block.
+            for n in [64usize, 96, 512, 544, 576, 608] {
                 let rows = 5;
                 let stored: Vec<u8> = (0..rows)
                     .flat_map(|_| random_data(dtype, n, 1.0, &mut rng))

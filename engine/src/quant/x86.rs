@@ -308,8 +308,9 @@ unsafe fn dot_planes512(u: __m512i, a: &ActRow<'_>, at: usize) -> __m512i {
     unsafe {
         let z = _mm512_setzero_si512();
         let h = _mm512_dpbusd_epi32(z, u, _mm512_loadu_si512(a.hi.as_ptr().add(at).cast()));
-        let l = _mm512_dpbusd_epi32(z, u, _mm512_loadu_si512(a.lo.as_ptr().add(at).cast()));
-        _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(h, 8), h), l)
+        // 255 * h, then the low plane accumulated onto it (exact: no lane can overflow).
+        let h255 = _mm512_sub_epi32(_mm512_slli_epi32(h, 8), h);
+        _mm512_dpbusd_epi32(h255, u, _mm512_loadu_si512(a.lo.as_ptr().add(at).cast()))
     }
 }
 
@@ -332,8 +333,8 @@ unsafe fn packed_rows4<const T: u8>(w: &[u8], rb: usize, a: [ActRow<'_>; 4], out
     }
 }
 
-/// Rows repacked by [`super::pack`]: groups of four blocks on 512-bit registers, then the
-/// trailing blocks as stored; one weight row against `N` activation rows.
+/// Rows repacked by [`super::pack`]: groups of four blocks on 512-bit registers, then a packed
+/// pair of blocks, then a last odd block as stored; one weight row against `N` activation rows.
 #[inline(always)]
 unsafe fn packed_vnni<const T: u8, const N: usize>(w: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
     let bb = match T {
@@ -382,6 +383,37 @@ unsafe fn packed_vnni<const T: u8, const N: usize>(w: &[u8], acts: &[ActRow<'_>;
                 acc[i] = _mm512_fmadd_ps(p1, _mm512_permutexvar_ps(idx23, sc), acc[i]);
             }
         }
+        // A trailing pair of blocks, packed like a group at half the width.
+        let paired = nb - groups * 4 >= 2;
+        if paired {
+            let base = w.as_ptr().add(groups * 4 * bb);
+            let dw = _mm_cvtph_ps(_mm_cvtsi32_si128(base.cast::<i32>().read_unaligned()));
+            let ow = if T == Q4_1 {
+                _mm_cvtph_ps(_mm_cvtsi32_si128(
+                    base.add(4).cast::<i32>().read_unaligned(),
+                ))
+            } else {
+                dw
+            };
+            let u = if T == Q8_0 {
+                _mm512_loadu_si512(base.add(4).cast())
+            } else {
+                let m4 = _mm256_set1_epi8(0x0F);
+                let q = _mm256_loadu_si256(base.add(if T == Q4_1 { 8 } else { 4 }).cast());
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+            };
+            let at = 4 * groups;
+            for (i, a) in acts.iter().enumerate() {
+                let two = |v: &[f32]| _mm_castpd_ps(_mm_load_sd(v.as_ptr().add(at).cast()));
+                off[i] = _mm_fmadd_ps(ow, two(a.s), off[i]);
+                let sc = _mm512_castps128_ps512(_mm_mul_ps(dw, two(a.d)));
+                let p = _mm512_cvtepi32_ps(dot_planes512(u, a, 32 * at));
+                acc[i] = _mm512_fmadd_ps(p, _mm512_permutexvar_ps(idx01, sc), acc[i]);
+            }
+        }
+        let done = groups * 4 + if paired { 2 } else { 0 };
         let mut totals = [0f32; N];
         for (i, a) in acts.iter().enumerate() {
             // Offsets: Q4_1 adds m * s; Q4_0 and Q8_0 (stored +8 / +128) subtract that much of
@@ -393,9 +425,9 @@ unsafe fn packed_vnni<const T: u8, const N: usize>(w: &[u8], acts: &[ActRow<'_>;
                     _ => -128.0,
                 };
             let mut total = _mm512_reduce_add_ps(acc[i]) + off;
-            if groups * 4 < nb {
-                let rest = a.skip_blocks(groups * 4);
-                let tail = &w[groups * 4 * bb..];
+            if done < nb {
+                let rest = a.skip_blocks(done);
+                let tail = &w[done * bb..];
                 total += match T {
                     Q4_0 => q4_0_body::<true>(tail, rest),
                     Q4_1 => q4_1_body::<true>(tail, rest),

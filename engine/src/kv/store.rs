@@ -108,16 +108,6 @@ impl Data {
             }
         }
     }
-    fn to_f32<'a>(&'a self, at: usize, n: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
-        match self {
-            Data::F16(d) => {
-                buf.resize(n, 0.0);
-                d[at..at + n].convert_to_f32_slice(buf);
-                buf
-            }
-            Data::F32(d) => &d[at..at + n],
-        }
-    }
 }
 
 /// Keys and values of every block, for every layer.
@@ -172,16 +162,8 @@ impl KvStore {
         self.k[layer].bytes(self.at(block, head, 0), slots * self.layout.head_dim)
     }
 
-    /// The values of the first `slots` slots of `block` for one head, as f32 rows (converted
-    /// into `buf` when stored as f16).
-    pub fn values<'a>(
-        &'a self,
-        layer: usize,
-        block: u32,
-        head: usize,
-        slots: usize,
-        buf: &'a mut Vec<f32>,
-    ) -> &'a [f32] {
-        self.v[layer].to_f32(self.at(block, head, 0), slots * self.layout.head_dim, buf)
+    /// The values of the first `slots` slots of `block` for one head, as raw stored rows.
+    pub fn values(&self, layer: usize, block: u32, head: usize, slots: usize) -> &[u8] {
+        self.v[layer].bytes(self.at(block, head, 0), slots * self.layout.head_dim)
     }
 }

@@ -12,11 +12,12 @@
 use rayon::prelude::*;
 
 use super::Model;
+use super::attention::{Batch, attention};
 use super::config::{Config, RopeLayout};
 use crate::error::{EngineError, Result};
 use crate::kv::{DEFAULT_BLOCK_SIZE, KvDType, KvLayout, KvStore};
 use crate::matmul::{Acts, matmul, needs_q};
-use crate::quant::{ActRow, Kernels, dequantize_row};
+use crate::quant::dequantize_row;
 
 /// Which positions of a chunk get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +186,12 @@ impl Model {
                     &vv[t * kvd..(t + 1) * kvd],
                 );
             }
-            attention(c, k, &q, kv, li, seqs, &rows, &mut att);
+            let batch = Batch {
+                seqs,
+                seq: &rows.seq,
+                pos: &rows.pos,
+            };
+            attention(c, &q, kv, li, &batch, &mut att);
 
             acts.f.clear();
             acts.f.extend_from_slice(&att);
@@ -307,79 +313,4 @@ fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, dim: usize, out: &mut Vec<f32>)
             .zip(w)
             .for_each(|((o, x), w)| *o = x * s * w);
     }
-}
-
-/// Paged causal attention: each new token, for each KV head, attends over its own sequence's
-/// blocks up to its position, for the query heads sharing that KV head. Work items are (token,
-/// KV head) pairs, so threads split across sequences and heads alike.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    c: &Config,
-    k: &Kernels,
-    q: &[f32],
-    kv: &KvStore,
-    layer: usize,
-    seqs: &[SeqChunk<'_>],
-    rows: &Rows,
-    out: &mut [f32],
-) {
-    let hd = c.head_dim;
-    let group = c.n_heads / c.n_kv_heads;
-    let bs = kv.layout().block_size;
-    let row_bytes = hd * kv.layout().dtype.bytes();
-    let dot = k.dot(kv.layout().dtype.dtype(), false);
-    let scale = 1.0 / (hd as f32).sqrt();
-    out.par_chunks_mut(group * hd).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(scores, vbuf), (idx, o)| {
-            let (t, g) = (idx / c.n_kv_heads, idx % c.n_kv_heads);
-            let blocks = seqs[rows.seq[t]].blocks;
-            let len = rows.pos[t] + 1;
-            let qs = &q[t * c.q_dim() + g * group * hd..][..group * hd];
-            scores.clear();
-            scores.resize(group * len, 0f32);
-            for (b, &blk) in blocks[..len.div_ceil(bs)].iter().enumerate() {
-                let slots = bs.min(len - b * bs);
-                let keys = kv.keys(layer, blk, g, slots);
-                for h in 0..group {
-                    let act = ActRow {
-                        f: &qs[h * hd..(h + 1) * hd],
-                        hi: &[],
-                        lo: &[],
-                        d: &[],
-                        s: &[],
-                        h16: &[],
-                    };
-                    dot(
-                        keys,
-                        row_bytes,
-                        act,
-                        &mut scores[h * len + b * bs..][..slots],
-                    );
-                }
-            }
-            for sc in scores.chunks_mut(len) {
-                let max = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
-                let mut sum = 0f32;
-                for s in sc.iter_mut() {
-                    *s = (*s * scale - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                sc.iter_mut().for_each(|s| *s *= inv);
-            }
-            o.fill(0.0);
-            for (b, &blk) in blocks[..len.div_ceil(bs)].iter().enumerate() {
-                let slots = bs.min(len - b * bs);
-                let vals = kv.values(layer, blk, g, slots, vbuf);
-                for h in 0..group {
-                    let oh = &mut o[h * hd..(h + 1) * hd];
-                    let ps = &scores[h * len + b * bs..][..slots];
-                    for (p, v) in ps.iter().zip(vals.chunks_exact(hd)) {
-                        oh.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
-                    }
-                }
-            }
-        },
-    );
 }

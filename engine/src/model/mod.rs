@@ -2,6 +2,7 @@
 //! ([`weights`]) and the forward pass ([`forward`]). A [`Model`] is immutable once loaded and
 //! runs on its own thread pool; per-sequence state lives in a [`KvCache`].
 
+mod attention;
 pub mod config;
 pub mod forward;
 pub mod weights;

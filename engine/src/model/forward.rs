@@ -197,20 +197,16 @@ impl Model {
             acts.f.extend_from_slice(&att);
             acts.prepare(n, qd, needs_q(&[&l.wo]));
             matmul(k, &[&l.wo], &acts, &mut [&mut proj]);
-            x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
+            add_into(&mut x, &proj);
 
             rms_norm_into(&x, &l.ffn_norm, c.norm_eps, dim, &mut acts.f);
             acts.prepare(n, dim, needs_q(&[&l.w_gate, &l.w_up]));
             matmul(k, &[&l.w_gate, &l.w_up], &acts, &mut [&mut gate, &mut up]);
             acts.f.clear();
-            acts.f.extend(
-                gate.iter()
-                    .zip(&up)
-                    .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u),
-            );
+            swiglu_into(&gate, &up, &mut acts.f);
             acts.prepare(n, c.ffn_dim, needs_q(&[&l.w_down]));
             matmul(k, &[&l.w_down], &acts, &mut [&mut proj]);
-            x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
+            add_into(&mut x, &proj);
         }
 
         let picked: Vec<f32> = rows
@@ -301,16 +297,45 @@ impl Rows {
     }
 }
 
-/// `out = x / rms(x) * w`, row by row.
+/// Rows or elements per parallel task of the element-wise steps below.
+const ELEMS_PER_TASK: usize = 4096;
+
+/// `out = x / rms(x) * w`, row by row (rows split across threads).
 fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, dim: usize, out: &mut Vec<f32>) {
     out.clear();
     out.resize(x.len(), 0.0);
-    for (o, r) in out.chunks_mut(dim).zip(x.chunks(dim)) {
-        let ms = r.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-        let s = 1.0 / (ms + eps).sqrt();
-        o.iter_mut()
-            .zip(r)
-            .zip(w)
-            .for_each(|((o, x), w)| *o = x * s * w);
-    }
+    out.par_chunks_mut(dim)
+        .zip(x.par_chunks(dim))
+        .with_min_len((ELEMS_PER_TASK / dim).max(1))
+        .for_each(|(o, r)| {
+            let ms = r.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+            let s = 1.0 / (ms + eps).sqrt();
+            o.iter_mut()
+                .zip(r)
+                .zip(w)
+                .for_each(|((o, x), w)| *o = x * s * w);
+        });
+}
+
+/// `x += y`, element-wise.
+fn add_into(x: &mut [f32], y: &[f32]) {
+    x.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(y.par_chunks(ELEMS_PER_TASK))
+        .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x += y));
+}
+
+/// `out = silu(gate) * up`, element-wise.
+fn swiglu_into(gate: &[f32], up: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(gate.len(), 0.0);
+    out.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(
+            gate.par_chunks(ELEMS_PER_TASK)
+                .zip(up.par_chunks(ELEMS_PER_TASK)),
+        )
+        .for_each(|(o, (g, u))| {
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        });
 }

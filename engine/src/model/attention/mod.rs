@@ -25,11 +25,14 @@ mod x86;
 type ScoresFn = fn(keys: &[u8], f16: bool, hd: usize, q: &[f32], out: &mut [f32], stride: usize);
 /// `o_h += sum_s p[h * stride + s] * v_s` over the `slots` value rows of one block.
 type ValuesFn = fn(vals: &[u8], f16: bool, hd: usize, p: &[f32], stride: usize, o: &mut [f32]);
+/// `x = softmax(x * scale)` in place (`scale > 0`).
+type SoftmaxFn = fn(x: &mut [f32], scale: f32);
 
 #[derive(Clone, Copy)]
 struct Kernels {
     scores: ScoresFn,
     values: ValuesFn,
+    softmax: SoftmaxFn,
 }
 
 fn kernels() -> &'static Kernels {
@@ -44,8 +47,20 @@ fn kernels() -> &'static Kernels {
         Kernels {
             scores: scalar_scores,
             values: scalar_values,
+            softmax: scalar_softmax,
         }
     })
+}
+
+fn scalar_softmax(x: &mut [f32], scale: f32) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s)) * scale;
+    let mut sum = 0f32;
+    for s in x.iter_mut() {
+        *s = (*s * scale - max).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|s| *s *= inv);
 }
 
 fn row(data: &[u8], f16: bool, hd: usize, s: usize, out: &mut [f32]) {
@@ -130,14 +145,7 @@ pub(super) fn attention(
                 (k.scores)(keys, f16, hd, qs, &mut scores[i * bs..], len);
             }
             for sc in scores.chunks_mut(len) {
-                let max = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
-                let mut sum = 0f32;
-                for s in sc.iter_mut() {
-                    *s = (*s * scale - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                sc.iter_mut().for_each(|s| *s *= inv);
+                (k.softmax)(sc, scale);
             }
             o.fill(0.0);
             for (i, &blk) in used.iter().enumerate() {
@@ -190,6 +198,21 @@ mod tests {
                     assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "values {x} vs {y}");
                 }
             }
+        }
+        // Softmax over lengths around the vector width, with large, tiny and equal scores.
+        for len in [1usize, 7, 8, 9, 33, 500] {
+            let mut a: Vec<f32> = (0..len).map(|_| r.symmetric(60.0)).collect();
+            a[len / 2] = 90.0;
+            let mut b = a.clone();
+            (k.softmax)(&mut a, 0.125);
+            scalar_softmax(&mut b, 0.125);
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= 2e-6 * (1e-3 + y.abs()),
+                    "softmax {x} vs {y}"
+                );
+            }
+            assert!((a.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         }
     }
 }

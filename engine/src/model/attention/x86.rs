@@ -27,6 +27,7 @@ pub(super) fn kernels() -> Option<Kernels> {
             }
             unsafe { values(v, f16, hd, p, stride, o) }
         },
+        softmax: |x, scale| unsafe { softmax(x, scale) },
     })
 }
 
@@ -99,5 +100,89 @@ unsafe fn values(vals: &[u8], f16: bool, hd: usize, p: &[f32], stride: usize, o:
                 }
             }
         }
+    }
+}
+
+/// `exp(x)` of eight lanes (Cephes' single-precision method: `x = n ln2 + r`, a degree-6
+/// polynomial in `r`, then `2^n` through the exponent bits); within 2 ulp of libm's `expf` for
+/// `x` in [-87, 88], and tiny but positive below.
+#[inline(always)]
+unsafe fn exp8(x: __m256) -> __m256 {
+    unsafe {
+        let x = _mm256_max_ps(
+            _mm256_min_ps(x, _mm256_set1_ps(88.0)),
+            _mm256_set1_ps(-87.0),
+        );
+        let n = _mm256_round_ps(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            0.166_666_65,
+            0.5,
+        ] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let e = _mm256_fmadd_ps(
+            _mm256_mul_ps(p, r),
+            r,
+            _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+        );
+        let pow2 = _mm256_slli_epi32(
+            _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+            23,
+        );
+        _mm256_mul_ps(e, _mm256_castsi256_ps(pow2))
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn softmax(x: &mut [f32], scale: f32) {
+    let n = x.len();
+    let full = n - n % 8;
+    // SAFETY: vector loads and stores cover [0, full), full <= n.
+    unsafe {
+        let p = x.as_mut_ptr();
+        let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
+        for i in (0..full).step_by(8) {
+            mv = _mm256_max_ps(mv, _mm256_loadu_ps(p.add(i)));
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), mv);
+        let max = lanes
+            .iter()
+            .chain(&x[full..])
+            .fold(f32::NEG_INFINITY, |m, &s| m.max(s))
+            * scale;
+        let (sv, mxv) = (_mm256_set1_ps(scale), _mm256_set1_ps(max));
+        let mut acc = _mm256_setzero_ps();
+        for i in (0..full).step_by(8) {
+            let e = exp8(_mm256_fmsub_ps(_mm256_loadu_ps(p.add(i)), sv, mxv));
+            _mm256_storeu_ps(p.add(i), e);
+            acc = _mm256_add_ps(acc, e);
+        }
+        let mut sum = hsum(acc);
+        if full < n {
+            let mut tail = [f32::NEG_INFINITY; 8];
+            tail[..n - full].copy_from_slice(&x[full..]);
+            let e = exp8(_mm256_fmsub_ps(_mm256_loadu_ps(tail.as_ptr()), sv, mxv));
+            _mm256_storeu_ps(tail.as_mut_ptr(), e);
+            for (o, &v) in x[full..].iter_mut().zip(&tail) {
+                *o = v;
+                sum += v;
+            }
+        }
+        let inv = _mm256_set1_ps(1.0 / sum);
+        for i in (0..full).step_by(8) {
+            _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv));
+        }
+        let inv = 1.0 / sum;
+        x[full..].iter_mut().for_each(|v| *v *= inv);
     }
 }

@@ -76,28 +76,6 @@ fn assert_same(alone: &[Output], got: &[Output], what: &str) {
     }
 }
 
-fn wait_idle(h: &EngineHandle) {
-    for _ in 0..2000 {
-        let s = h.stats();
-        if s.running == 0 && s.waiting == 0 {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    panic!("the engine did not go idle: {:?}", h.stats());
-}
-
-fn assert_pool_full(h: &EngineHandle) {
-    wait_idle(h);
-    h.check_kv().expect("consistent pool");
-    let kv = h.stats().kv;
-    assert_eq!(
-        (kv.used, kv.free),
-        (0, kv.total),
-        "blocks still held: {kv:?}"
-    );
-}
-
 #[test]
 fn greedy_outputs_in_batches_of_1_8_and_64_match_each_request_alone() {
     let alone_engine = start(cfg(1, 512, false));
@@ -116,7 +94,7 @@ fn greedy_outputs_in_batches_of_1_8_and_64_match_each_request_alone() {
         let h = start(cfg(max_seqs, 48, false));
         let got = run_all(&h, &reqs);
         assert_same(&alone, &got, &format!("in batches of {max_seqs}"));
-        assert_pool_full(&h);
+        common::assert_pool_full(&h);
     }
 }
 
@@ -144,7 +122,7 @@ fn preempting_many_times_still_gives_the_same_outputs() {
         "only {} preemptions",
         h.stats().preemptions_total
     );
-    assert_pool_full(&h);
+    common::assert_pool_full(&h);
 }
 
 #[test]
@@ -185,7 +163,7 @@ fn prefix_cache_hits_give_the_same_outputs_and_are_reported() {
         stats.prefix_hit_rate
     );
     assert!(stats.kv.cached > 0, "nothing stays cached: {:?}", stats.kv);
-    assert_pool_full(&h);
+    common::assert_pool_full(&h);
 }
 
 #[test]
@@ -228,7 +206,7 @@ fn seeded_sampling_is_the_same_alone_and_in_any_batch() {
             .zip(&other)
             .any(|(a, o)| a.token_ids != o.token_ids)
     );
-    assert_pool_full(&h);
+    common::assert_pool_full(&h);
 }
 
 #[test]
@@ -286,5 +264,5 @@ fn streams_carry_deltas_usage_and_end_at_stop_strings() {
         .collect_blocking();
     assert_eq!(stopped.finish.reason, FinishReason::Stop);
     assert_eq!(stopped.text, text[..text.find(&stop).expect("present")]);
-    assert_pool_full(&h);
+    common::assert_pool_full(&h);
 }

@@ -103,7 +103,7 @@ proptest! {
             }));
         }
         let done: Vec<_> = threads.into_iter().filter_map(|t| t.join().expect("reader")).collect();
-        tiny::assert_pool_full(&h);
+        common::assert_pool_full(&h);
         let (model, tk) = tiny::model_and_tokenizer();
         for (r, ids, reason) in done {
             if reason == FinishReason::Cancelled {

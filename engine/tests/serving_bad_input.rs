@@ -182,7 +182,7 @@ fn bad_requests_are_refused_with_what_to_change_before_taking_a_block() {
         .collect_blocking();
     assert_eq!(out.finish.reason, FinishReason::Length);
     assert_eq!(out.token_ids.len(), 5);
-    tiny::assert_pool_full(&h);
+    common::assert_pool_full(&h);
 }
 
 #[test]
@@ -208,7 +208,7 @@ fn a_request_as_large_as_the_pool_never_wedges_the_engine_for_others() {
         assert_eq!(o.finish.reason, FinishReason::Length, "{:?}", o.finish);
         assert_eq!(o.token_ids.len(), 8);
     }
-    tiny::assert_pool_full(&h);
+    common::assert_pool_full(&h);
 }
 
 #[test]
@@ -230,7 +230,7 @@ fn cancelled_and_dropped_streams_give_every_block_back() {
     let finish = finish.expect("a last event");
     assert_eq!(finish.reason, FinishReason::Cancelled);
     assert!(finish.usage.completion_tokens >= 1 && finish.usage.completion_tokens < 200);
-    tiny::assert_pool_full(&h);
+    common::assert_pool_full(&h);
 
     // Dropped streams, before and after their first token, running or still waiting (two run
     // at a time, so most of the 12 x 210 tokens are still to come when the streams go).
@@ -245,7 +245,7 @@ fn cancelled_and_dropped_streams_give_every_block_back() {
         s.blocking_next().expect("an event");
     }
     drop(streams);
-    tiny::assert_pool_full(&h2);
+    common::assert_pool_full(&h2);
     let generated = h2.stats().generated_tokens_total;
     assert!(
         generated < 12 * 210,
@@ -311,5 +311,5 @@ fn under_contention_tenants_are_admitted_by_weight() {
         (8..=10).contains(&gold),
         "gold got {gold} of the first 12: {order:?}"
     );
-    tiny::assert_pool_full(&h);
+    common::assert_pool_full(&h);
 }

@@ -64,3 +64,26 @@ pub fn max_diff(got: &[f32], ids: &[u32], want: &[f32]) -> f32 {
         .map(|(&i, &w)| (got[i as usize] - w).abs())
         .fold(0.0, f32::max)
 }
+
+/// Waits until nothing runs or waits, then checks every block is back and the books agree.
+pub fn assert_pool_full(h: &joule_engine::batch::EngineHandle) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while {
+        let s = h.stats();
+        s.running + s.waiting > 0
+    } {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the engine did not go idle: {:?}",
+            h.stats()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    h.check_kv().expect("consistent pool");
+    let kv = h.stats().kv;
+    assert_eq!(
+        (kv.used, kv.free),
+        (0, kv.total),
+        "blocks still held: {kv:?}"
+    );
+}

@@ -172,6 +172,7 @@ fn level(a: &Args, c: &Config, threads: usize, n: usize) -> Result<serde_json::V
         "kv_waste": med(&|r| r.kv_waste),
         "prefix_hit_rate": med(&|r| r.prefix_hit_rate),
         "preemptions": med(&|r| r.preemptions as f64),
+        "kv_blocks": runs[0].kv_blocks,
         "energy": "not measured (the engine bench has no power sensor)",
     });
     if let Some(bin) = &a.llama_batched_bench {
@@ -204,7 +205,7 @@ fn print_text(v: &serde_json::Value) {
     println!(
         "concurrency {:>3} | {} requests (mean {:.0} in / {:.0} out) | {:.1} output tok/s | \
          TTFT p50 {:.1} ms p99 {:.1} ms | ITL p50 {:.1} ms p99 {:.1} ms | KV waste {:.2}% | \
-         prefix hits {:.1}% | preemptions {:.0}",
+         prefix hits {:.1}% | preemptions {:.0} | KV pool {} blocks",
         v["concurrency"],
         v["requests"],
         f("mean_prompt_tokens"),
@@ -217,6 +218,7 @@ fn print_text(v: &serde_json::Value) {
         f("kv_waste") * 100.0,
         f("prefix_hit_rate") * 100.0,
         f("preemptions"),
+        v["kv_blocks"],
     );
     let x = &v["fixed"];
     if !x.is_null() {

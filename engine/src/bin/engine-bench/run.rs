@@ -22,6 +22,8 @@ pub struct RunResult {
     pub kv_waste: f64,
     pub prefix_hit_rate: f64,
     pub preemptions: u64,
+    /// Blocks in the engine's KV pool.
+    pub kv_blocks: usize,
     pub failures: Vec<String>,
 }
 
@@ -91,6 +93,7 @@ pub fn run(engine: &EngineHandle, jobs: &[Job], concurrency: usize) -> RunResult
         kv_waste: ratio(unused, alloc),
         prefix_hit_rate: ratio(hits, lookups),
         preemptions: after.preemptions_total - before.preemptions_total,
+        kv_blocks: engine.kv_blocks(),
         failures: g.failures,
     }
 }

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::Model;
 use super::attention::{Batch, attention};
 use super::config::{Config, RopeLayout};
+use super::elementwise::{add_into, rms_norm_into, swiglu_into};
 use crate::error::{EngineError, Result};
 use crate::kv::{DEFAULT_BLOCK_SIZE, KvDType, KvLayout, KvStore};
 use crate::matmul::{Acts, matmul, needs_q};
@@ -295,47 +296,4 @@ impl Rows {
         }
         r
     }
-}
-
-/// Rows or elements per parallel task of the element-wise steps below.
-const ELEMS_PER_TASK: usize = 4096;
-
-/// `out = x / rms(x) * w`, row by row (rows split across threads).
-fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, dim: usize, out: &mut Vec<f32>) {
-    out.clear();
-    out.resize(x.len(), 0.0);
-    out.par_chunks_mut(dim)
-        .zip(x.par_chunks(dim))
-        .with_min_len((ELEMS_PER_TASK / dim).max(1))
-        .for_each(|(o, r)| {
-            let ms = r.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-            let s = 1.0 / (ms + eps).sqrt();
-            o.iter_mut()
-                .zip(r)
-                .zip(w)
-                .for_each(|((o, x), w)| *o = x * s * w);
-        });
-}
-
-/// `x += y`, element-wise.
-fn add_into(x: &mut [f32], y: &[f32]) {
-    x.par_chunks_mut(ELEMS_PER_TASK)
-        .zip(y.par_chunks(ELEMS_PER_TASK))
-        .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x += y));
-}
-
-/// `out = silu(gate) * up`, element-wise.
-fn swiglu_into(gate: &[f32], up: &[f32], out: &mut Vec<f32>) {
-    out.clear();
-    out.resize(gate.len(), 0.0);
-    out.par_chunks_mut(ELEMS_PER_TASK)
-        .zip(
-            gate.par_chunks(ELEMS_PER_TASK)
-                .zip(up.par_chunks(ELEMS_PER_TASK)),
-        )
-        .for_each(|(o, (g, u))| {
-            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                *o = g / (1.0 + (-g).exp()) * u;
-            }
-        });
 }

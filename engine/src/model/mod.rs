@@ -4,6 +4,7 @@
 
 mod attention;
 pub mod config;
+mod elementwise;
 pub mod forward;
 pub mod weights;
 

@@ -4,6 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::{Kernels, scalar_scores, scalar_values, slots_of};
+use crate::model::elementwise::x86::exp8;
 
 /// The kernels if this CPU has AVX2, FMA and F16C.
 pub(super) fn kernels() -> Option<Kernels> {
@@ -100,45 +101,6 @@ unsafe fn values(vals: &[u8], f16: bool, hd: usize, p: &[f32], stride: usize, o:
                 }
             }
         }
-    }
-}
-
-/// `exp(x)` of eight lanes (Cephes' single-precision method: `x = n ln2 + r`, a degree-6
-/// polynomial in `r`, then `2^n` through the exponent bits); within 2 ulp of libm's `expf` for
-/// `x` in [-87, 88], and tiny but positive below.
-#[inline(always)]
-unsafe fn exp8(x: __m256) -> __m256 {
-    unsafe {
-        let x = _mm256_max_ps(
-            _mm256_min_ps(x, _mm256_set1_ps(88.0)),
-            _mm256_set1_ps(-87.0),
-        );
-        let n = _mm256_round_ps(
-            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-        );
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-        }
-        let e = _mm256_fmadd_ps(
-            _mm256_mul_ps(p, r),
-            r,
-            _mm256_add_ps(r, _mm256_set1_ps(1.0)),
-        );
-        let pow2 = _mm256_slli_epi32(
-            _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-            23,
-        );
-        _mm256_mul_ps(e, _mm256_castsi256_ps(pow2))
     }
 }
 

@@ -14,7 +14,7 @@
 pub mod pack;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 
 use std::sync::OnceLock;
 

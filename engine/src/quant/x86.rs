@@ -140,8 +140,9 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     }
 }
 
+/// The sum of eight lanes (also used by attention's kernels).
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     unsafe {
         hsum128(_mm_add_ps(
             _mm256_castps256_ps128(v),

@@ -5,6 +5,7 @@ use std::arch::x86_64::*;
 
 use super::{Kernels, scalar_scores, scalar_values, slots_of};
 use crate::model::elementwise::x86::exp8;
+use crate::quant::x86::hsum;
 
 /// The kernels if this CPU has AVX2, FMA and F16C.
 pub(super) fn kernels() -> Option<Kernels> {
@@ -43,15 +44,6 @@ unsafe fn load8(data: &[u8], f16: bool, i: usize) -> __m256 {
             debug_assert!(4 * i + 32 <= data.len());
             _mm256_loadu_ps(data.as_ptr().add(4 * i).cast())
         }
-    }
-}
-
-#[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
-    unsafe {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 }
 

@@ -1,6 +1,8 @@
-//! The memory behind the KV cache: for every layer, keys and values of `num_blocks` blocks laid
-//! out `[block][kv_head][slot][head_dim]`, so one head's keys in one block are a contiguous
-//! `block_size x head_dim` matrix that the float dot kernels read as they read weight rows.
+//! The memory behind the KV cache: for every layer, keys and values of `num_blocks` blocks.
+//! Values are laid out `[block][kv_head][slot][head_dim]` (one value row per slot, added into the
+//! output a row at a time); keys are laid out `[block][kv_head][head_dim][slot]`, transposed, so
+//! the score kernel computes a whole block's worth of query·key products lane-parallel with no
+//! horizontal sums. Either way one head's block is one contiguous `block_size x head_dim` run.
 //! Stored as f16 (half the memory and bandwidth) or f32 (exact, for reference checks).
 
 use half::f16;
@@ -94,6 +96,21 @@ impl Data {
             Data::F32(d) => d[at..at + src.len()].copy_from_slice(src),
         }
     }
+    /// Writes `src[i]` to element `at + i * stride`.
+    fn write_strided(&mut self, at: usize, stride: usize, src: &[f32]) {
+        match self {
+            Data::F16(d) => {
+                for (i, &x) in src.iter().enumerate() {
+                    d[at + i * stride] = f16::from_f32(x);
+                }
+            }
+            Data::F32(d) => {
+                for (i, &x) in src.iter().enumerate() {
+                    d[at + i * stride] = x;
+                }
+            }
+        }
+    }
     fn bytes(&self, at: usize, n: usize) -> &[u8] {
         match self {
             Data::F16(d) => {
@@ -141,29 +158,34 @@ impl KvStore {
         self.num_blocks
     }
 
-    fn at(&self, block: u32, head: usize, slot: usize) -> usize {
+    /// Where one head's part of `block` starts (in elements), for keys and values alike.
+    fn at(&self, block: u32, head: usize) -> usize {
         let l = &self.layout;
-        debug_assert!((block as usize) < self.num_blocks && slot < l.block_size);
-        ((block as usize * l.kv_heads + head) * l.block_size + slot) * l.head_dim
+        debug_assert!((block as usize) < self.num_blocks && head < l.kv_heads);
+        (block as usize * l.kv_heads + head) * l.block_size * l.head_dim
     }
 
     /// Stores the keys and values (`kv_heads * head_dim` each) of one token.
     pub fn write(&mut self, layer: usize, block: u32, slot: usize, k: &[f32], v: &[f32]) {
-        let hd = self.layout.head_dim;
+        let (hd, bs) = (self.layout.head_dim, self.layout.block_size);
+        assert!(slot < bs);
         for h in 0..self.layout.kv_heads {
-            let at = self.at(block, h, slot);
-            self.k[layer].write(at, &k[h * hd..(h + 1) * hd]);
-            self.v[layer].write(at, &v[h * hd..(h + 1) * hd]);
+            let at = self.at(block, h);
+            self.k[layer].write_strided(at + slot, bs, &k[h * hd..(h + 1) * hd]);
+            self.v[layer].write(at + slot * hd, &v[h * hd..(h + 1) * hd]);
         }
     }
 
-    /// The keys of the first `slots` slots of `block` for one head, as raw stored rows.
-    pub fn keys(&self, layer: usize, block: u32, head: usize, slots: usize) -> &[u8] {
-        self.k[layer].bytes(self.at(block, head, 0), slots * self.layout.head_dim)
+    /// The keys of `block` for one head, as raw stored data transposed: element `d` of slot `s`
+    /// is at index `d * block_size + s`. Slots not yet written hold stale data.
+    pub fn keys(&self, layer: usize, block: u32, head: usize) -> &[u8] {
+        let l = &self.layout;
+        self.k[layer].bytes(self.at(block, head), l.block_size * l.head_dim)
     }
 
     /// The values of the first `slots` slots of `block` for one head, as raw stored rows.
     pub fn values(&self, layer: usize, block: u32, head: usize, slots: usize) -> &[u8] {
-        self.v[layer].bytes(self.at(block, head, 0), slots * self.layout.head_dim)
+        assert!(slots <= self.layout.block_size);
+        self.v[layer].bytes(self.at(block, head), slots * self.layout.head_dim)
     }
 }

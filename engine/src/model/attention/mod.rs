@@ -5,7 +5,9 @@
 //! The two inner loops (query·key scores over a block, and probability-weighted values added
 //! into the output) run on a [`Kernels`] pair picked once for the CPU: AVX2/FMA/F16C on x86-64,
 //! portable code elsewhere. Each reads a block's keys or values once for every query head of the
-//! group. A token's result depends only on its own sequence's keys and values, never on the
+//! group. Keys are stored transposed (see `kv::store`), so scores come out eight slots per
+//! vector with no horizontal sums; values are summed in registers a few heads and 32 dims at a
+//! time. A token's result depends only on its own sequence's keys and values, never on the
 //! batch it runs in.
 
 use std::sync::OnceLock;
@@ -20,9 +22,16 @@ use crate::kv::{KvDType, KvStore};
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-/// `out[h * stride + s] = q_h · k_s` for the `slots` key rows of one block (`keys`, stored as
-/// `f16` when the flag says so, else f32) and the query heads `q` (`heads * hd`).
-type ScoresFn = fn(keys: &[u8], f16: bool, hd: usize, q: &[f32], out: &mut [f32], stride: usize);
+/// `out[h * stride + s] = q_h · k_s` for the first `slots` slots of one block of keys stored
+/// transposed (`keys[d * bs + s]`, `bs` slots in all, as `f16` when the flag says so, else
+/// f32) and the query heads `q` (`heads * hd`).
+type ScoresFn = fn(k: &[u8], f16: bool, hd: usize, bs: usize, q: &[f32], out: &mut [f32], st: Span);
+/// Which slots of a block to score, and the stride between heads' rows of the output.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    slots: usize,
+    stride: usize,
+}
 /// `o_h += sum_s p[h * stride + s] * v_s` over the `slots` value rows of one block.
 type ValuesFn = fn(vals: &[u8], f16: bool, hd: usize, p: &[f32], stride: usize, o: &mut [f32]);
 /// `x = softmax(x * scale)` in place (`scale > 0`).
@@ -63,21 +72,18 @@ fn scalar_softmax(x: &mut [f32], scale: f32) {
     x.iter_mut().for_each(|s| *s *= inv);
 }
 
-fn row(data: &[u8], f16: bool, hd: usize, s: usize, out: &mut [f32]) {
+/// Element `i` of stored data.
+fn elem(data: &[u8], f16: bool, i: usize) -> f32 {
     if f16 {
-        for (o, b) in out
-            .iter_mut()
-            .zip(data[s * hd * 2..(s + 1) * hd * 2].chunks_exact(2))
-        {
-            *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
-        }
+        f16::from_le_bytes([data[2 * i], data[2 * i + 1]]).to_f32()
     } else {
-        for (o, b) in out
-            .iter_mut()
-            .zip(data[s * hd * 4..(s + 1) * hd * 4].chunks_exact(4))
-        {
-            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
+        f32::from_le_bytes(data[4 * i..4 * i + 4].try_into().expect("4 bytes"))
+    }
+}
+
+fn row(data: &[u8], f16: bool, hd: usize, s: usize, out: &mut [f32]) {
+    for (d, o) in out.iter_mut().enumerate() {
+        *o = elem(data, f16, s * hd + d);
     }
 }
 
@@ -85,12 +91,23 @@ fn slots_of(data: &[u8], f16: bool, hd: usize) -> usize {
     data.len() / (hd * if f16 { 2 } else { 4 })
 }
 
-fn scalar_scores(keys: &[u8], f16: bool, hd: usize, q: &[f32], out: &mut [f32], stride: usize) {
-    let mut k = vec![0f32; hd];
-    for s in 0..slots_of(keys, f16, hd) {
-        row(keys, f16, hd, s, &mut k);
+fn scalar_scores(
+    keys: &[u8],
+    f16: bool,
+    hd: usize,
+    bs: usize,
+    q: &[f32],
+    out: &mut [f32],
+    st: Span,
+) {
+    assert!(st.slots <= bs && slots_of(keys, f16, hd) == bs);
+    for s in 0..st.slots {
         for (h, qh) in q.chunks_exact(hd).enumerate() {
-            out[h * stride + s] = qh.iter().zip(&k).map(|(a, b)| a * b).sum();
+            out[h * st.stride + s] = qh
+                .iter()
+                .enumerate()
+                .map(|(d, a)| a * elem(keys, f16, d * bs + s))
+                .sum();
         }
     }
 }
@@ -140,9 +157,12 @@ pub(super) fn attention(
             scores.resize(group * len, 0f32);
             let used = &blocks[..len.div_ceil(bs)];
             for (i, &blk) in used.iter().enumerate() {
-                let slots = bs.min(len - i * bs);
-                let keys = kv.keys(layer, blk, g, slots);
-                (k.scores)(keys, f16, hd, qs, &mut scores[i * bs..], len);
+                let span = Span {
+                    slots: bs.min(len - i * bs),
+                    stride: len,
+                };
+                let keys = kv.keys(layer, blk, g);
+                (k.scores)(keys, f16, hd, bs, qs, &mut scores[i * bs..], span);
             }
             for sc in scores.chunks_mut(len) {
                 (k.softmax)(sc, scale);
@@ -166,14 +186,18 @@ mod tests {
     fn simd_kernels_match_the_portable_ones() {
         let k = kernels();
         let mut r = Rng::new(5);
-        for (hd, heads, slots) in [
-            (64usize, 3usize, 16usize),
-            (128, 1, 7),
-            (64, 9, 1),
-            (32, 4, 5),
+        for (hd, heads, slots, bs) in [
+            (64usize, 3usize, 16usize, 16usize),
+            (64, 3, 9, 16),
+            (128, 1, 7, 8),
+            (64, 9, 1, 16),
+            (32, 4, 5, 32),
+            (72, 2, 13, 24),
+            (40, 5, 3, 4),
+            (16, 3, 17, 17),
         ] {
             for f16 in [true, false] {
-                let n = slots * hd;
+                let n = bs * hd;
                 let xs: Vec<f32> = (0..n).map(|_| r.symmetric(2.0)).collect();
                 let data: Vec<u8> = if f16 {
                     xs.iter()
@@ -184,16 +208,22 @@ mod tests {
                 };
                 let q: Vec<f32> = (0..heads * hd).map(|_| r.symmetric(1.0)).collect();
                 let stride = slots + 3;
-                let (mut a, mut b) = (vec![0f32; heads * stride], vec![0f32; heads * stride]);
-                (k.scores)(&data, f16, hd, &q, &mut a, stride);
-                scalar_scores(&data, f16, hd, &q, &mut b, stride);
-                for (x, y) in a.iter().zip(&b) {
+                let span = Span { slots, stride };
+                // Sentinels: the kernels must not write past `slots` in any head's row.
+                let (mut a, mut b) = (vec![7f32; heads * stride], vec![7f32; heads * stride]);
+                (k.scores)(&data, f16, hd, bs, &q, &mut a, span);
+                scalar_scores(&data, f16, hd, bs, &q, &mut b, span);
+                for (i, (x, y)) in a.iter().zip(&b).enumerate() {
                     assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "scores {x} vs {y}");
+                    if i % stride >= slots {
+                        assert_eq!(*x, 7.0, "score written past the block's slots");
+                    }
                 }
                 let p: Vec<f32> = (0..heads * stride).map(|_| r.next_f32()).collect();
+                let vals = &data[..slots * hd * if f16 { 2 } else { 4 }];
                 let (mut a, mut b) = (vec![0.5f32; heads * hd], vec![0.5f32; heads * hd]);
-                (k.values)(&data, f16, hd, &p, stride, &mut a);
-                scalar_values(&data, f16, hd, &p, stride, &mut b);
+                (k.values)(vals, f16, hd, &p, stride, &mut a);
+                scalar_values(vals, f16, hd, &p, stride, &mut b);
                 for (x, y) in a.iter().zip(&b) {
                     assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "values {x} vs {y}");
                 }

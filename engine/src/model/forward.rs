@@ -226,35 +226,50 @@ impl Model {
         logits
     }
 
-    /// `(cos, sin)` of every rotated pair at each row's position.
-    fn rope_table(&self, pos: &[usize]) -> Vec<(f32, f32)> {
-        pos.iter()
-            .flat_map(|&p| {
-                self.inv_freq.iter().map(move |&f| {
-                    let (s, c) = (p as f64 * f64::from(f)).sin_cos();
-                    (c as f32, s as f32)
-                })
-            })
-            .collect()
+    /// Per row, the cosines then the sines of every rotated pair at the row's position.
+    fn rope_table(&self, pos: &[usize]) -> Vec<f32> {
+        let half = self.inv_freq.len();
+        let mut t = vec![0f32; pos.len() * 2 * half];
+        for (row, &p) in t.chunks_mut(2 * half).zip(pos) {
+            let (cos, sin) = row.split_at_mut(half);
+            for ((c, s), &f) in cos.iter_mut().zip(sin).zip(&self.inv_freq) {
+                let (sn, cs) = (p as f64 * f64::from(f)).sin_cos();
+                (*c, *s) = (cs as f32, sn as f32);
+            }
+        }
+        t
     }
 
     /// Rotates the first `rope_dim` dims of each head of `x` (rows of `heads` heads).
-    fn rope(&self, x: &mut [f32], heads: usize, table: &[(f32, f32)]) {
+    fn rope(&self, x: &mut [f32], heads: usize, table: &[f32]) {
         let c = &self.config;
         let hd = c.head_dim;
         let half = c.rope_dim / 2;
         x.par_chunks_mut(heads * hd)
-            .zip(table.par_chunks(half))
+            .zip(table.par_chunks(2 * half))
+            .with_min_len(16)
             .for_each(|(row, cs)| {
+                let (cos, sin) = cs.split_at(half);
                 for head in row.chunks_mut(hd) {
-                    for (i, &(cos, sin)) in cs.iter().enumerate() {
-                        let (a, b) = match c.rope_layout {
-                            RopeLayout::Interleaved => (2 * i, 2 * i + 1),
-                            RopeLayout::Halves => (i, i + half),
-                        };
-                        let (x0, x1) = (head[a], head[b]);
-                        head[a] = x0 * cos - x1 * sin;
-                        head[b] = x0 * sin + x1 * cos;
+                    match c.rope_layout {
+                        RopeLayout::Interleaved => {
+                            for (p, (&cos, &sin)) in
+                                head.chunks_exact_mut(2).zip(cos.iter().zip(sin))
+                            {
+                                let (x0, x1) = (p[0], p[1]);
+                                p[0] = x0 * cos - x1 * sin;
+                                p[1] = x0 * sin + x1 * cos;
+                            }
+                        }
+                        RopeLayout::Halves => {
+                            // Same arithmetic per pair; laid out so it runs lane-parallel.
+                            let (a, b) = head[..2 * half].split_at_mut(half);
+                            for i in 0..half {
+                                let (x0, x1) = (a[i], b[i]);
+                                a[i] = x0 * cos[i] - x1 * sin[i];
+                                b[i] = x0 * sin[i] + x1 * cos[i];
+                            }
+                        }
                     }
                 }
             });

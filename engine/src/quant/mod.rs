@@ -11,6 +11,7 @@
 //! repacked at load time by [`pack`] for 512-bit loads), AVX2+FMA+F16C, or the portable scalar
 //! code, which is also the reference the SIMD paths are tested against.
 
+mod actq;
 pub mod pack;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -53,6 +54,8 @@ impl QActs {
         debug_assert_eq!(cols % QK, 0);
         // 64 blocks (2048 values) per task.
         const B: usize = 64;
+        static BLOCKS: OnceLock<actq::BlocksFn> = OnceLock::new();
+        let blocks = *BLOCKS.get_or_init(actq::blocks_fn);
         (
             x.par_chunks(QK * B),
             self.hi.par_chunks_mut(QK * B),
@@ -63,7 +66,7 @@ impl QActs {
         )
             .into_par_iter()
             .with_min_len(4)
-            .for_each(|(x, hi, lo, d, s, h16)| quantize_blocks(x, hi, lo, d, s, h16));
+            .for_each(|(x, hi, lo, d, s, h16)| blocks(x, hi, lo, d, s, h16));
     }
 
     /// Row `t` of rows `cols` wide, with its f32 form `f`.
@@ -88,40 +91,6 @@ impl QActs {
             h16: &self.h16[2 * t * nb..2 * (t + 1) * nb],
         }
     }
-}
-
-/// Quantizes whole blocks of 32 values into their two planes, scales and sums.
-fn quantize_blocks(
-    x: &[f32],
-    hi: &mut [i8],
-    lo: &mut [i8],
-    d: &mut [f32],
-    s: &mut [f32],
-    h16: &mut [i32],
-) {
-    for (b, chunk) in x.chunks_exact(QK).enumerate() {
-        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let db = amax / QMAX;
-        let id = if db > 0.0 { 1.0 / db } else { 0.0 };
-        let mut sums = [0i32; 2];
-        for (i, v) in chunk.iter().enumerate() {
-            let q = round(v * id);
-            let h = round(q as f32 * (1.0 / 255.0));
-            hi[b * QK + i] = h as i8;
-            lo[b * QK + i] = (q - 255 * h) as i8;
-            sums[i / 16] += q;
-        }
-        d[b] = db;
-        s[b] = db * (sums[0] + sums[1]) as f32;
-        h16[2 * b] = sums[0];
-        h16[2 * b + 1] = sums[1];
-    }
-}
-
-/// Rounds half away from zero, with a truncating conversion (no libm call on baseline x86-64).
-#[inline(always)]
-fn round(x: f32) -> i32 {
-    (x + 0.5f32.copysign(x)) as i32
 }
 
 /// One activation row in both forms a dot product may want.

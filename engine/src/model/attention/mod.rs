@@ -42,6 +42,8 @@ struct Kernels {
     scores: ScoresFn,
     values: ValuesFn,
     softmax: SoftmaxFn,
+    /// Asks for a block's data ahead of its use (a no-op where there is no such hint).
+    prefetch: fn(data: &[u8]),
 }
 
 fn kernels() -> &'static Kernels {
@@ -57,6 +59,7 @@ fn kernels() -> &'static Kernels {
             scores: scalar_scores,
             values: scalar_values,
             softmax: scalar_softmax,
+            prefetch: |_| {},
         }
     })
 }
@@ -161,6 +164,9 @@ pub(super) fn attention(
                     slots: bs.min(len - i * bs),
                     stride: len,
                 };
+                if let Some(&next) = used.get(i + 1) {
+                    (k.prefetch)(kv.keys(layer, next, g));
+                }
                 let keys = kv.keys(layer, blk, g);
                 (k.scores)(keys, f16, hd, bs, qs, &mut scores[i * bs..], span);
             }
@@ -170,6 +176,9 @@ pub(super) fn attention(
             o.fill(0.0);
             for (i, &blk) in used.iter().enumerate() {
                 let slots = bs.min(len - i * bs);
+                if let Some(&next) = used.get(i + 1) {
+                    (k.prefetch)(kv.values(layer, next, g, bs.min(len - (i + 1) * bs)));
+                }
                 let vals = kv.values(layer, blk, g, slots);
                 (k.values)(vals, f16, hd, &scores[i * bs..], len, o);
             }

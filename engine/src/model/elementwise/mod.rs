@@ -19,13 +19,26 @@ pub(super) fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, dim: usize, out: &mu
         .zip(x.par_chunks(dim))
         .with_min_len((ELEMS_PER_TASK / dim).max(1))
         .for_each(|(o, r)| {
-            let ms = r.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+            let ms = sum_squares(r) / dim as f32;
             let s = 1.0 / (ms + eps).sqrt();
             o.iter_mut()
                 .zip(r)
                 .zip(w)
                 .for_each(|((o, x), w)| *o = x * s * w);
         });
+}
+
+/// The sum of squares of `r`, in eight interleaved partial sums (so it runs lane-parallel).
+fn sum_squares(r: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = r.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// `x += y`, element-wise.

@@ -1,11 +1,12 @@
 //! Threaded products of stored weights with activations: `out[t][r] = dot(W[r], x[t])` for one
 //! or several weights sharing the same input (Q/K/V, gate/up). Work is split over row ranges of
 //! all weights at once so one parallel region covers the group; each task runs its block of rows
-//! against every token, four tokens per pass where the kernels allow (each weight unpacked once
-//! for the four), so the block is read from memory once per step and then hits the cache.
+//! against every token, so the block is read from memory once per step and then hits the cache.
+//! Tiled matrices (AVX-512 VNNI) run 16 rows against up to eight tokens per pass.
 
 use rayon::prelude::*;
 
+use crate::quant::pack::TILE;
 use crate::quant::{ActRow, Kernels, QActs, wants_q};
 use crate::tensor::Weight;
 
@@ -58,8 +59,9 @@ pub fn matmul(k: &Kernels, ws: &[&Weight], x: &Acts, outs: &mut [&mut [f32]]) {
     let ptrs: Vec<OutPtr> = outs.iter_mut().map(|o| OutPtr(o.as_mut_ptr())).collect();
     let total_rows: usize = ws.iter().map(|w| w.rows).sum();
     let threads = rayon::current_num_threads();
-    // Enough tasks to balance, few enough that scheduling stays cheap.
-    let chunk = (total_rows / (threads * 8)).clamp(8, 256);
+    // Enough tasks to balance, few enough that scheduling stays cheap; whole tiles.
+    let chunk = (total_rows / (threads * 8)).clamp(TILE, 256) / TILE * TILE;
+    let acts: Vec<ActRow<'_>> = (0..x.n).map(|t| x.row(t)).collect();
     let tasks: Vec<(usize, usize, usize)> = ws
         .iter()
         .enumerate()
@@ -71,24 +73,25 @@ pub fn matmul(k: &Kernels, ws: &[&Weight], x: &Acts, outs: &mut [&mut [f32]]) {
         .collect();
     tasks.par_iter().for_each(|&(i, r0, r1)| {
         let w = ws[i];
-        let dot = k.dot(w.dtype, w.packed);
         let rb = w.row_bytes();
-        let rows = &w.data()[r0 * rb..r1 * rb];
-        // SAFETY: row range r0..r1 of token t is written by this task only, and lies inside
-        // `outs[i]` (checked above: len >= n * rows); distinct tokens are disjoint ranges.
-        let out = |t: usize| unsafe {
-            std::slice::from_raw_parts_mut(ptrs[i].0.add(t * w.rows + r0), r1 - r0)
-        };
-        let mut t = 0;
-        if let Some(dot4) = k.dot4(w.dtype, w.packed) {
-            while t + 4 <= x.n {
-                let acts = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
-                dot4(rows, rb, acts, [out(t), out(t + 1), out(t + 2), out(t + 3)]);
-                t += 4;
+        if w.packed {
+            let tile = k.tile(w.dtype).expect("tiled by these kernels");
+            for r in (r0..r1).step_by(TILE) {
+                let bytes = &w.data()[r * rb..(r + TILE) * rb];
+                // SAFETY: rows r..r + lanes of every token lie inside `outs[i]` (checked above)
+                // and belong to this task only.
+                unsafe { tile(bytes, TILE.min(w.rows - r), &acts, ptrs[i].0.add(r), w.rows) };
             }
+            return;
         }
-        for t in t..x.n {
-            dot(rows, rb, x.row(t), out(t));
+        let dot = k.dot(w.dtype);
+        let rows = &w.data()[r0 * rb..r1 * rb];
+        for (t, a) in acts.iter().enumerate() {
+            // SAFETY: row range r0..r1 of token t is written by this task only, and lies inside
+            // `outs[i]` (checked above: len >= n * rows); distinct tokens are disjoint ranges.
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(ptrs[i].0.add(t * w.rows + r0), r1 - r0) };
+            dot(rows, rb, *a, out);
         }
     });
 }

@@ -105,7 +105,8 @@ pub struct Weight {
     pub dtype: DType,
     pub rows: usize,
     pub cols: usize,
-    /// Rows rearranged by [`crate::quant::pack`] for the SIMD kernels.
+    /// Tiled by [`crate::quant::pack::tile_matrix`] for the SIMD kernels (16 rows interleaved,
+    /// padded to whole tiles; single rows can no longer be read out).
     pub packed: bool,
     blob: Arc<Blob>,
     start: usize,
@@ -140,32 +141,35 @@ impl Weight {
     }
 
     pub fn data(&self) -> &[u8] {
-        &self.blob.as_slice()[self.start..self.start + self.rows * self.row_bytes()]
+        &self.blob.as_slice()[self.start..self.start + self.nbytes()]
     }
 
     pub fn row(&self, r: usize) -> &[u8] {
+        assert!(!self.packed, "rows of a tiled matrix are interleaved");
         let rb = self.row_bytes();
         &self.data()[r * rb..(r + 1) * rb]
     }
 
     /// This weight in the layout `k` computes fastest on (repacked into owned memory if needed).
     pub fn for_kernels(self, k: &crate::quant::Kernels) -> Self {
-        if self.packed || !k.packs(self.dtype) {
+        use crate::quant::pack;
+        if self.packed || k.tile(self.dtype).is_none() {
             return self;
         }
-        let mut bytes = vec![0u8; self.nbytes()];
-        let rb = self.row_bytes();
-        for (r, out) in bytes.chunks_exact_mut(rb).enumerate() {
-            crate::quant::pack::pack_row(self.dtype, self.row(r), out);
-        }
+        let bytes = pack::tile_matrix(self.dtype, self.rows, self.row_bytes(), self.data());
         Self {
             packed: true,
             ..Self::owned(self.dtype, self.rows, self.cols, bytes)
         }
     }
 
-    /// Total bytes (read once per token in decode).
+    /// Total bytes (read once per token in decode); a tiled matrix counts its padding rows.
     pub fn nbytes(&self) -> usize {
-        self.rows * self.row_bytes()
+        let rows = if self.packed {
+            self.rows.next_multiple_of(crate::quant::pack::TILE)
+        } else {
+            self.rows
+        };
+        rows * self.row_bytes()
     }
 }

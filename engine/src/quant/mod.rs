@@ -7,13 +7,16 @@
 //! stays 256 times below plain int8 (GGML's Q8_1): logits track an f64 reference to ~1e-3.
 //! Float weights (F32/F16/BF16) are dotted with the f32 activations directly.
 //!
-//! The SIMD level is chosen once at run time ([`Kernels::detect`]): AVX-512 VNNI (with weights
-//! repacked at load time by [`pack`] for 512-bit loads), AVX2+FMA+F16C, or the portable scalar
-//! code, which is also the reference the SIMD paths are tested against.
+//! The SIMD level is chosen once at run time ([`Kernels::detect`]): AVX-512 VNNI (with Q4_0,
+//! Q4_1 and Q8_0 matrices tiled at load time by [`pack`], 16 rows per 512-bit register),
+//! AVX2+FMA+F16C, or the portable scalar code, which is also the reference the SIMD paths are
+//! tested against.
 
 mod actq;
 pub mod pack;
 mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod tiled;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 
@@ -129,9 +132,13 @@ impl<'a> ActRow<'a> {
 /// activation row: `out[r] = dot(rows[r], act)` for `r < out.len()`.
 pub type DotFn = fn(rows: &[u8], row_bytes: usize, act: ActRow<'_>, out: &mut [f32]);
 
-/// [`DotFn`] for four activation rows: `outs[i][r] = dot(rows[r], acts[i])`; every `outs[i]` has
-/// one value per row.
-pub type Dot4Fn = fn(rows: &[u8], row_bytes: usize, acts: [ActRow<'_>; 4], outs: [&mut [f32]; 4]);
+/// One tile of a matrix tiled by [`pack::tile_matrix`] (16 rows, every block) against every
+/// activation row: `out[t * stride + j] = dot(row j, acts[t])` for the tile's first `lanes` rows.
+///
+/// # Safety
+/// `out` must be valid for writes at `t * stride + j` for every `t < acts.len()`, `j < lanes`.
+pub type TileFn =
+    unsafe fn(tile: &[u8], lanes: usize, acts: &[ActRow<'_>], out: *mut f32, stride: usize);
 
 /// The dot products for each stored type at the SIMD level of this CPU.
 #[derive(Debug, Clone, Copy)]
@@ -145,10 +152,8 @@ pub struct Kernels {
     f32: DotFn,
     f16: DotFn,
     bf16: DotFn,
-    /// Dot products over rows repacked by [`pack::pack_row`], where this level has them.
-    packed: fn(DType) -> Option<DotFn>,
-    /// The same against four activation rows at once (bit-identical to four calls).
-    packed4: fn(DType) -> Option<Dot4Fn>,
+    /// Kernels over matrices tiled by [`pack::tile_matrix`], where this level has them.
+    tiled: fn(DType) -> Option<TileFn>,
 }
 
 impl Kernels {
@@ -164,8 +169,7 @@ impl Kernels {
             f32: |w, rb, a, o| scalar::rows(scalar::dot_f32, w, rb, a, o),
             f16: |w, rb, a, o| scalar::rows(scalar::dot_f16, w, rb, a, o),
             bf16: |w, rb, a, o| scalar::rows(scalar::dot_bf16, w, rb, a, o),
-            packed: |_| None,
-            packed4: |_| None,
+            tiled: |_| None,
         }
     }
 
@@ -185,11 +189,8 @@ impl Kernels {
         })
     }
 
-    /// The dot product for weights of `dtype`, stored as in the file or repacked.
-    pub fn dot(&self, dtype: DType, packed: bool) -> DotFn {
-        if packed && let Some(f) = (self.packed)(dtype) {
-            return f;
-        }
+    /// The dot product for weights of `dtype` stored as in the file.
+    pub fn dot(&self, dtype: DType) -> DotFn {
         match dtype {
             DType::Q4_0 => self.q4_0,
             DType::Q4_1 => self.q4_1,
@@ -202,15 +203,9 @@ impl Kernels {
         }
     }
 
-    /// A kernel that runs rows against four activation rows at once, reading each weight once,
-    /// where this level has one; its results are bit-identical to four [`Self::dot`] calls.
-    pub fn dot4(&self, dtype: DType, packed: bool) -> Option<Dot4Fn> {
-        if packed { (self.packed4)(dtype) } else { None }
-    }
-
-    /// Whether this level wants rows of `dtype` repacked.
-    pub fn packs(&self, dtype: DType) -> bool {
-        (self.packed)(dtype).is_some()
+    /// The kernel over tiled matrices of `dtype`, where this level tiles them.
+    pub fn tile(&self, dtype: DType) -> Option<TileFn> {
+        (self.tiled)(dtype)
     }
 }
 

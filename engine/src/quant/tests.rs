@@ -57,27 +57,17 @@ fn every_level_matches_the_f32_dot() {
                     f(w, w.len(), a, &mut o);
                     f64::from(o[0])
                 };
-                let scalar = one(Kernels::scalar().dot(dtype, false), &w);
+                let scalar = one(Kernels::scalar().dot(dtype), &w);
                 assert!(
                     (scalar - exact).abs() <= tol,
                     "scalar {dtype} n={n}: {scalar} vs exact {exact}"
                 );
-                let got = one(k.dot(dtype, false), &w);
+                let got = one(k.dot(dtype), &w);
                 assert!(
                     (got - exact).abs() <= tol,
                     "{} {dtype} n={n}: {got} vs exact {exact}",
                     k.level
                 );
-                if k.packs(dtype) {
-                    let mut p = vec![0u8; w.len()];
-                    pack::pack_row(dtype, &w, &mut p);
-                    let got = one(k.dot(dtype, true), &p);
-                    assert!(
-                        (got - exact).abs() <= tol,
-                        "{} packed {dtype} n={n}: {got} vs exact {exact}",
-                        k.level
-                    );
-                }
             }
         }
     }
@@ -100,51 +90,80 @@ fn activation_planes_round_trip_within_half_a_step() {
     assert_eq!((q.d[0], q.s[0]), (0.0, 0.0));
 }
 
+/// Tiled kernels: every output against the exact dot, and bit-identical whatever else runs with
+/// it (alone or with up to 11 other activation rows) and whichever lane or tile its row is in.
 #[test]
-fn four_row_kernels_are_bit_identical_to_one_row_at_a_time() {
+fn tiled_kernels_match_the_exact_dot_and_never_depend_on_the_batch() {
     for k in &levels() {
         for dtype in ALL {
-            let Some(dot4) = k.dot4(dtype, true) else {
+            let Some(tile) = k.tile(dtype) else {
                 continue;
             };
             let mut rng = Rng::new(dtype as u64 + 11);
-            // Rows that end in a packed pair and/or an odd stored block.
-            for n in [64usize, 96, 512, 544, 576, 608] {
-                let rows = 5;
-                let stored: Vec<u8> = (0..rows)
+            for (n, rows) in [(64usize, 1usize), (96, 5), (576, 16), (608, 21), (1536, 35)] {
+                let mut stored: Vec<u8> = (0..rows)
                     .flat_map(|_| random_data(dtype, n, 1.0, &mut rng))
                     .collect();
                 let rb = stored.len() / rows;
-                let mut w = vec![0u8; stored.len()];
-                for (s, d) in stored.chunks(rb).zip(w.chunks_mut(rb)) {
-                    pack::pack_row(dtype, s, d);
-                }
-                let x: Vec<f32> = (0..4 * n).map(|_| rng.symmetric(3.0)).collect();
+                // The last row repeats the first: same value in another lane (and tile).
+                stored.extend_from_within(..rb);
+                let rows = rows + 1;
+                let w = pack::tile_matrix(dtype, rows, rb, &stored);
+                assert_eq!(w.len(), rows.div_ceil(pack::TILE) * pack::TILE * rb);
+                let tokens = 12;
+                let x: Vec<f32> = (0..tokens * n).map(|_| rng.symmetric(3.0)).collect();
                 let mut q = QActs::default();
                 q.quantize(&x, n);
-                let acts: Vec<ActRow<'_>> = (0..4).map(|t| q.row(&x[t * n..], t, n)).collect();
-                let mut four = vec![vec![0f32; rows]; 4];
-                let [o0, o1, o2, o3] = &mut four[..] else {
-                    unreachable!()
+                let acts: Vec<ActRow<'_>> = (0..tokens)
+                    .map(|t| q.row(&x[t * n..(t + 1) * n], t, n))
+                    .collect();
+                let run = |acts: &[ActRow<'_>]| {
+                    let mut out = vec![f32::NAN; acts.len() * rows];
+                    for r in (0..rows).step_by(pack::TILE) {
+                        let bytes = &w[r * rb..(r + pack::TILE) * rb];
+                        let lanes = pack::TILE.min(rows - r);
+                        // SAFETY: out has tokens * rows values; row r + j < rows.
+                        unsafe { tile(bytes, lanes, acts, out.as_mut_ptr().add(r), rows) };
+                    }
+                    out
                 };
-                dot4(
-                    &w,
-                    rb,
-                    [acts[0], acts[1], acts[2], acts[3]],
-                    [o0, o1, o2, o3],
-                );
-                for (t, got) in four.iter().enumerate() {
-                    let mut one = vec![0f32; rows];
-                    k.dot(dtype, true)(&w, rb, acts[t], &mut one);
-                    let same = got
-                        .iter()
-                        .zip(&one)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(
-                        same,
-                        "{} {dtype} n={n} row {t}: {got:?} vs {one:?}",
-                        k.level
-                    );
+                let all = run(&acts);
+                let mut wf = vec![0f32; n];
+                for r in 0..rows {
+                    dequantize_row(dtype, &stored[r * rb..(r + 1) * rb], &mut wf);
+                    for (t, xt) in x.chunks(n).enumerate() {
+                        let exact: f64 = wf
+                            .iter()
+                            .zip(xt)
+                            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                            .sum();
+                        let mag: f64 = wf
+                            .iter()
+                            .zip(xt)
+                            .map(|(a, b)| (f64::from(*a) * f64::from(*b)).abs())
+                            .sum();
+                        let got = f64::from(all[t * rows + r]);
+                        assert!(
+                            (got - exact).abs() <= 1e-4 * mag + 1e-5,
+                            "{} tiled {dtype} n={n} row {r} token {t}: {got} vs exact {exact}",
+                            k.level
+                        );
+                    }
+                }
+                for t in 0..tokens {
+                    assert_eq!(all[t * rows].to_bits(), all[t * rows + rows - 1].to_bits());
+                    for len in [1, 3, 8] {
+                        let start = t.min(tokens - len);
+                        let part = run(&acts[start..start + len]);
+                        let i = t - start;
+                        assert!(
+                            (0..rows).all(
+                                |r| part[i * rows + r].to_bits() == all[t * rows + r].to_bits()
+                            ),
+                            "{} {dtype} n={n}: token {t} differs in a batch of {len}",
+                            k.level
+                        );
+                    }
                 }
             }
         }

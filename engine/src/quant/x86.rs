@@ -1,13 +1,12 @@
 //! x86-64 SIMD dot products. Stored (GGML) layouts run block by block on 256-bit registers, with
-//! AVX2's `vpmaddubsw` or, where present, AVX-512 VNNI's `vpdpbusd` (`VNNI` picks). Rows repacked
-//! by [`super::pack`] run four blocks at a time on 512-bit registers (VNNI only).
+//! AVX2's `vpmaddubsw` or, where present, AVX-512 VNNI's `vpdpbusd` (`VNNI` picks). Matrices
+//! tiled by [`super::pack`] run 16 rows at a time in `super::tiled` (VNNI only).
 //! Every integer product is done twice, once per activation plane, and recombined as
 //! `255 * hi + lo` before it is scaled.
 
 use std::arch::x86_64::*;
 
 use super::{ActRow, Kernels};
-use crate::tensor::DType;
 
 /// The x86 kernels if this CPU has AVX2+FMA+F16C (`allow_vnni`: may use AVX-512 VNNI).
 pub(super) fn kernels(allow_vnni: bool) -> Option<Kernels> {
@@ -31,18 +30,7 @@ pub(super) fn kernels(allow_vnni: bool) -> Option<Kernels> {
             q8_0: |w, rb, a, o| unsafe { q8_0_vnni(w, rb, a, o) },
             q4k: |w, rb, a, o| unsafe { q4k_vnni(w, rb, a, o) },
             q6k: |w, rb, a, o| unsafe { q6k_vnni(w, rb, a, o) },
-            packed: |t| match t {
-                DType::Q4_0 => Some(|w, rb, a, o| unsafe { packed_rows::<{ Q4_0 }>(w, rb, a, o) }),
-                DType::Q4_1 => Some(|w, rb, a, o| unsafe { packed_rows::<{ Q4_1 }>(w, rb, a, o) }),
-                DType::Q8_0 => Some(|w, rb, a, o| unsafe { packed_rows::<{ Q8_0 }>(w, rb, a, o) }),
-                _ => None,
-            },
-            packed4: |t| match t {
-                DType::Q4_0 => Some(|w, rb, a, o| unsafe { packed_rows4::<{ Q4_0 }>(w, rb, a, o) }),
-                DType::Q4_1 => Some(|w, rb, a, o| unsafe { packed_rows4::<{ Q4_1 }>(w, rb, a, o) }),
-                DType::Q8_0 => Some(|w, rb, a, o| unsafe { packed_rows4::<{ Q8_0 }>(w, rb, a, o) }),
-                _ => None,
-            },
+            tiled: super::tiled::kernel,
             ..float_kernels("avx512-vnni")
         }
     } else {
@@ -295,149 +283,6 @@ unsafe fn q6k_body<const VNNI: bool>(w: &[u8], a: ActRow<'_>) -> f32 {
             }
         }
         hsum(acc) - off
-    }
-}
-
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q8_0: u8 = 2;
-
-/// `sum(u * q)` of 64 unsigned weights against the planes from element `at`, in 16 lanes.
-#[inline(always)]
-unsafe fn dot_planes512(u: __m512i, a: &ActRow<'_>, at: usize) -> __m512i {
-    debug_assert!(at + 64 <= a.hi.len());
-    unsafe {
-        let z = _mm512_setzero_si512();
-        let h = _mm512_dpbusd_epi32(z, u, _mm512_loadu_si512(a.hi.as_ptr().add(at).cast()));
-        // 255 * h, then the low plane accumulated onto it (exact: no lane can overflow).
-        let h255 = _mm512_sub_epi32(_mm512_slli_epi32(h, 8), h);
-        _mm512_dpbusd_epi32(h255, u, _mm512_loadu_si512(a.lo.as_ptr().add(at).cast()))
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn packed_rows<const T: u8>(w: &[u8], rb: usize, a: ActRow<'_>, out: &mut [f32]) {
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = unsafe { packed_vnni::<T, 1>(&w[r * rb..(r + 1) * rb], &[a]) }[0];
-    }
-}
-
-/// [`packed_rows`] for four activation rows at once: each weight group is loaded and unpacked
-/// once for the four. Every row's arithmetic is exactly that of [`packed_rows`] (same
-/// operations in the same order), so results are bit-identical whichever is used.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn packed_rows4<const T: u8>(w: &[u8], rb: usize, a: [ActRow<'_>; 4], out: [&mut [f32]; 4]) {
-    let [o0, o1, o2, o3] = out;
-    for r in 0..o0.len() {
-        let v = unsafe { packed_vnni::<T, 4>(&w[r * rb..(r + 1) * rb], &a) };
-        (o0[r], o1[r], o2[r], o3[r]) = (v[0], v[1], v[2], v[3]);
-    }
-}
-
-/// Rows repacked by [`super::pack`]: groups of four blocks on 512-bit registers, then a packed
-/// pair of blocks, then a last odd block as stored; one weight row against `N` activation rows.
-#[inline(always)]
-unsafe fn packed_vnni<const T: u8, const N: usize>(w: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
-    let bb = match T {
-        Q4_0 => 18,
-        Q4_1 => 20,
-        _ => 34,
-    };
-    let nb = acts[0].d.len();
-    let groups = nb / 4;
-    debug_assert!(w.len() >= nb * bb);
-    unsafe {
-        let m4 = _mm512_set1_epi8(0x0F);
-        let idx01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        let idx23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
-        let mut acc = [_mm512_setzero_ps(); N];
-        let mut off = [_mm_setzero_ps(); N];
-        for g in 0..groups {
-            let base = w.as_ptr().add(g * 4 * bb);
-            let dw = _mm_cvtph_ps(_mm_loadl_epi64(base.cast()));
-            // What the offset term multiplies: d (Q4_0, Q8_0) or m (Q4_1) of each block.
-            let ow = if T == Q4_1 {
-                _mm_cvtph_ps(_mm_loadl_epi64(base.add(8).cast()))
-            } else {
-                dw
-            };
-            let (w0, w1) = if T == Q8_0 {
-                (
-                    _mm512_loadu_si512(base.add(8).cast()),
-                    _mm512_loadu_si512(base.add(72).cast()),
-                )
-            } else {
-                let q = _mm512_loadu_si512(base.add(if T == Q4_1 { 16 } else { 8 }).cast());
-                (
-                    _mm512_and_si512(q, m4),
-                    _mm512_and_si512(_mm512_srli_epi16(q, 4), m4),
-                )
-            };
-            for (i, a) in acts.iter().enumerate() {
-                let sa = _mm_loadu_ps(a.s.as_ptr().add(4 * g));
-                off[i] = _mm_fmadd_ps(ow, sa, off[i]);
-                let sc = _mm_mul_ps(dw, _mm_loadu_ps(a.d.as_ptr().add(4 * g)));
-                let sc = _mm512_castps128_ps512(sc);
-                let p0 = _mm512_cvtepi32_ps(dot_planes512(w0, a, 128 * g));
-                let p1 = _mm512_cvtepi32_ps(dot_planes512(w1, a, 128 * g + 64));
-                acc[i] = _mm512_fmadd_ps(p0, _mm512_permutexvar_ps(idx01, sc), acc[i]);
-                acc[i] = _mm512_fmadd_ps(p1, _mm512_permutexvar_ps(idx23, sc), acc[i]);
-            }
-        }
-        // A trailing pair of blocks, packed like a group at half the width.
-        let paired = nb - groups * 4 >= 2;
-        if paired {
-            let base = w.as_ptr().add(groups * 4 * bb);
-            let dw = _mm_cvtph_ps(_mm_cvtsi32_si128(base.cast::<i32>().read_unaligned()));
-            let ow = if T == Q4_1 {
-                _mm_cvtph_ps(_mm_cvtsi32_si128(
-                    base.add(4).cast::<i32>().read_unaligned(),
-                ))
-            } else {
-                dw
-            };
-            let u = if T == Q8_0 {
-                _mm512_loadu_si512(base.add(4).cast())
-            } else {
-                let m4 = _mm256_set1_epi8(0x0F);
-                let q = _mm256_loadu_si256(base.add(if T == Q4_1 { 8 } else { 4 }).cast());
-                let lo = _mm256_and_si256(q, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
-            };
-            let at = 4 * groups;
-            for (i, a) in acts.iter().enumerate() {
-                let two = |v: &[f32]| _mm_castpd_ps(_mm_load_sd(v.as_ptr().add(at).cast()));
-                off[i] = _mm_fmadd_ps(ow, two(a.s), off[i]);
-                let sc = _mm512_castps128_ps512(_mm_mul_ps(dw, two(a.d)));
-                let p = _mm512_cvtepi32_ps(dot_planes512(u, a, 32 * at));
-                acc[i] = _mm512_fmadd_ps(p, _mm512_permutexvar_ps(idx01, sc), acc[i]);
-            }
-        }
-        let done = groups * 4 + if paired { 2 } else { 0 };
-        let mut totals = [0f32; N];
-        for (i, a) in acts.iter().enumerate() {
-            // Offsets: Q4_1 adds m * s; Q4_0 and Q8_0 (stored +8 / +128) subtract that much of
-            // d * s.
-            let off = hsum128(off[i])
-                * match T {
-                    Q4_1 => 1.0,
-                    Q4_0 => -8.0,
-                    _ => -128.0,
-                };
-            let mut total = _mm512_reduce_add_ps(acc[i]) + off;
-            if done < nb {
-                let rest = a.skip_blocks(done);
-                let tail = &w[done * bb..];
-                total += match T {
-                    Q4_0 => q4_0_body::<true>(tail, rest),
-                    Q4_1 => q4_1_body::<true>(tail, rest),
-                    _ => q8_0_body::<true>(tail, rest),
-                };
-            }
-            totals[i] = total;
-        }
-        totals
     }
 }
 

@@ -1,0 +1,16 @@
+//! Generates the messages, server and client of both packages, and the descriptor set that
+//! server reflection serves. Needs `protoc` (Debian: `protobuf-compiler`).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("joule_descriptor.bin"))
+        .compile_protos(
+            &[
+                "joule/v1/inference.proto",
+                "joule/internal/v1/worker.proto",
+            ],
+            &["."],
+        )?;
+    Ok(())
+}

@@ -6,10 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("joule_descriptor.bin"))
         .compile_protos(
-            &[
-                "joule/v1/inference.proto",
-                "joule/internal/v1/worker.proto",
-            ],
+            &["joule/v1/inference.proto", "joule/internal/v1/worker.proto"],
             &["."],
         )?;
     Ok(())

@@ -196,20 +196,65 @@ mod tests {
         };
         let s = sampling(Some(&p)).unwrap();
         assert_eq!((s.temperature, s.top_k, s.max_tokens), (0.7, Some(40), 100));
-        assert_eq!((s.top_p, s.min_p, s.seed, s.logprobs), (1.0, 0.0, Some(9), Some(3)));
+        assert_eq!(
+            (s.top_p, s.min_p, s.seed, s.logprobs),
+            (1.0, 0.0, Some(9), Some(3))
+        );
         assert_eq!(s.stop, vec!["\n\n".to_string()]);
     }
 
     #[test]
     fn bad_values_are_invalid_arguments_naming_the_field() {
         let cases: Vec<(v1::SamplingParams, &str)> = vec![
-            (v1::SamplingParams { temperature: Some(-1.0), ..Default::default() }, "temperature"),
-            (v1::SamplingParams { temperature: Some(f32::NAN), ..Default::default() }, "temperature"),
-            (v1::SamplingParams { top_p: Some(0.0), ..Default::default() }, "top_p"),
-            (v1::SamplingParams { top_p: Some(1.5), ..Default::default() }, "top_p"),
-            (v1::SamplingParams { top_k: Some(0), ..Default::default() }, "top_k"),
-            (v1::SamplingParams { max_tokens: Some(0), ..Default::default() }, "max_tokens"),
-            (v1::SamplingParams { logprobs: Some(21), ..Default::default() }, "logprobs"),
+            (
+                v1::SamplingParams {
+                    temperature: Some(-1.0),
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                v1::SamplingParams {
+                    temperature: Some(f32::NAN),
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                v1::SamplingParams {
+                    top_p: Some(0.0),
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                v1::SamplingParams {
+                    top_p: Some(1.5),
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                v1::SamplingParams {
+                    top_k: Some(0),
+                    ..Default::default()
+                },
+                "top_k",
+            ),
+            (
+                v1::SamplingParams {
+                    max_tokens: Some(0),
+                    ..Default::default()
+                },
+                "max_tokens",
+            ),
+            (
+                v1::SamplingParams {
+                    logprobs: Some(21),
+                    ..Default::default()
+                },
+                "logprobs",
+            ),
         ];
         for (p, field) in cases {
             let e = sampling(Some(&p)).unwrap_err();
@@ -217,24 +262,41 @@ mod tests {
             assert!(e.message().contains(field), "{field}: {}", e.message());
         }
         for w in [0.0, -2.0, f64::INFINITY, f64::NAN] {
-            let t = v1::Tenant { id: "a".into(), weight: Some(w) };
+            let t = v1::Tenant {
+                id: "a".into(),
+                weight: Some(w),
+            };
             let e = tenant(Some(&t)).unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument);
             assert!(e.message().contains("tenant.weight"));
         }
-        let t = v1::Tenant { id: "a\u{7}".into(), weight: None };
+        let t = v1::Tenant {
+            id: "a\u{7}".into(),
+            weight: None,
+        };
         assert_eq!(tenant(Some(&t)).unwrap_err().code(), Code::InvalidArgument);
         assert_eq!(&*tenant(None).unwrap().0, "default");
-        assert_eq!(tenant(Some(&v1::Tenant { id: "acme".into(), weight: Some(3.0) })).unwrap(), (Arc::from("acme"), 3.0));
+        assert_eq!(
+            tenant(Some(&v1::Tenant {
+                id: "acme".into(),
+                weight: Some(3.0)
+            }))
+            .unwrap(),
+            (Arc::from("acme"), 3.0)
+        );
     }
 
     #[test]
     fn a_request_without_a_prompt_is_refused() {
         let mut r = v1::GenerateRequest::default();
         assert_eq!(prompt(&r).unwrap_err().code(), Code::InvalidArgument);
-        r.prompt = Some(v1::generate_request::Prompt::TokenIds(v1::TokenIds { ids: vec![] }));
+        r.prompt = Some(v1::generate_request::Prompt::TokenIds(v1::TokenIds {
+            ids: vec![],
+        }));
         assert!(prompt(&r).unwrap_err().message().contains("prompt"));
-        r.prompt = Some(v1::generate_request::Prompt::TokenIds(v1::TokenIds { ids: vec![1, 2] }));
+        r.prompt = Some(v1::generate_request::Prompt::TokenIds(v1::TokenIds {
+            ids: vec![1, 2],
+        }));
         assert_eq!(prompt(&r).unwrap(), Prompt::Ids(vec![1, 2]));
         r.prompt = Some(v1::generate_request::Prompt::Text("hi".into()));
         assert_eq!(prompt(&r).unwrap(), Prompt::Text("hi".into()));
@@ -245,7 +307,11 @@ mod tests {
         let e = Event {
             text: "Paris".into(),
             token_ids: vec![7, 8],
-            logprobs: vec![TokenLogprobs { token: 7, logprob: -0.5, top: vec![(7, -0.5), (9, -1.5)] }],
+            logprobs: vec![TokenLogprobs {
+                token: 7,
+                logprob: -0.5,
+                top: vec![(7, -0.5), (9, -1.5)],
+            }],
             finish: Some(Finish {
                 reason: FinishReason::Length,
                 message: None,
@@ -259,17 +325,43 @@ mod tests {
                 },
             }),
         };
-        let energy = Energy { joules: 1.25, source: v1::EnergySource::Measured };
+        let energy = Energy {
+            joules: 1.25,
+            source: v1::EnergySource::Measured,
+        };
         let t = event(&e, energy);
-        assert_eq!((t.text.as_str(), t.token_ids.as_slice()), ("Paris", &[7u32, 8][..]));
-        assert_eq!(t.logprobs[0].top[1], v1::TopLogprob { token_id: 9, logprob: -1.5 });
+        assert_eq!(
+            (t.text.as_str(), t.token_ids.as_slice()),
+            ("Paris", &[7u32, 8][..])
+        );
+        assert_eq!(
+            t.logprobs[0].top[1],
+            v1::TopLogprob {
+                token_id: 9,
+                logprob: -1.5
+            }
+        );
         let f = t.finish.unwrap();
         assert_eq!(engine_finish_reason(f.reason), Some(FinishReason::Length));
         let u = f.usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens), (12, 4, 2));
-        assert_eq!((u.time_to_first_token_ms, u.time_per_output_token_ms), (30.0, 12.5));
-        assert_eq!((u.joules, u.energy_source), (1.25, v1::EnergySource::Measured as i32));
-        for r in [FinishReason::Stop, FinishReason::Length, FinishReason::Cancelled, FinishReason::Error] {
+        assert_eq!(
+            (u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens),
+            (12, 4, 2)
+        );
+        assert_eq!(
+            (u.time_to_first_token_ms, u.time_per_output_token_ms),
+            (30.0, 12.5)
+        );
+        assert_eq!(
+            (u.joules, u.energy_source),
+            (1.25, v1::EnergySource::Measured as i32)
+        );
+        for r in [
+            FinishReason::Stop,
+            FinishReason::Length,
+            FinishReason::Cancelled,
+            FinishReason::Error,
+        ] {
             assert_eq!(engine_finish_reason(finish_reason(r) as i32), Some(r));
         }
         assert_eq!(engine_finish_reason(0), None);
@@ -286,6 +378,9 @@ mod tests {
         };
         assert_eq!(status(&missing).code(), Code::NotFound);
         assert!(status(&missing).message().contains("/nope.gguf"));
-        assert_eq!(status(&EngineError::Tokenizer("x".into())).code(), Code::Internal);
+        assert_eq!(
+            status(&EngineError::Tokenizer("x".into())).code(),
+            Code::Internal
+        );
     }
 }

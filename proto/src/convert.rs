@@ -94,22 +94,6 @@ pub fn status(e: &EngineError) -> Status {
     }
 }
 
-/// Energy attributed to one request, and whether it was measured.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Energy {
-    pub joules: f64,
-    pub source: v1::EnergySource,
-}
-
-impl Default for Energy {
-    fn default() -> Self {
-        Self {
-            joules: 0.0,
-            source: v1::EnergySource::Estimated,
-        }
-    }
-}
-
 pub fn finish_reason(r: FinishReason) -> v1::FinishReason {
     match r {
         FinishReason::Stop => v1::FinishReason::Stop,
@@ -134,7 +118,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-pub fn usage(u: &Usage, energy: Energy) -> v1::Usage {
+/// The wire usage; `source` says whether the engine's joules were measured or estimated.
+pub fn usage(u: &Usage, source: v1::EnergySource) -> v1::Usage {
     let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     v1::Usage {
         prompt_tokens: n(u.prompt_tokens),
@@ -142,16 +127,16 @@ pub fn usage(u: &Usage, energy: Energy) -> v1::Usage {
         completion_tokens: n(u.completion_tokens),
         time_to_first_token_ms: ms(u.time_to_first_token),
         time_per_output_token_ms: ms(u.time_per_output_token),
-        joules: energy.joules,
-        energy_source: energy.source as i32,
+        joules: u.joules,
+        energy_source: source as i32,
     }
 }
 
-pub fn finish(f: &Finish, energy: Energy) -> v1::Finish {
+pub fn finish(f: &Finish, source: v1::EnergySource) -> v1::Finish {
     v1::Finish {
         reason: finish_reason(f.reason) as i32,
         message: f.message.clone().unwrap_or_default(),
-        usage: Some(usage(&f.usage, energy)),
+        usage: Some(usage(&f.usage, source)),
     }
 }
 
@@ -167,13 +152,13 @@ pub fn logprob(l: &TokenLogprobs) -> v1::TokenLogprob {
     }
 }
 
-/// One stream event; `energy` goes into the usage of the last one.
-pub fn event(e: &Event, energy: Energy) -> v1::TokenEvent {
+/// One stream event; the last one carries the usage with its joules and their `source`.
+pub fn event(e: &Event, source: v1::EnergySource) -> v1::TokenEvent {
     v1::TokenEvent {
         text: e.text.clone(),
         token_ids: e.token_ids.clone(),
         logprobs: e.logprobs.iter().map(logprob).collect(),
-        finish: e.finish.as_ref().map(|f| finish(f, energy)),
+        finish: e.finish.as_ref().map(|f| finish(f, source)),
     }
 }
 
@@ -322,14 +307,11 @@ mod tests {
                     time_to_first_token: Duration::from_millis(30),
                     time_per_output_token: Duration::from_micros(12_500),
                     preemptions: 0,
+                    joules: 1.25,
                 },
             }),
         };
-        let energy = Energy {
-            joules: 1.25,
-            source: v1::EnergySource::Measured,
-        };
-        let t = event(&e, energy);
+        let t = event(&e, v1::EnergySource::Measured);
         assert_eq!(
             (t.text.as_str(), t.token_ids.as_slice()),
             ("Paris", &[7u32, 8][..])

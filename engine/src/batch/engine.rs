@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::unbounded_channel;
 
 use super::config::EngineConfig;
+use super::energy::{Attribution, EnergyMeter};
 use super::request::{Event, FinishReason, Request, RequestStream};
 use super::scheduler::Scheduler;
 use super::sequence::Sequence;
@@ -48,6 +49,10 @@ pub struct EngineStats {
     /// Sums over all steps of allocated and of unused slots (their ratio: the mean waste).
     pub kv_slots_allocated_sum: u64,
     pub kv_slots_unused_sum: u64,
+    /// Joules attributed to requests since start (0 without a meter).
+    pub joules_total: f64,
+    /// Whether the joules come from a hardware sensor; `None` without a meter.
+    pub energy_measured: Option<bool>,
 }
 
 struct Shared {
@@ -78,6 +83,16 @@ impl std::fmt::Debug for EngineHandle {
 impl EngineHandle {
     /// Sizes the KV pool from the budget, then starts the step loop on its own thread.
     pub fn start(model: Model, tokenizer: Tokenizer, cfg: EngineConfig) -> Result<Self> {
+        Self::start_metered(model, tokenizer, cfg, None)
+    }
+
+    /// [`Self::start`], charging every step's energy (read from `meter`) to the requests in it.
+    pub fn start_metered(
+        model: Model,
+        tokenizer: Tokenizer,
+        cfg: EngineConfig,
+        meter: Option<Arc<dyn EnergyMeter>>,
+    ) -> Result<Self> {
         cfg.validate()?;
         let layout = KvLayout::for_model(&model.config, cfg.block_size, cfg.kv_dtype);
         let budget = cfg.kv_budget.bytes(mem_available());
@@ -134,9 +149,12 @@ impl EngineHandle {
             }),
             stats: EngineStats {
                 block_size: cfg.block_size,
+                energy_measured: meter.as_ref().map(|m| m.measured()),
                 ..Default::default()
             },
             recent: Vec::new(),
+            meter,
+            energy: Attribution::default(),
         };
         std::thread::Builder::new()
             .name("joule-step".into())
@@ -281,6 +299,8 @@ struct StepLoop {
     stats: EngineStats,
     /// (when, tokens generated) of recent steps, for the rate.
     recent: Vec<(Instant, usize)>,
+    meter: Option<Arc<dyn EnergyMeter>>,
+    energy: Attribution,
 }
 
 impl StepLoop {
@@ -288,6 +308,7 @@ impl StepLoop {
         tracing::debug!("step loop started");
         loop {
             let cmd = if self.sched.is_idle() {
+                self.energy.idle();
                 self.refresh_stats(0);
                 match self.rx.recv() {
                     Ok(c) => Some(c),
@@ -359,6 +380,9 @@ impl StepLoop {
             std::thread::sleep(Duration::from_millis(1));
             return;
         }
+        if let Some(m) = &self.meter {
+            self.energy.begin(m.as_ref());
+        }
         let bs = self.pool.block_size();
         let chunks: Vec<SeqChunk<'_>> = plan
             .iter()
@@ -394,6 +418,13 @@ impl StepLoop {
                 return;
             }
         };
+        if let Some(m) = &self.meter {
+            let tokens: Vec<usize> = plan.iter().map(|p| p.tokens).collect();
+            for (p, j) in plan.iter().zip(self.energy.end(m.as_ref(), &tokens)) {
+                self.sched.running[p.idx].joules += j;
+            }
+            self.stats.joules_total = self.energy.total;
+        }
         let vocab = self.model.config.vocab;
         let mut done = Vec::new();
         let mut generated = 0;
@@ -408,19 +439,26 @@ impl StepLoop {
             row += 1;
             generated += 1;
             let (ev, finished) = s.accept(sampled, &self.tokenizer);
-            s.send(ev);
             if finished {
-                done.push(p.idx);
+                done.push((p.idx, ev));
+            } else {
+                s.send(ev);
             }
         }
         self.measure_waste();
-        done.sort_unstable();
-        for idx in done.into_iter().rev() {
-            self.sched.remove_running(idx);
+        done.sort_unstable_by_key(|d| d.0);
+        // Finished sequences free their blocks and the stats say so before their last event
+        // goes out: a caller that reads the stats after a finish sees it counted.
+        let mut last = Vec::with_capacity(done.len());
+        for (idx, ev) in done.into_iter().rev() {
+            last.push((self.sched.remove_running(idx).into_sender(), ev));
         }
         self.sched.forget_idle_tenants();
         self.stats.steps_total += 1;
         self.refresh_stats(generated);
+        for (tx, ev) in last {
+            let _ = tx.send(ev);
+        }
     }
 
     fn measure_waste(&mut self) {

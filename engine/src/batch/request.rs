@@ -72,6 +72,9 @@ pub struct Usage {
     pub time_per_output_token: Duration,
     /// Times the request was preempted (and recomputed) to make room for older ones.
     pub preemptions: u32,
+    /// Energy of the steps this request ran in, split by tokens (0 when the engine has no
+    /// meter; see [`super::EnergyMeter`]).
+    pub joules: f64,
 }
 
 /// The end of a stream.

@@ -36,6 +36,8 @@ pub(super) struct Sequence {
     pub preemptions: u32,
     /// Generated tokens, stop tokens included (they are not in `tokens`).
     generated: usize,
+    /// Energy charged to this sequence's steps so far.
+    pub joules: f64,
 }
 
 impl Sequence {
@@ -69,6 +71,7 @@ impl Sequence {
             cached_prompt_tokens: None,
             preemptions: 0,
             generated: 0,
+            joules: 0.0,
         }
     }
 
@@ -173,8 +176,14 @@ impl Sequence {
                 time_to_first_token: ttft,
                 time_per_output_token: tpot,
                 preemptions: self.preemptions,
+                joules: self.joules,
             },
         }
+    }
+
+    /// Drops everything but the event channel (the blocks go back to the pool now).
+    pub fn into_sender(self) -> UnboundedSender<Event> {
+        self.tx.clone()
     }
 
     /// Sends an event; a closed stream is noticed at the next step.

@@ -1,0 +1,365 @@
+//! The worker's settings: command-line flags, each with an environment variable, and an
+//! optional TOML file (`--config`) whose keys are the flags' long names. A flag or variable
+//! given explicitly wins over the file; the file wins over the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use joule_engine::kv::KvBudget;
+
+use crate::power::SensorChoice;
+
+/// One model to load at start-up: `PATH`, `NAME=PATH`, optionally `@SHA256` at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub name: Option<String>,
+    pub path: PathBuf,
+    pub sha256: Option<String>,
+}
+
+impl std::str::FromStr for ModelSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (rest, sha256) = match s.rsplit_once('@') {
+            Some((r, h)) if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) => {
+                (r, Some(h.to_ascii_lowercase()))
+            }
+            _ => (s, None),
+        };
+        let (name, path) = match rest.split_once('=') {
+            Some((n, p)) => (Some(n.to_string()), p),
+            None => (None, rest),
+        };
+        if path.is_empty() {
+            return Err(format!(
+                "--model {s:?}: expected PATH, NAME=PATH or NAME=PATH@SHA256"
+            ));
+        }
+        if let Some(n) = &name {
+            crate::registry::check_name(n)?;
+        }
+        Ok(Self {
+            name,
+            path: PathBuf::from(path),
+            sha256,
+        })
+    }
+}
+
+/// `joule-worker`: serves models over gRPC and reports what each request costs in joules.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "joule-worker", version, about)]
+pub struct Args {
+    /// TOML file with any of these settings (keys are the long flag names, e.g. `listen`).
+    #[arg(long, env = "JOULE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// gRPC address (joule.internal.v1.Worker, grpc.health.v1, reflection).
+    #[arg(long, env = "JOULE_LISTEN", default_value = "127.0.0.1:50061")]
+    pub listen: SocketAddr,
+
+    /// Prometheus `/metrics` address.
+    #[arg(long, env = "JOULE_METRICS_LISTEN", default_value = "127.0.0.1:9461")]
+    pub metrics_listen: SocketAddr,
+
+    /// A model to load at start: PATH, NAME=PATH, NAME=PATH@SHA256 (repeatable; in the
+    /// variable, comma-separated). The name defaults to the file's stem.
+    #[arg(long = "model", env = "JOULE_MODEL", value_delimiter = ',')]
+    pub models: Vec<ModelSpec>,
+
+    /// Name of the (single) `--model` given without `NAME=`.
+    #[arg(long, env = "JOULE_MODEL_NAME")]
+    pub model_name: Option<String>,
+
+    /// Expected sha256 of the (single) `--model`; the load fails on a mismatch.
+    #[arg(long, env = "JOULE_MODEL_SHA256")]
+    pub model_sha256: Option<String>,
+
+    /// Memory all models together may take (weights plus KV cache): a size (`8GiB`) or a
+    /// fraction of the memory available at start (`0.8`, `80%`).
+    #[arg(long, env = "JOULE_MEMORY_BUDGET", default_value = "80%")]
+    pub memory_budget: KvBudget,
+
+    /// KV cache per model: a size or a fraction of the memory available at its load.
+    #[arg(long, env = "JOULE_KV_BUDGET", default_value = "512MiB")]
+    pub kv_budget: KvBudget,
+
+    /// Most tokens per engine step.
+    #[arg(long, env = "JOULE_MAX_BATCHED_TOKENS", default_value_t = 512)]
+    pub max_batched_tokens: usize,
+
+    /// Most sequences running at once per model.
+    #[arg(long, env = "JOULE_MAX_SEQS", default_value_t = 64)]
+    pub max_seqs: usize,
+
+    /// Requests a model may hold waiting beyond `--max-seqs`; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "JOULE_MAX_QUEUED", default_value_t = 256)]
+    pub max_queued: usize,
+
+    /// Compute threads per model; 0: one per physical core.
+    #[arg(long, env = "JOULE_THREADS", default_value_t = 0)]
+    pub threads: usize,
+
+    /// Power sensor for energy accounting: auto (RAPL if readable, else estimate), nvml,
+    /// rapl, estimate.
+    #[arg(long, env = "JOULE_POWER_SENSOR", default_value = "auto")]
+    pub power_sensor: SensorChoice,
+
+    /// Watts of this machine when idle, for the estimate.
+    #[arg(long, env = "JOULE_IDLE_WATTS", default_value_t = 40.0)]
+    pub idle_watts: f64,
+
+    /// Watts of this machine with every core busy, for the estimate.
+    #[arg(long, env = "JOULE_BUSY_WATTS", default_value_t = 120.0)]
+    pub busy_watts: f64,
+
+    /// How often the power sensors are read, in milliseconds.
+    #[arg(long, env = "JOULE_POWER_INTERVAL_MS", default_value_t = 100)]
+    pub power_interval_ms: u64,
+
+    /// Measure each model's tokens per joule at several batch sizes when first loaded here.
+    #[arg(long, env = "JOULE_CALIBRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub calibrate: bool,
+
+    /// Redo the calibration even when a cached profile exists.
+    #[arg(long, env = "JOULE_RECALIBRATE")]
+    pub recalibrate: bool,
+
+    /// Batch sizes of the calibration sweep (those that do not fit in memory are skipped).
+    #[arg(long, env = "JOULE_CALIBRATION_BATCHES", value_delimiter = ',', default_value = "1,2,4,8,16,32")]
+    pub calibration_batches: Vec<usize>,
+
+    /// Output tokens each sequence generates at each calibration point.
+    #[arg(long, env = "JOULE_CALIBRATION_TOKENS", default_value_t = 48)]
+    pub calibration_tokens: u32,
+
+    /// Where calibration profiles are cached (default: $XDG_CACHE_HOME/joule or ~/.cache/joule).
+    #[arg(long, env = "JOULE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// On SIGTERM or Drain, how long in-flight streams may run before they are cancelled.
+    #[arg(long, env = "JOULE_DRAIN_TIMEOUT_S", default_value_t = 30.0)]
+    pub drain_timeout_s: f64,
+
+    /// Log filter (tracing's EnvFilter syntax); RUST_LOG also works.
+    #[arg(long, env = "JOULE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Args {
+    /// Parses the command line and the environment, then fills what neither set from the
+    /// `--config` file.
+    pub fn load() -> Result<Self, String> {
+        Self::load_from(std::env::args_os())
+    }
+
+    pub fn load_from<I, T>(args: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cmd = Self::command();
+        let m = cmd.clone().try_get_matches_from(args).map_err(|e| e.to_string())?;
+        let Some(path) = m.get_one::<PathBuf>("config").cloned() else {
+            return Self::finish(Self::from_arg_matches(&m).map_err(|e| e.to_string())?);
+        };
+        let file = read_config(&path)?;
+        // Rebuild the argument list: the file's values first, then what was given explicitly.
+        let mut argv: Vec<String> = vec!["joule-worker".into()];
+        for (key, value) in &file {
+            if !cmd.get_arguments().any(|a| a.get_long() == Some(key.as_str())) {
+                return Err(format!(
+                    "{}: unknown setting {key:?}; the keys are the long flag names, e.g. listen, \
+                     model, kv-budget",
+                    path.display()
+                ));
+            }
+            if explicit(&m, key) {
+                continue;
+            }
+            for v in value {
+                argv.push(format!("--{key}={v}"));
+            }
+        }
+        let merged = cmd
+            .try_get_matches_from(argv)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut base = Self::from_arg_matches(&merged).map_err(|e| e.to_string())?;
+        let given = Self::from_arg_matches(&m).map_err(|e| e.to_string())?;
+        base.overlay(&m, given);
+        Self::finish(base)
+    }
+
+    /// Takes every explicitly given value of `given`.
+    fn overlay(&mut self, m: &ArgMatches, given: Self) {
+        macro_rules! take {
+            ($($f:ident : $id:literal),*) => {$( if explicit(m, $id) { self.$f = given.$f.clone(); } )*};
+        }
+        take!(config: "config", listen: "listen", metrics_listen: "metrics_listen",
+            models: "models", model_name: "model_name", model_sha256: "model_sha256",
+            memory_budget: "memory_budget", kv_budget: "kv_budget",
+            max_batched_tokens: "max_batched_tokens", max_seqs: "max_seqs",
+            max_queued: "max_queued", threads: "threads", power_sensor: "power_sensor",
+            idle_watts: "idle_watts", busy_watts: "busy_watts",
+            power_interval_ms: "power_interval_ms", calibrate: "calibrate",
+            recalibrate: "recalibrate", calibration_batches: "calibration_batches",
+            calibration_tokens: "calibration_tokens", cache_dir: "cache_dir",
+            drain_timeout_s: "drain_timeout_s", log: "log");
+    }
+
+    fn finish(mut self) -> Result<Self, String> {
+        if self.model_name.is_some() || self.model_sha256.is_some() {
+            let [one] = self.models.as_mut_slice() else {
+                return Err("--model-name and --model-sha256 apply to a single --model; with \
+                            several, write NAME=PATH@SHA256"
+                    .into());
+            };
+            if let Some(n) = &self.model_name {
+                crate::registry::check_name(n)?;
+                one.name = Some(n.clone());
+            }
+            if let Some(h) = &self.model_sha256 {
+                if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!("--model-sha256 {h:?} is not 64 hex digits"));
+                }
+                one.sha256 = Some(h.to_ascii_lowercase());
+            }
+        }
+        if !(self.idle_watts >= 0.0 && self.busy_watts >= self.idle_watts) {
+            return Err(format!(
+                "--idle-watts ({}) must be >= 0 and at most --busy-watts ({})",
+                self.idle_watts, self.busy_watts
+            ));
+        }
+        if self.calibration_batches.iter().any(|&b| b == 0 || b > 4096) {
+            return Err("--calibration-batches must be sizes in 1..=4096".into());
+        }
+        if self.calibration_tokens == 0 {
+            return Err("--calibration-tokens must be at least 1".into());
+        }
+        if !(self.drain_timeout_s >= 0.0 && self.drain_timeout_s.is_finite()) {
+            return Err("--drain-timeout-s must be a number of seconds >= 0".into());
+        }
+        if self.power_interval_ms == 0 {
+            return Err("--power-interval-ms must be at least 1".into());
+        }
+        Ok(self)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_timeout_s)
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(default_cache_dir)
+    }
+}
+
+fn explicit(m: &ArgMatches, id: &str) -> bool {
+    let id = id.replace('-', "_");
+    let id = if id == "model" { "models".to_string() } else { id };
+    matches!(
+        m.value_source(&id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// `$XDG_CACHE_HOME/joule`, else `~/.cache/joule`, else `./.joule-cache`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("joule");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".cache/joule"),
+        None => PathBuf::from(".joule-cache"),
+    }
+}
+
+/// The file's settings as (long flag name, values); arrays become repeated flags.
+fn read_config(path: &Path) -> Result<Vec<(String, Vec<String>)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
+    let scalar = |k: &str, v: &toml::Value| -> Result<String, String> {
+        match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            _ => Err(format!(
+                "{}: {k} must be a string, number, boolean or an array of them",
+                path.display()
+            )),
+        }
+    };
+    let mut out = Vec::new();
+    for (k, v) in &table {
+        let key = k.replace('_', "-");
+        let values = match v {
+            toml::Value::Array(a) => a.iter().map(|x| scalar(k, x)).collect::<Result<_, _>>()?,
+            v => vec![scalar(k, v)?],
+        };
+        out.push((key, values));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_specs_parse() {
+        let m: ModelSpec = "a.gguf".parse().unwrap();
+        assert_eq!((m.name, m.path, m.sha256), (None, "a.gguf".into(), None));
+        let h = "AB".repeat(32);
+        let m: ModelSpec = format!("small=/m/a.gguf@{h}").parse().unwrap();
+        assert_eq!(m.name.as_deref(), Some("small"));
+        assert_eq!(m.path, PathBuf::from("/m/a.gguf"));
+        assert_eq!(m.sha256, Some("ab".repeat(32)));
+        assert!("bad name=/x".parse::<ModelSpec>().is_err());
+        assert!("x=".parse::<ModelSpec>().is_err());
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("w.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:7000\"\nmax_seqs = 8\nmodel = [\"a=/x.gguf\", \"b=/y.gguf\"]\n",
+        )
+        .unwrap();
+        let a = Args::load_from([
+            "w",
+            "--config",
+            f.to_str().unwrap(),
+            "--max-seqs",
+            "16",
+        ])
+        .unwrap();
+        assert_eq!(a.listen.port(), 7000);
+        assert_eq!(a.max_seqs, 16);
+        assert_eq!(a.models.len(), 2);
+        assert_eq!(a.max_queued, 256);
+
+        std::fs::write(&f, "lisen = \"x\"\n").unwrap();
+        let e = Args::load_from(["w", "--config", f.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains("unknown setting \"lisen\""), "{e}");
+    }
+
+    #[test]
+    fn model_name_needs_exactly_one_model() {
+        let e = Args::load_from(["w", "--model", "a", "--model", "b", "--model-name", "x"])
+            .unwrap_err();
+        assert!(e.contains("single --model"), "{e}");
+        let a = Args::load_from(["w", "--model", "dir/a.gguf", "--model-name", "x"]).unwrap();
+        assert_eq!(a.models[0].name.as_deref(), Some("x"));
+    }
+}

@@ -1,0 +1,421 @@
+//! The models this worker serves: loading (sha256 check, parse, memory budget), the engine of
+//! each, admission limits, and unloading. A load that fails leaves every other model serving.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use joule_engine::batch::{EngineConfig, EngineHandle, EnergyMeter};
+use joule_engine::gguf::GgufFile;
+use joule_engine::kv::{KvBudget, KvLayout, mem_available};
+use joule_engine::model::LoadOptions;
+use joule_engine::tokenizer::Tokenizer;
+use joule_engine::{EngineError, Model};
+use sha2::{Digest, Sha256};
+use tonic::Status;
+
+use crate::calibrate::Profile;
+
+/// A model name: 1 to 64 of `[A-Za-z0-9._-]`, not starting with `.`.
+pub fn check_name(n: &str) -> Result<(), String> {
+    let ok = !n.is_empty()
+        && n.len() <= 64
+        && !n.starts_with('.')
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "model name {n:?} must be 1 to 64 letters, digits, '.', '_' or '-' (not starting \
+             with '.')"
+        ))
+    }
+}
+
+/// How engines are built.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub memory_budget: u64,
+    pub kv_budget: KvBudget,
+    pub max_batched_tokens: usize,
+    pub max_seqs: usize,
+    pub max_queued: usize,
+    pub threads: usize,
+}
+
+/// A model being served.
+pub struct Served {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub engine: EngineHandle,
+    pub memory_bytes: u64,
+    pub parameters: u64,
+    /// Requests admitted and not yet finished.
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: usize,
+    pub calibration: RwLock<Option<Profile>>,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Counts one admitted request until dropped.
+#[derive(Debug)]
+pub struct Admission(Arc<Served>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Served {
+    /// Takes a place in this model's queue, or RESOURCE_EXHAUSTED when it is full.
+    pub fn admit(self: &Arc<Self>) -> Result<Admission, Status> {
+        let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if n >= self.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(Status::resource_exhausted(format!(
+                "model {:?} already holds {n} requests (running plus queued, limit {}); retry \
+                 later or send it to another worker",
+                self.name, self.max_in_flight
+            )));
+        }
+        Ok(Admission(self.clone()))
+    }
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Reserved bytes while the file is read.
+    Loading(u64),
+    Ready(Arc<Served>),
+}
+
+/// Every model, by name.
+pub struct Registry {
+    limits: Limits,
+    meter: Arc<dyn EnergyMeter>,
+    models: Mutex<BTreeMap<String, Slot>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    pub fn new(limits: Limits, meter: Arc<dyn EnergyMeter>) -> Self {
+        Self {
+            limits,
+            meter,
+            models: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Slot>> {
+        self.models.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The model `name`, or NOT_FOUND naming the loaded ones (UNAVAILABLE while it loads).
+    pub fn get(&self, name: &str) -> Result<Arc<Served>, Status> {
+        let m = self.lock();
+        match m.get(name) {
+            Some(Slot::Ready(s)) => Ok(s.clone()),
+            Some(Slot::Loading(_)) => Err(Status::unavailable(format!(
+                "model {name:?} is still loading on this worker; retry shortly"
+            ))),
+            None => {
+                let names: Vec<&str> = m
+                    .iter()
+                    .filter(|(_, s)| matches!(s, Slot::Ready(_)))
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                Err(Status::not_found(if names.is_empty() {
+                    format!("model {name:?} is not loaded; this worker serves no model yet")
+                } else {
+                    format!(
+                        "model {name:?} is not loaded; this worker serves: {}",
+                        names.join(", ")
+                    )
+                }))
+            }
+        }
+    }
+
+    pub fn ready(&self) -> Vec<Arc<Served>> {
+        self.lock()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Ready(s) => Some(s.clone()),
+                Slot::Loading(_) => None,
+            })
+            .collect()
+    }
+
+    /// Bytes held or reserved by every model.
+    pub fn memory_used(&self) -> u64 {
+        self.lock()
+            .values()
+            .map(|s| match s {
+                Slot::Loading(b) => *b,
+                Slot::Ready(s) => s.memory_bytes,
+            })
+            .sum()
+    }
+
+    pub fn memory_budget(&self) -> u64 {
+        self.limits.memory_budget
+    }
+
+    /// Loads `path` as `name` (blocking: call from a blocking thread), runs `prepare` on it
+    /// (calibration) before any request can reach it, then serves it. Fails with
+    /// ALREADY_EXISTS, NOT_FOUND (file), INVALID_ARGUMENT (sha256, parse) or
+    /// RESOURCE_EXHAUSTED (memory budget); nothing is left behind on failure.
+    pub fn load(
+        &self,
+        name: Option<&str>,
+        path: &Path,
+        expect_sha256: Option<&str>,
+        prepare: &dyn Fn(&Arc<Served>) -> Result<(), Status>,
+    ) -> Result<Arc<Served>, Status> {
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(n) => n.to_string(),
+            None => stem(path)?,
+        };
+        check_name(&name).map_err(Status::invalid_argument)?;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            let msg = format!("cannot read model file {}: {e}", path.display());
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Status::not_found(msg)
+            } else {
+                Status::failed_precondition(msg)
+            }
+        })?;
+        let file_bytes = if meta.is_dir() { dir_size(path) } else { meta.len() };
+        let kv_bytes = self.limits.kv_budget.bytes(mem_available());
+        let reserve = file_bytes + kv_bytes;
+        {
+            let mut m = self.lock();
+            if m.contains_key(&name) {
+                return Err(Status::already_exists(format!(
+                    "a model named {name:?} is already loaded (or loading); unload it first or \
+                     pick another name"
+                )));
+            }
+            let used: u64 = m
+                .values()
+                .map(|s| match s {
+                    Slot::Loading(b) => *b,
+                    Slot::Ready(s) => s.memory_bytes,
+                })
+                .sum();
+            if used + reserve > self.limits.memory_budget {
+                return Err(Status::resource_exhausted(format!(
+                    "loading {name:?} needs about {} (weights {} + KV {}) but only {} of the \
+                     worker's memory budget of {} is free; unload a model or raise \
+                     --memory-budget",
+                    mib(reserve),
+                    mib(file_bytes),
+                    mib(kv_bytes),
+                    mib(self.limits.memory_budget.saturating_sub(used)),
+                    mib(self.limits.memory_budget)
+                )));
+            }
+            m.insert(name.clone(), Slot::Loading(reserve));
+        }
+        let result = self
+            .build(&name, path, expect_sha256, file_bytes, kv_bytes)
+            .and_then(|s| match prepare(&s) {
+                Ok(()) => Ok(s),
+                Err(e) => {
+                    s.engine.shutdown();
+                    Err(e)
+                }
+            });
+        let mut m = self.lock();
+        match result {
+            Ok(s) => {
+                m.insert(name, Slot::Ready(s.clone()));
+                Ok(s)
+            }
+            Err(e) => {
+                m.remove(&name);
+                tracing::warn!(model = %name, path = %path.display(), error = %e.message(), "model load failed");
+                Err(e)
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        name: &str,
+        path: &Path,
+        expect: Option<&str>,
+        file_bytes: u64,
+        kv_bytes: u64,
+    ) -> Result<Arc<Served>, Status> {
+        let sha256 = if path.is_dir() {
+            String::new()
+        } else {
+            sha256_file(path).map_err(|e| {
+                Status::failed_precondition(format!("cannot read {}: {e}", path.display()))
+            })?
+        };
+        if let Some(want) = expect.filter(|w| !w.is_empty())
+            && !want.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(Status::invalid_argument(format!(
+                "{} has sha256 {sha256} but {want} was expected; the file is corrupt or not the \
+                 one meant",
+                path.display()
+            )));
+        }
+        let opts = LoadOptions {
+            threads: self.limits.threads,
+        };
+        let bad = |e: EngineError| {
+            let s = joule_proto::convert::status(&e);
+            Status::new(
+                s.code(),
+                format!("cannot load {}: {}", path.display(), s.message()),
+            )
+        };
+        let (model, tokenizer, parameters) = if path.is_dir() {
+            let m = Model::load(path, &opts).map_err(bad)?;
+            let p = estimate_parameters(&m);
+            (m, Tokenizer::from_dir(path).map_err(bad)?, p)
+        } else {
+            let f = GgufFile::open(path).map_err(bad)?;
+            let p = f
+                .header
+                .tensors
+                .iter()
+                .map(|t| t.dims.iter().product::<u64>())
+                .sum();
+            (
+                Model::from_gguf(&f, &opts).map_err(bad)?,
+                Tokenizer::from_gguf(&f).map_err(bad)?,
+                p,
+            )
+        };
+        let cfg = EngineConfig {
+            max_batched_tokens: self.limits.max_batched_tokens,
+            max_seqs: self.limits.max_seqs,
+            kv_budget: KvBudget::Bytes(kv_bytes),
+            ..Default::default()
+        };
+        let layout = KvLayout::for_model(&model.config, cfg.block_size, cfg.kv_dtype);
+        let engine =
+            EngineHandle::start_metered(model, tokenizer, cfg, Some(self.meter.clone()))
+                .map_err(bad)?;
+        let kv = engine.kv_blocks() as u64 * layout.block_bytes() as u64;
+        tracing::info!(model = name, path = %path.display(), sha256 = %sha256, parameters, mib_weights = file_bytes >> 20, mib_kv = kv >> 20, "model ready");
+        Ok(Arc::new(Served {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            sha256,
+            engine,
+            memory_bytes: file_bytes + kv,
+            parameters,
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: self.limits.max_seqs + self.limits.max_queued,
+            calibration: RwLock::new(None),
+        }))
+    }
+
+    /// Stops `name`: new requests get NOT_FOUND at once, its streams end `Cancelled`, and its
+    /// memory is freed when the last of them is gone.
+    pub fn unload(&self, name: &str) -> Result<(), Status> {
+        let mut m = self.lock();
+        match m.get(name) {
+            Some(Slot::Ready(_)) => {
+                if let Some(Slot::Ready(s)) = m.remove(name) {
+                    s.engine.shutdown();
+                    tracing::info!(model = name, "model unloaded");
+                }
+                Ok(())
+            }
+            Some(Slot::Loading(_)) => Err(Status::failed_precondition(format!(
+                "model {name:?} is still loading; unload it once it is ready"
+            ))),
+            None => {
+                drop(m);
+                self.get(name).map(|_| ())
+            }
+        }
+    }
+}
+
+fn stem(path: &Path) -> Result<String, Status> {
+    let s = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!("cannot name a model after {}", path.display()))
+        })?;
+    // File stems often carry characters a name may not; keep the allowed ones.
+    let n: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    Ok(n.trim_start_matches('.').to_string())
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+/// Hex sha256 of a file's bytes.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Parameter count of an HF directory's model from its hyperparameters (embedding,
+/// attention, MLP, norms; a separate output matrix is not counted).
+fn estimate_parameters(m: &Model) -> u64 {
+    let c = &m.config;
+    let (d, q, kv, f) = (c.dim as u64, c.q_dim() as u64, c.kv_dim() as u64, c.ffn_dim as u64);
+    let layer = d * q + 2 * d * kv + q * d + 3 * d * f + 2 * d;
+    c.vocab as u64 * d + c.n_layers as u64 * layer + d
+}

@@ -1,0 +1,398 @@
+//! `joule.internal.v1.Worker` over the shared [`State`]: requests are checked and converted by
+//! `joule_proto::convert`, admitted against the model's queue limit, and streamed from the
+//! engine by one task per request, which cancels the request when the client goes away or the
+//! drain deadline passes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use joule_engine::batch::{Request as EngineRequest, RequestStream};
+use joule_engine::sample::SamplingParams;
+use joule_engine::tokenizer::Message;
+use joule_proto::convert::{self, Prompt};
+use joule_proto::internal::v1 as pb;
+use joule_proto::internal::v1::worker_server::Worker;
+use joule_proto::v1;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+
+use crate::registry::{Admission, Served};
+use crate::state::{State, StreamGuard};
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::TokenEvent, Status>> + Send>>;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct WorkerService {
+    pub state: Arc<State>,
+}
+
+impl WorkerService {
+    /// `name`, or the only model when `name` is empty.
+    fn model(&self, name: &str) -> Result<Arc<Served>, Status> {
+        if name.is_empty() {
+            let ready = self.state.models.ready();
+            return match ready.as_slice() {
+                [one] => Ok(one.clone()),
+                _ => Err(Status::invalid_argument(format!(
+                    "model is empty; name one of: {}",
+                    names(&ready)
+                ))),
+            };
+        }
+        self.state.models.get(name)
+    }
+
+    fn start(
+        &self,
+        served: Arc<Served>,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+        tenant: (Arc<str>, f64),
+        request_id: String,
+    ) -> Result<Response<EventStream>, Status> {
+        let guard = self.state.open_stream()?;
+        let admission = served.admit()?;
+        let req = EngineRequest::new(prompt, params).tenant(&tenant.0, tenant.1);
+        let stream = served.engine.submit(req).map_err(|e| {
+            let s = convert::status(&e);
+            self.state.metrics.request_done(&served.name, code_name(s.code()));
+            s
+        })?;
+        let (tx, rx) = mpsc::channel(64);
+        tracing::debug!(model = %served.name, request_id = %request_id, id = stream.id(), "stream started");
+        tokio::spawn(pump(
+            self.state.clone(),
+            served,
+            stream,
+            tx,
+            guard,
+            admission,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn names(models: &[Arc<Served>]) -> String {
+    if models.is_empty() {
+        return "(none loaded)".into();
+    }
+    models
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The lower-case name of a gRPC code, for metric labels.
+pub fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "ok",
+        Cancelled => "cancelled",
+        Unknown => "unknown",
+        InvalidArgument => "invalid_argument",
+        DeadlineExceeded => "deadline_exceeded",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
+        Internal => "internal",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        Unauthenticated => "unauthenticated",
+    }
+}
+
+/// Moves one request's events from the engine to the client.
+async fn pump(
+    state: Arc<State>,
+    served: Arc<Served>,
+    mut stream: RequestStream,
+    tx: mpsc::Sender<Result<v1::TokenEvent, Status>>,
+    _guard: StreamGuard,
+    _admission: Admission,
+) {
+    let source = state.energy_source();
+    let model = served.name.as_str();
+    let mut last: Option<Instant> = None;
+    let mut generated = 0usize;
+    let outcome = loop {
+        tokio::select! {
+            ev = stream.next() => {
+                let Some(ev) = ev else {
+                    let _ = tx.send(Err(Status::unavailable(format!(
+                        "model {model:?} was unloaded or its engine stopped; retry on a worker that serves it"
+                    )))).await;
+                    break "unavailable";
+                };
+                if !ev.token_ids.is_empty() {
+                    let now = Instant::now();
+                    if let Some(t) = last {
+                        state.metrics.inter_token(model, (now - t).as_secs_f64());
+                    }
+                    last = Some(now);
+                    generated += ev.token_ids.len();
+                }
+                let done = ev.finish.as_ref().map(|f| {
+                    let u = &f.usage;
+                    let ttft = (u.completion_tokens > 0).then(|| u.time_to_first_token.as_secs_f64());
+                    state.metrics.usage(model, u.prompt_tokens as u32, u.completion_tokens as u32, u.joules, ttft);
+                    match f.reason {
+                        joule_engine::batch::FinishReason::Cancelled => "cancelled",
+                        joule_engine::batch::FinishReason::Error => "internal",
+                        _ => "ok",
+                    }
+                });
+                if tx.send(Ok(convert::event(&ev, source))).await.is_err() {
+                    stream.cancel();
+                    break "cancelled";
+                }
+                if let Some(d) = done {
+                    break d;
+                }
+            }
+            _ = tx.closed() => {
+                // The client went away: stop the sequence at the next step.
+                stream.cancel();
+                tracing::debug!(model, id = stream.id(), "client disconnected; request cancelled");
+                break "cancelled";
+            }
+            _ = state.cancel_all.cancelled() => {
+                stream.cancel();
+                state.note_cancelled();
+                let _ = tx.send(Err(Status::unavailable(format!(
+                    "the worker is shutting down and the drain deadline passed; the request was \
+                     cancelled after {generated} tokens; retry on another worker"
+                )))).await;
+                break "unavailable";
+            }
+        }
+    };
+    state.metrics.request_done(model, outcome);
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    type GenerateStream = EventStream;
+    type ChatStream = EventStream;
+
+    async fn generate(
+        &self,
+        req: Request<v1::GenerateRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let r = req.into_inner();
+        let served = self.model(&r.model)?;
+        let params = convert::sampling(r.sampling.as_ref())?;
+        let tenant = convert::tenant(r.tenant.as_ref())?;
+        let prompt = match convert::prompt(&r)? {
+            Prompt::Ids(ids) => ids,
+            Prompt::Text(t) => served
+                .engine
+                .tokenizer()
+                .encode(&t)
+                .map_err(|e| convert::status(&e))?,
+        };
+        self.start(served, prompt, params, tenant, r.request_id)
+    }
+
+    async fn chat(&self, req: Request<v1::ChatRequest>) -> Result<Response<EventStream>, Status> {
+        let r = req.into_inner();
+        let served = self.model(&r.model)?;
+        let params = convert::sampling(r.sampling.as_ref())?;
+        let tenant = convert::tenant(r.tenant.as_ref())?;
+        if r.messages.is_empty() {
+            return Err(Status::invalid_argument("messages is empty: send at least one message"));
+        }
+        if let Some((i, _)) = r.messages.iter().enumerate().find(|(_, m)| m.role.trim().is_empty()) {
+            return Err(Status::invalid_argument(format!("messages[{i}].role is empty")));
+        }
+        let msgs: Vec<Message> = r
+            .messages
+            .iter()
+            .map(|m| Message::new(&m.role, &m.content))
+            .collect();
+        let tk = served.engine.tokenizer();
+        let text = tk
+            .apply_chat_template(&msgs, true)
+            .map_err(|e| convert::status(&e))?;
+        let mut ids = tk.encode(&text).map_err(|e| convert::status(&e))?;
+        // Templates that write the BOS themselves would otherwise get it twice.
+        if tk.add_bos && ids.len() >= 2 && ids[0] == ids[1] && Some(ids[0]) == tk.bos {
+            ids.remove(0);
+        }
+        self.start(served, ids, params, tenant, r.request_id)
+    }
+
+    async fn tokenize(
+        &self,
+        req: Request<pb::TokenizeRequest>,
+    ) -> Result<Response<pb::TokenizeResponse>, Status> {
+        let r = req.into_inner();
+        let served = self.model(&r.model)?;
+        let tk = served.engine.tokenizer();
+        let mut ids = tk.encode(&r.text).map_err(|e| convert::status(&e))?;
+        if !r.add_special && tk.add_bos && !ids.is_empty() && Some(ids[0]) == tk.bos {
+            ids.remove(0);
+        }
+        Ok(Response::new(pb::TokenizeResponse { ids }))
+    }
+
+    async fn load_model(
+        &self,
+        req: Request<pb::LoadModelRequest>,
+    ) -> Result<Response<pb::LoadModelResponse>, Status> {
+        let r = req.into_inner();
+        if self.state.draining() {
+            return Err(Status::unavailable("this worker is draining; it loads no models"));
+        }
+        if r.path.is_empty() {
+            return Err(Status::invalid_argument("path is empty: give the model file's path on the worker"));
+        }
+        let state = self.state.clone();
+        let served = tokio::task::spawn_blocking(move || {
+            crate::server::load(&state, Some(&r.name), std::path::Path::new(&r.path), Some(&r.sha256))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the load task failed: {e}")))??;
+        self.state
+            .health
+            .set_service_status(&served.name, ServingStatus::Serving)
+            .await;
+        Ok(Response::new(pb::LoadModelResponse {
+            model: Some(info(&served)),
+        }))
+    }
+
+    async fn unload_model(
+        &self,
+        req: Request<pb::UnloadModelRequest>,
+    ) -> Result<Response<pb::UnloadModelResponse>, Status> {
+        let name = req.into_inner().name;
+        self.state.models.unload(&name)?;
+        self.state
+            .health
+            .set_service_status(&name, ServingStatus::NotServing)
+            .await;
+        Ok(Response::new(pb::UnloadModelResponse {}))
+    }
+
+    async fn list_models(
+        &self,
+        _req: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let models = self.state.models.ready().iter().map(|m| info(m)).collect();
+        Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+
+    async fn stats(
+        &self,
+        req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let want = req.into_inner().model;
+        let models = if want.is_empty() {
+            self.state.models.ready()
+        } else {
+            vec![self.state.models.get(&want)?]
+        };
+        let source = self.state.energy_source() as i32;
+        let stats = models
+            .iter()
+            .map(|m| {
+                let s = m.engine.stats();
+                let u32c = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+                pb::ModelStats {
+                    model: m.name.clone(),
+                    running: u32c(s.running),
+                    waiting: u32c(s.waiting),
+                    preempted: s.preemptions_total,
+                    kv_blocks_used: u32c(s.kv.used),
+                    kv_blocks_free: u32c(s.kv.free),
+                    kv_blocks_cached: u32c(s.kv.cached),
+                    prefix_hit_rate: s.prefix_hit_rate,
+                    output_tokens_per_s: s.tokens_per_s,
+                    kv_waste: s.kv_waste,
+                    joules: s.joules_total,
+                    output_tokens: s.generated_tokens_total,
+                    energy_source: source,
+                    calibration: m
+                        .calibration
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_ref()
+                        .map(crate::server::calibration_message),
+                }
+            })
+            .collect();
+        let p = &self.state.power;
+        Ok(Response::new(pb::StatsResponse {
+            models: stats,
+            power: Some(pb::PowerReading {
+                watts: p.watts(),
+                joules: p.total_joules(),
+                source,
+                sensors: p.sensors(),
+            }),
+            draining: self.state.draining(),
+        }))
+    }
+
+    async fn health(
+        &self,
+        req: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        let model = req.into_inner().model;
+        let (serving, message) = if self.state.draining() {
+            (false, "draining".to_string())
+        } else if model.is_empty() {
+            (true, String::new())
+        } else {
+            match self.state.models.get(&model) {
+                Ok(_) => (true, String::new()),
+                Err(e) => (false, e.message().to_string()),
+            }
+        };
+        Ok(Response::new(pb::HealthResponse { serving, message }))
+    }
+
+    async fn drain(
+        &self,
+        req: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        let ms = req.into_inner().deadline_ms;
+        let deadline = if ms == 0 {
+            self.state.drain_timeout
+        } else {
+            std::time::Duration::from_millis(ms.into())
+        };
+        let (finished, cancelled) = self.state.drain(deadline).await;
+        Ok(Response::new(pb::DrainResponse {
+            finished,
+            cancelled,
+        }))
+    }
+}
+
+/// The wire description of a served model.
+pub fn info(m: &Served) -> pb::ModelInfo {
+    let c = &m.engine.model().config;
+    pb::ModelInfo {
+        name: m.name.clone(),
+        path: m.path.display().to_string(),
+        sha256: m.sha256.clone(),
+        architecture: format!("{:?}", c.arch).to_lowercase(),
+        parameters: m.parameters,
+        context_length: u32::try_from(c.context_len).unwrap_or(u32::MAX),
+        memory_bytes: m.memory_bytes,
+        kv_blocks: u32::try_from(m.engine.kv_blocks()).unwrap_or(u32::MAX),
+        kv_block_size: u32::try_from(m.engine.stats().block_size).unwrap_or(u32::MAX),
+    }
+}

@@ -169,6 +169,16 @@ async fn pump(
             _ = state.cancel_all.cancelled() => {
                 stream.cancel();
                 state.note_cancelled();
+                // Wait (briefly) for the engine to confirm, so its blocks are free when the
+                // drain reports done.
+                let confirm = async {
+                    while let Some(ev) = stream.next().await {
+                        if ev.finish.is_some() {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), confirm).await;
                 let _ = tx.send(Err(Status::unavailable(format!(
                     "the worker is shutting down and the drain deadline passed; the request was \
                      cancelled after {generated} tokens; retry on another worker"

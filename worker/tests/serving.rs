@@ -404,14 +404,11 @@ async fn sigterm_drains_in_flight_streams_then_exits() {
         assert_eq!(out.tokens, 48);
         assert_eq!(out.finish.unwrap().reason, v1::FinishReason::Length as i32);
     }
-    let st = tokio::task::spawn_blocking(move || {
-        let st = w.child.wait().unwrap();
-        (st, w)
-    })
-    .await
-    .unwrap();
-    assert!(st.0.success(), "exit status {}", st.0);
-    assert!(st.1.logged("drained finished=4 cancelled=0"));
+    let (st, w) = tokio::task::spawn_blocking(move || (w.wait_exit(), w))
+        .await
+        .unwrap();
+    assert!(st.success(), "exit status {st}");
+    assert!(w.logged("drained finished=4 cancelled=0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -347,9 +347,22 @@ impl StepLoop {
                 self.sched.enqueue(*s, weight);
             }
             Command::Cancel(id) => {
-                for s in self.sched.remove_where(|s| s.id == id) {
-                    s.send(Event {
-                        finish: Some(s.finish(FinishReason::Cancelled, None)),
+                let gone: Vec<_> = self
+                    .sched
+                    .remove_where(|s| s.id == id)
+                    .into_iter()
+                    .map(|s| {
+                        let f = s.finish(FinishReason::Cancelled, None);
+                        (s.into_sender(), f)
+                    })
+                    .collect();
+                if !gone.is_empty() {
+                    // Blocks are back in the pool, and the stats say so, before the last event.
+                    self.refresh_stats(0);
+                }
+                for (tx, f) in gone {
+                    let _ = tx.send(Event {
+                        finish: Some(f),
                         ..Default::default()
                     });
                 }

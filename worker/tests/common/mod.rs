@@ -37,6 +37,7 @@ pub struct Proc {
     pub metrics: String,
     pub log: Arc<Mutex<Vec<String>>>,
     pub dir: tempfile::TempDir,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Proc {
@@ -74,17 +75,18 @@ pub fn spawn(args: &[&str]) -> Proc {
     .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start joule-worker");
     let log = Arc::new(Mutex::new(Vec::new()));
+    let mut readers = Vec::new();
     for r in [
         Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
         Box::new(child.stderr.take().unwrap()),
     ] {
         let log = log.clone();
-        std::thread::spawn(move || {
+        readers.push(std::thread::spawn(move || {
             for line in BufReader::new(r).lines().map_while(Result::ok) {
                 eprintln!("[worker] {line}");
                 log.lock().unwrap().push(line);
             }
-        });
+        }));
     }
     let until = Instant::now() + Duration::from_secs(60);
     loop {
@@ -107,6 +109,7 @@ pub fn spawn(args: &[&str]) -> Proc {
                 child,
                 log,
                 dir,
+                readers,
             };
         }
         if let Ok(Some(st)) = child.try_wait() {
@@ -148,6 +151,15 @@ impl Proc {
             assert!(Instant::now() < until, "worker never became ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits for the process to exit and for its last log lines.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let st = self.child.wait().unwrap();
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        st
     }
 
     pub fn logged(&self, needle: &str) -> bool {

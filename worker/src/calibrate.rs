@@ -47,7 +47,8 @@ pub struct Settings {
 
 fn cache_path(dir: &Path, sha256: &str, hardware: &str) -> PathBuf {
     let sha = if sha256.is_empty() { "nosha" } else { sha256 };
-    dir.join("calibration").join(format!("{sha}-{hardware}.json"))
+    dir.join("calibration")
+        .join(format!("{sha}-{hardware}.json"))
 }
 
 /// The cached profile, or a fresh sweep (saved for next time).
@@ -70,7 +71,9 @@ pub fn profile(
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot read the calibration cache"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the calibration cache")
+            }
         }
     }
     let points = sweep(served, meter, &s.batches, s.tokens)?;
@@ -100,7 +103,10 @@ fn save(path: &Path, p: &Profile) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(p).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(p).map_err(std::io::Error::other)?,
+    )?;
     std::fs::rename(&tmp, path)
 }
 
@@ -182,15 +188,17 @@ fn point(
             })
             .collect();
         let req = Request::new(prompt, params.clone()).tenant("calibration", 1.0);
-        streams.push(engine.submit(req).map_err(|e| format!("calibration: {e}"))?);
+        streams.push(
+            engine
+                .submit(req)
+                .map_err(|e| format!("calibration: {e}"))?,
+        );
     }
     let base = engine.stats().generated_tokens_total;
     // The decode phase starts once every sequence has its first token.
     let mut total = 0usize;
     for s in &mut streams {
-        let ev = s
-            .blocking_next()
-            .ok_or("calibration: the engine stopped")?;
+        let ev = s.blocking_next().ok_or("calibration: the engine stopped")?;
         if let Some(f) = ev.finish {
             total += f.usage.completion_tokens;
         }

@@ -130,7 +130,12 @@ pub struct Args {
     pub recalibrate: bool,
 
     /// Batch sizes of the calibration sweep (those that do not fit in memory are skipped).
-    #[arg(long, env = "JOULE_CALIBRATION_BATCHES", value_delimiter = ',', default_value = "1,2,4,8,16,32")]
+    #[arg(
+        long,
+        env = "JOULE_CALIBRATION_BATCHES",
+        value_delimiter = ',',
+        default_value = "1,2,4,8,16,32"
+    )]
     pub calibration_batches: Vec<usize>,
 
     /// Output tokens each sequence generates at each calibration point.
@@ -163,7 +168,10 @@ impl Args {
         T: Into<std::ffi::OsString> + Clone,
     {
         let cmd = Self::command();
-        let m = cmd.clone().try_get_matches_from(args).map_err(|e| e.to_string())?;
+        let m = cmd
+            .clone()
+            .try_get_matches_from(args)
+            .map_err(|e| e.to_string())?;
         let Some(path) = m.get_one::<PathBuf>("config").cloned() else {
             return Self::finish(Self::from_arg_matches(&m).map_err(|e| e.to_string())?);
         };
@@ -171,7 +179,10 @@ impl Args {
         // Rebuild the argument list: the file's values first, then what was given explicitly.
         let mut argv: Vec<String> = vec!["joule-worker".into()];
         for (key, value) in &file {
-            if !cmd.get_arguments().any(|a| a.get_long() == Some(key.as_str())) {
+            if !cmd
+                .get_arguments()
+                .any(|a| a.get_long() == Some(key.as_str()))
+            {
                 return Err(format!(
                     "{}: unknown setting {key:?}; the keys are the long flag names, e.g. listen, \
                      model, kv-budget",
@@ -214,9 +225,11 @@ impl Args {
     fn finish(mut self) -> Result<Self, String> {
         if self.model_name.is_some() || self.model_sha256.is_some() {
             let [one] = self.models.as_mut_slice() else {
-                return Err("--model-name and --model-sha256 apply to a single --model; with \
+                return Err(
+                    "--model-name and --model-sha256 apply to a single --model; with \
                             several, write NAME=PATH@SHA256"
-                    .into());
+                        .into(),
+                );
             };
             if let Some(n) = &self.model_name {
                 crate::registry::check_name(n)?;
@@ -261,7 +274,11 @@ impl Args {
 
 fn explicit(m: &ArgMatches, id: &str) -> bool {
     let id = id.replace('-', "_");
-    let id = if id == "model" { "models".to_string() } else { id };
+    let id = if id == "model" {
+        "models".to_string()
+    } else {
+        id
+    };
     matches!(
         m.value_source(&id),
         Some(ValueSource::CommandLine | ValueSource::EnvVariable)
@@ -336,14 +353,8 @@ mod tests {
             "listen = \"127.0.0.1:7000\"\nmax_seqs = 8\nmodel = [\"a=/x.gguf\", \"b=/y.gguf\"]\n",
         )
         .unwrap();
-        let a = Args::load_from([
-            "w",
-            "--config",
-            f.to_str().unwrap(),
-            "--max-seqs",
-            "16",
-        ])
-        .unwrap();
+        let a =
+            Args::load_from(["w", "--config", f.to_str().unwrap(), "--max-seqs", "16"]).unwrap();
         assert_eq!(a.listen.port(), 7000);
         assert_eq!(a.max_seqs, 16);
         assert_eq!(a.models.len(), 2);

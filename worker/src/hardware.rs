@@ -49,7 +49,10 @@ impl Hardware {
         h.update(serde_json::to_vec(self).unwrap_or_default());
         h.update(extra.as_bytes());
         h.update(env!("CARGO_PKG_VERSION").as_bytes());
-        h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+        h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 

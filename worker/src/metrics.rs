@@ -17,6 +17,8 @@ use crate::power::PowerMonitor;
 use crate::registry::Registry;
 
 type Labels = Vec<(String, String)>;
+/// One metric family read at scrape time: name, help, rows.
+type Rows = (&'static str, &'static str, Vec<(Labels, f64)>);
 
 fn model(m: &str) -> Labels {
     vec![("model".into(), m.into())]
@@ -63,7 +65,11 @@ impl Metrics {
             itl.clone(),
         );
         registry.register("output_tokens", "Generated tokens", output_tokens.clone());
-        registry.register("prompt_tokens", "Prompt tokens of finished requests", prompt_tokens.clone());
+        registry.register(
+            "prompt_tokens",
+            "Prompt tokens of finished requests",
+            prompt_tokens.clone(),
+        );
         registry.register(
             "request_energy_joules",
             "Energy attributed to finished requests (see joule_energy_source for measured or estimated)",
@@ -156,17 +162,57 @@ fn counter(
 impl Collector for Live {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let models = self.models.ready();
-        let mut rows: Vec<(&str, &str, Vec<(Labels, f64)>)> = vec![
-            ("output_tokens_per_second", "Generated tokens per second over the last seconds", vec![]),
-            ("queue_depth", "Requests admitted and waiting for their first step", vec![]),
-            ("running_sequences", "Sequences in the running batch", vec![]),
-            ("kv_blocks", "KV cache blocks by state (used, free, cached)", vec![]),
-            ("prefix_cache_hit_ratio", "Prompt blocks found in the prefix cache over those looked up", vec![]),
-            ("kv_waste_ratio", "Allocated but unused KV slots over allocated slots", vec![]),
-            ("tokens_per_joule", "Output tokens per joule attributed to the model since load", vec![]),
-            ("calibration_tokens_per_joule", "Calibrated output tokens per joule by batch size", vec![]),
-            ("calibration_watts", "Calibrated power draw by batch size", vec![]),
-            ("calibration_output_tokens_per_second", "Calibrated output tokens/s by batch size", vec![]),
+        let mut rows: Vec<Rows> = vec![
+            (
+                "output_tokens_per_second",
+                "Generated tokens per second over the last seconds",
+                vec![],
+            ),
+            (
+                "queue_depth",
+                "Requests admitted and waiting for their first step",
+                vec![],
+            ),
+            (
+                "running_sequences",
+                "Sequences in the running batch",
+                vec![],
+            ),
+            (
+                "kv_blocks",
+                "KV cache blocks by state (used, free, cached)",
+                vec![],
+            ),
+            (
+                "prefix_cache_hit_ratio",
+                "Prompt blocks found in the prefix cache over those looked up",
+                vec![],
+            ),
+            (
+                "kv_waste_ratio",
+                "Allocated but unused KV slots over allocated slots",
+                vec![],
+            ),
+            (
+                "tokens_per_joule",
+                "Output tokens per joule attributed to the model since load",
+                vec![],
+            ),
+            (
+                "calibration_tokens_per_joule",
+                "Calibrated output tokens per joule by batch size",
+                vec![],
+            ),
+            (
+                "calibration_watts",
+                "Calibrated power draw by batch size",
+                vec![],
+            ),
+            (
+                "calibration_output_tokens_per_second",
+                "Calibrated output tokens/s by batch size",
+                vec![],
+            ),
         ];
         let mut energy = Vec::new();
         let source = self.power.source().as_str();
@@ -176,7 +222,11 @@ impl Collector for Live {
             rows[0].2.push((l.clone(), st.tokens_per_s));
             rows[1].2.push((l.clone(), st.waiting as f64));
             rows[2].2.push((l.clone(), st.running as f64));
-            for (state, n) in [("used", st.kv.used), ("free", st.kv.free), ("cached", st.kv.cached)] {
+            for (state, n) in [
+                ("used", st.kv.used),
+                ("free", st.kv.free),
+                ("cached", st.kv.cached),
+            ] {
                 let mut k = l.clone();
                 k.push(("state".into(), state.into()));
                 rows[3].2.push((k, n as f64));
@@ -184,12 +234,20 @@ impl Collector for Live {
             rows[4].2.push((l.clone(), st.prefix_hit_rate));
             rows[5].2.push((l.clone(), st.kv_waste));
             if st.joules_total > 0.0 {
-                rows[6].2.push((l.clone(), st.generated_tokens_total as f64 / st.joules_total));
+                rows[6].2.push((
+                    l.clone(),
+                    st.generated_tokens_total as f64 / st.joules_total,
+                ));
             }
             let mut el = l.clone();
             el.push(("source".into(), source.into()));
             energy.push((el, st.joules_total));
-            if let Some(p) = m.calibration.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Some(p) = m
+                .calibration
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
                 for pt in &p.points {
                     let mut k = l.clone();
                     k.push(("batch_size".into(), pt.batch_size.to_string()));
@@ -227,7 +285,10 @@ impl Collector for Live {
             &mut enc,
             "energy_joules",
             "Energy of the whole worker (all sensors) since start",
-            &[(vec![("source".into(), source.into())], self.power.total_joules())],
+            &[(
+                vec![("source".into(), source.into())],
+                self.power.total_joules(),
+            )],
         )?;
         Ok(())
     }

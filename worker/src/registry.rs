@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use joule_engine::batch::{EngineConfig, EngineHandle, EnergyMeter};
+use joule_engine::batch::{EnergyMeter, EngineConfig, EngineHandle};
 use joule_engine::gguf::GgufFile;
 use joule_engine::kv::{KvBudget, KvLayout, mem_available};
 use joule_engine::model::LoadOptions;
@@ -23,7 +23,8 @@ pub fn check_name(n: &str) -> Result<(), String> {
     let ok = !n.is_empty()
         && n.len() <= 64
         && !n.starts_with('.')
-        && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if ok {
         Ok(())
     } else {
@@ -61,7 +62,9 @@ pub struct Served {
 
 impl std::fmt::Debug for Served {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Served").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Served")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -199,7 +202,11 @@ impl Registry {
                 Status::failed_precondition(msg)
             }
         })?;
-        let file_bytes = if meta.is_dir() { dir_size(path) } else { meta.len() };
+        let file_bytes = if meta.is_dir() {
+            dir_size(path)
+        } else {
+            meta.len()
+        };
         let kv_bytes = self.limits.kv_budget.bytes(mem_available());
         let reserve = file_bytes + kv_bytes;
         {
@@ -313,9 +320,8 @@ impl Registry {
             ..Default::default()
         };
         let layout = KvLayout::for_model(&model.config, cfg.block_size, cfg.kv_dtype);
-        let engine =
-            EngineHandle::start_metered(model, tokenizer, cfg, Some(self.meter.clone()))
-                .map_err(bad)?;
+        let engine = EngineHandle::start_metered(model, tokenizer, cfg, Some(self.meter.clone()))
+            .map_err(bad)?;
         let kv = engine.kv_blocks() as u64 * layout.block_bytes() as u64;
         tracing::info!(model = name, path = %path.display(), sha256 = %sha256, parameters, mib_weights = file_bytes >> 20, mib_kv = kv >> 20, "model ready");
         Ok(Arc::new(Served {
@@ -355,12 +361,9 @@ impl Registry {
 }
 
 fn stem(path: &Path) -> Result<String, Status> {
-    let s = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .ok_or_else(|| {
-            Status::invalid_argument(format!("cannot name a model after {}", path.display()))
-        })?;
+    let s = path.file_stem().and_then(|s| s.to_str()).ok_or_else(|| {
+        Status::invalid_argument(format!("cannot name a model after {}", path.display()))
+    })?;
     // File stems often carry characters a name may not; keep the allowed ones.
     let n: String = s
         .chars()
@@ -404,18 +407,19 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Parameter count of an HF directory's model from its hyperparameters (embedding,
 /// attention, MLP, norms; a separate output matrix is not counted).
 fn estimate_parameters(m: &Model) -> u64 {
     let c = &m.config;
-    let (d, q, kv, f) = (c.dim as u64, c.q_dim() as u64, c.kv_dim() as u64, c.ffn_dim as u64);
+    let (d, q, kv, f) = (
+        c.dim as u64,
+        c.q_dim() as u64,
+        c.kv_dim() as u64,
+        c.ffn_dim as u64,
+    );
     let layer = d * q + 2 * d * kv + q * d + 3 * d * f + 2 * d;
     c.vocab as u64 * d + c.n_layers as u64 * layer + d
 }

@@ -50,7 +50,9 @@ pub fn load(
                 Ok(p) => {
                     *s.calibration.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
                 }
-                Err(e) => tracing::warn!(model = %s.name, error = %e, "serving without a calibration profile"),
+                Err(e) => {
+                    tracing::warn!(model = %s.name, error = %e, "serving without a calibration profile")
+                }
             }
         }
         Ok(())
@@ -130,7 +132,9 @@ impl Worker {
         };
         let models = Arc::new(Registry::new(limits, monitor.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         health
             .set_service_status("joule.internal.v1.Worker", ServingStatus::NotServing)
             .await;
@@ -154,7 +158,12 @@ impl Worker {
             .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
         let mlis = TcpListener::bind(args.metrics_listen)
             .await
-            .with_context(|| format!("cannot listen on {} (--metrics-listen)", args.metrics_listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (--metrics-listen)",
+                    args.metrics_listen
+                )
+            })?;
         let grpc_addr = grpc.local_addr()?;
         let metrics_addr = mlis.local_addr()?;
         let stop = CancellationToken::new();
@@ -199,7 +208,12 @@ impl Worker {
             for spec in specs {
                 let st2 = st.clone();
                 let r = tokio::task::spawn_blocking(move || {
-                    load(&st2, spec.name.as_deref(), &spec.path, spec.sha256.as_deref())
+                    load(
+                        &st2,
+                        spec.name.as_deref(),
+                        &spec.path,
+                        spec.sha256.as_deref(),
+                    )
                 })
                 .await;
                 match r {
@@ -208,12 +222,16 @@ impl Worker {
                             .set_service_status(&m.name, ServingStatus::Serving)
                             .await
                     }
-                    Ok(Err(e)) => tracing::error!(error = %e.message(), "a start-up model failed to load; serving the others"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e.message(), "a start-up model failed to load; serving the others")
+                    }
                     Err(e) => tracing::error!(error = %e, "the load task failed"),
                 }
             }
             if !st.draining() {
-                st.health.set_service_status("", ServingStatus::Serving).await;
+                st.health
+                    .set_service_status("", ServingStatus::Serving)
+                    .await;
                 st.health
                     .set_service_status("joule.internal.v1.Worker", ServingStatus::Serving)
                     .await;

@@ -60,7 +60,9 @@ impl WorkerService {
         let req = EngineRequest::new(prompt, params).tenant(&tenant.0, tenant.1);
         let stream = served.engine.submit(req).map_err(|e| {
             let s = convert::status(&e);
-            self.state.metrics.request_done(&served.name, code_name(s.code()));
+            self.state
+                .metrics
+                .request_done(&served.name, code_name(s.code()));
             s
         })?;
         let (tx, rx) = mpsc::channel(64);
@@ -144,7 +146,7 @@ async fn pump(
                 }
                 let done = ev.finish.as_ref().map(|f| {
                     let u = &f.usage;
-                    let ttft = (u.completion_tokens > 0).then(|| u.time_to_first_token.as_secs_f64());
+                    let ttft = (u.completion_tokens > 0).then_some(u.time_to_first_token.as_secs_f64());
                     state.metrics.usage(model, u.prompt_tokens as u32, u.completion_tokens as u32, u.joules, ttft);
                     match f.reason {
                         joule_engine::batch::FinishReason::Cancelled => "cancelled",
@@ -220,10 +222,19 @@ impl Worker for WorkerService {
         let params = convert::sampling(r.sampling.as_ref())?;
         let tenant = convert::tenant(r.tenant.as_ref())?;
         if r.messages.is_empty() {
-            return Err(Status::invalid_argument("messages is empty: send at least one message"));
+            return Err(Status::invalid_argument(
+                "messages is empty: send at least one message",
+            ));
         }
-        if let Some((i, _)) = r.messages.iter().enumerate().find(|(_, m)| m.role.trim().is_empty()) {
-            return Err(Status::invalid_argument(format!("messages[{i}].role is empty")));
+        if let Some((i, _)) = r
+            .messages
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.role.trim().is_empty())
+        {
+            return Err(Status::invalid_argument(format!(
+                "messages[{i}].role is empty"
+            )));
         }
         let msgs: Vec<Message> = r
             .messages
@@ -262,14 +273,23 @@ impl Worker for WorkerService {
     ) -> Result<Response<pb::LoadModelResponse>, Status> {
         let r = req.into_inner();
         if self.state.draining() {
-            return Err(Status::unavailable("this worker is draining; it loads no models"));
+            return Err(Status::unavailable(
+                "this worker is draining; it loads no models",
+            ));
         }
         if r.path.is_empty() {
-            return Err(Status::invalid_argument("path is empty: give the model file's path on the worker"));
+            return Err(Status::invalid_argument(
+                "path is empty: give the model file's path on the worker",
+            ));
         }
         let state = self.state.clone();
         let served = tokio::task::spawn_blocking(move || {
-            crate::server::load(&state, Some(&r.name), std::path::Path::new(&r.path), Some(&r.sha256))
+            crate::server::load(
+                &state,
+                Some(&r.name),
+                std::path::Path::new(&r.path),
+                Some(&r.sha256),
+            )
         })
         .await
         .map_err(|e| Status::internal(format!("the load task failed: {e}")))??;

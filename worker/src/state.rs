@@ -111,7 +111,11 @@ impl State {
     pub async fn drain(&self, deadline: Duration) -> (u32, u32) {
         let first = !self.draining.swap(true, Ordering::AcqRel);
         if first {
-            tracing::info!(streams = self.open_streams(), deadline_s = deadline.as_secs_f64(), "draining");
+            tracing::info!(
+                streams = self.open_streams(),
+                deadline_s = deadline.as_secs_f64(),
+                "draining"
+            );
             self.health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
@@ -128,7 +132,10 @@ impl State {
         }
         let before = self.cancelled.load(Ordering::Acquire);
         if self.open_streams() > 0 {
-            tracing::warn!(streams = self.open_streams(), "drain deadline passed; cancelling open streams");
+            tracing::warn!(
+                streams = self.open_streams(),
+                "drain deadline passed; cancelling open streams"
+            );
             self.cancel_all.cancel();
             let grace = Instant::now() + Duration::from_secs(5);
             while self.open_streams() > 0 && Instant::now() < grace {

@@ -93,7 +93,10 @@ async fn streams_generate_and_chat_with_joules_in_the_usage() {
         service: s.to_string(),
     };
     let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-    assert_eq!(h.check(st(name)).await.unwrap().into_inner().status, serving);
+    assert_eq!(
+        h.check(st(name)).await.unwrap().into_inner().status,
+        serving
+    );
     assert_eq!(
         h.check(st("joule.internal.v1.Worker"))
             .await
@@ -102,7 +105,10 @@ async fn streams_generate_and_chat_with_joules_in_the_usage() {
             .status,
         serving
     );
-    assert_eq!(h.check(st("nope")).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        h.check(st("nope")).await.unwrap_err().code(),
+        Code::NotFound
+    );
 
     // Metrics, labelled by model.
     let m = w.metrics_text();
@@ -126,7 +132,9 @@ async fn bad_input_gets_the_right_status_naming_the_problem() {
     let w = spawn(&["--model", &format!("small={}", model.display())]);
     let mut c = w.ready().await;
 
-    let e = generate(&mut c, text_request("big", "hi", 4)).await.unwrap_err();
+    let e = generate(&mut c, text_request("big", "hi", 4))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("small"), "{}", e.message());
 
@@ -194,7 +202,10 @@ async fn bad_input_gets_the_right_status_naming_the_problem() {
     assert_eq!(e.code(), Code::NotFound);
     let e = c.load_model(load("small", &model, "")).await.unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
-    let e = c.load_model(load("bad name", &model, "")).await.unwrap_err();
+    let e = c
+        .load_model(load("bad name", &model, ""))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let models = c
         .list_models(pb::ListModelsRequest {})
@@ -203,7 +214,13 @@ async fn bad_input_gets_the_right_status_naming_the_problem() {
         .into_inner()
         .models;
     assert_eq!(models.len(), 1);
-    assert_eq!(generate(&mut c, text_request("small", "hi", 2)).await.unwrap().tokens, 2);
+    assert_eq!(
+        generate(&mut c, text_request("small", "hi", 2))
+            .await
+            .unwrap()
+            .tokens,
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +238,10 @@ async fn a_full_queue_is_refused_with_resource_exhausted() {
     let name = "SmolLM2-135M-Instruct.Q4_1";
     let a = c.generate(text_request(name, "one", 400)).await.unwrap();
     let b = c.generate(text_request(name, "two", 400)).await.unwrap();
-    let e = c.generate(text_request(name, "three", 4)).await.unwrap_err();
+    let e = c
+        .generate(text_request(name, "three", 4))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(e.message().contains("limit 2"), "{}", e.message());
     drop((a, b));
@@ -257,16 +277,28 @@ async fn two_models_serve_at_once_and_unload_frees_one() {
     assert_eq!(x.text, y.text, "same weights, greedy: same text");
     let st = stats(&mut c).await;
     assert_eq!(st.models.len(), 2);
-    assert!(st.models.iter().all(|m| m.output_tokens >= 16 && m.joules > 0.0));
+    assert!(
+        st.models
+            .iter()
+            .all(|m| m.output_tokens >= 16 && m.joules > 0.0)
+    );
 
     c.unload_model(pb::UnloadModelRequest { name: "a".into() })
         .await
         .unwrap();
-    let e = generate(&mut c, text_request("a", "hi", 2)).await.unwrap_err();
+    let e = generate(&mut c, text_request("a", "hi", 2))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("serves: b"), "{}", e.message());
     assert_eq!(stats(&mut c).await.models.len(), 1);
-    assert_eq!(generate(&mut c, text_request("b", "hi", 2)).await.unwrap().tokens, 2);
+    assert_eq!(
+        generate(&mut c, text_request("b", "hi", 2))
+            .await
+            .unwrap()
+            .tokens,
+        2
+    );
     // Loaded again under the same name at run time.
     let info = c
         .load_model(pb::LoadModelRequest {
@@ -281,7 +313,13 @@ async fn two_models_serve_at_once_and_unload_frees_one() {
         .unwrap();
     assert_eq!(info.name, "a");
     assert!(info.memory_bytes > 64 << 20);
-    assert_eq!(generate(&mut c, text_request("a", "hi", 2)).await.unwrap().tokens, 2);
+    assert_eq!(
+        generate(&mut c, text_request("a", "hi", 2))
+            .await
+            .unwrap()
+            .tokens,
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +346,10 @@ async fn the_memory_budget_limits_what_loads() {
         .map(|m| m.name)
         .collect();
     assert_eq!(names, vec!["a".to_string()]);
-    assert!(w.logged("memory budget"), "the refusal is logged with its reason");
+    assert!(
+        w.logged("memory budget"),
+        "the refusal is logged with its reason"
+    );
     let e = c
         .load_model(pb::LoadModelRequest {
             name: "b".into(),
@@ -338,7 +379,11 @@ async fn a_client_that_goes_away_frees_its_kv_blocks() {
     let mut c = w.ready().await;
     let name = "SmolLM2-135M-Instruct.Q4_1";
     let mut s = c
-        .generate(text_request(name, "Write a long story about a dragon.", 2000))
+        .generate(text_request(
+            name,
+            "Write a long story about a dragon.",
+            2000,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -361,7 +406,9 @@ async fn a_client_that_goes_away_frees_its_kv_blocks() {
     assert!(w.logged("client disconnected; request cancelled"));
     let m = w.metrics_text();
     assert!(
-        m.contains(&format!("joule_requests_total{{model=\"{name}\",status=\"cancelled\"}} 1")),
+        m.contains(&format!(
+            "joule_requests_total{{model=\"{name}\",status=\"cancelled\"}} 1"
+        )),
         "{m}"
     );
 }
@@ -455,8 +502,11 @@ async fn thirty_two_concurrent_streams_complete_and_their_joules_add_up() {
     for i in 0..32 {
         let mut c = c.clone();
         tasks.push(tokio::spawn(async move {
-            generate(&mut c, text_request(name, &format!("Request {i}: tell me a fact."), 24))
-                .await
+            generate(
+                &mut c,
+                text_request(name, &format!("Request {i}: tell me a fact."), 24),
+            )
+            .await
         }));
     }
     let mut sum = 0.0;
@@ -472,7 +522,10 @@ async fn thirty_two_concurrent_streams_complete_and_their_joules_add_up() {
     assert_eq!(m.running + m.waiting, 0);
     assert_eq!(m.kv_blocks_used, 0);
     let err = (sum - total).abs() / total;
-    eprintln!("requests {sum:.2} J, sensor {total:.2} J, difference {:.2}%", err * 100.0);
+    eprintln!(
+        "requests {sum:.2} J, sensor {total:.2} J, difference {:.2}%",
+        err * 100.0
+    );
     assert!(err < 0.05, "requests {sum} J vs sensor {total} J");
 }
 
@@ -503,7 +556,10 @@ async fn calibration_is_measured_once_cached_and_redone_on_request() {
     let sizes: Vec<u32> = cal.points.iter().map(|p| p.batch_size).collect();
     assert_eq!(sizes, vec![1, 2, 4], "4000 does not fit and is skipped");
     for p in &cal.points {
-        assert!(p.output_tokens_per_s > 0.0 && p.watts > 0.0 && p.tokens_per_joule > 0.0, "{p:?}");
+        assert!(
+            p.output_tokens_per_s > 0.0 && p.watts > 0.0 && p.tokens_per_joule > 0.0,
+            "{p:?}"
+        );
         let tpj = p.output_tokens_per_s / p.watts;
         assert!((tpj - p.tokens_per_joule).abs() / tpj < 0.05, "{p:?}");
     }
@@ -520,7 +576,10 @@ async fn calibration_is_measured_once_cached_and_redone_on_request() {
     let w = spawn(&first.iter().map(String::as_str).collect::<Vec<_>>());
     let mut c = w.ready().await;
     let cached = stats(&mut c).await.models[0].calibration.clone().unwrap();
-    assert_eq!((cached.measured_at, &cached.hardware), (cal.measured_at, &cal.hardware));
+    assert_eq!(
+        (cached.measured_at, &cached.hardware),
+        (cal.measured_at, &cal.hardware)
+    );
     for (a, b) in cached.points.iter().zip(&cal.points) {
         assert_eq!(a.batch_size, b.batch_size);
         assert!((a.tokens_per_joule - b.tokens_per_joule).abs() < 1e-9 * b.tokens_per_joule);

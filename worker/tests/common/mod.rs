@@ -30,6 +30,14 @@ pub fn default_model() -> PathBuf {
     p
 }
 
+/// The `joule-worker` binary: `JOULE_WORKER_BIN` (for test binaries carried to another
+/// machine), else the one cargo built with the tests.
+pub fn worker_bin() -> PathBuf {
+    std::env::var_os("JOULE_WORKER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_joule-worker")))
+}
+
 /// A worker process; killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -51,7 +59,7 @@ impl Drop for Proc {
 /// unless `args` turn it on, and a private cache dir) and waits until it listens.
 pub fn spawn(args: &[&str]) -> Proc {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_joule-worker"));
+    let mut cmd = Command::new(worker_bin());
     let cache = dir.path().display().to_string();
     let defaults = [
         ("--listen", "127.0.0.1:0"),
@@ -68,11 +76,11 @@ pub fn spawn(args: &[&str]) -> Proc {
         }
     }
     cmd.args(args)
-    .env("JOULE_LOG", "info,joule_worker=debug")
-    .env_remove("RUST_LOG")
-    .env("NO_COLOR", "1")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+        .env("JOULE_LOG", "info,joule_worker=debug")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start joule-worker");
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut readers = Vec::new();
@@ -113,7 +121,10 @@ pub fn spawn(args: &[&str]) -> Proc {
             };
         }
         if let Ok(Some(st)) = child.try_wait() {
-            panic!("joule-worker exited early: {st}; log: {:?}", log.lock().unwrap());
+            panic!(
+                "joule-worker exited early: {st}; log: {:?}",
+                log.lock().unwrap()
+            );
         }
         assert!(Instant::now() < until, "joule-worker did not start");
         std::thread::sleep(Duration::from_millis(20));

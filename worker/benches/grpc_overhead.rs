@@ -1,0 +1,289 @@
+//! What the gRPC layer costs: the same concurrent workload run directly on an engine and
+//! through a `joule-worker` (in this process, over loopback TCP, with full protobuf encoding),
+//! alternating, on identical engines. Reports output tokens/s of each, their ratio, and the
+//! latency the gRPC path adds per token (mean inter-token gap seen by the consumer) and to the
+//! first token; medians over `--repeats`.
+//!
+//! `cargo bench -p joule-worker --bench grpc_overhead -- [--model PATH] [--streams 32]
+//!  [--prompt-tokens 64] [--max-tokens 128] [--repeats 3] [--threads 0] [--json]`
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+use joule_engine::Model;
+use joule_engine::batch::{EngineConfig, EngineHandle, Request};
+use joule_engine::gguf::GgufFile;
+use joule_engine::kv::KvBudget;
+use joule_engine::model::LoadOptions;
+use joule_engine::sample::SamplingParams;
+use joule_engine::tokenizer::Tokenizer;
+use joule_proto::internal::v1::worker_client::WorkerClient;
+use joule_proto::v1;
+
+#[derive(Parser, Debug)]
+struct Opts {
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    streams: usize,
+    #[arg(long, default_value_t = 64)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: u32,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long)]
+    json: bool,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    tokens_per_s: f64,
+    /// Mean over streams of the mean gap between token arrivals.
+    itl_ms: f64,
+    ttft_p50_ms: f64,
+}
+
+/// Per stream: (arrival of each token event, tokens in it).
+fn summarize(started: Instant, streams: Vec<Vec<(Instant, usize)>>) -> Run {
+    let end = streams
+        .iter()
+        .filter_map(|s| s.last().map(|x| x.0))
+        .max()
+        .unwrap_or(started);
+    let tokens: usize = streams.iter().flatten().map(|x| x.1).sum();
+    let mut itl = Vec::new();
+    let mut ttft = Vec::new();
+    for s in &streams {
+        let n: usize = s.iter().map(|x| x.1).sum();
+        if let (Some(a), Some(b)) = (s.first(), s.last()) {
+            ttft.push((a.0 - started).as_secs_f64() * 1e3);
+            if n > 1 {
+                itl.push((b.0 - a.0).as_secs_f64() * 1e3 / (n - 1) as f64);
+            }
+        }
+    }
+    ttft.sort_by(f64::total_cmp);
+    Run {
+        tokens_per_s: tokens as f64 / (end - started).as_secs_f64(),
+        itl_ms: itl.iter().sum::<f64>() / itl.len().max(1) as f64,
+        ttft_p50_ms: ttft.get(ttft.len() / 2).copied().unwrap_or(0.0),
+    }
+}
+
+fn prompts(o: &Opts, vocab: usize, round: usize) -> Vec<Vec<u32>> {
+    (0..o.streams)
+        .map(|i| {
+            (0..o.prompt_tokens)
+                .map(|j| (100 + (round * 7919 + i * 131 + j * 17) % (vocab - 200)) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn params(o: &Opts) -> SamplingParams {
+    SamplingParams {
+        temperature: 0.0,
+        max_tokens: o.max_tokens,
+        ignore_eos: true,
+        ..Default::default()
+    }
+}
+
+async fn direct(engine: &EngineHandle, o: &Opts, round: usize) -> Run {
+    let vocab = engine.model().config.vocab;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in prompts(o, vocab, round) {
+        let mut s = engine.submit(Request::new(p, params(o))).expect("submit");
+        tasks.push(tokio::spawn(async move {
+            let mut arrivals = Vec::new();
+            while let Some(ev) = s.next().await {
+                if !ev.token_ids.is_empty() {
+                    arrivals.push((Instant::now(), ev.token_ids.len()));
+                }
+                if ev.finish.is_some() {
+                    break;
+                }
+            }
+            arrivals
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await.expect("stream task"));
+    }
+    summarize(started, all)
+}
+
+async fn grpc(addr: &str, vocab: usize, o: &Opts, round: usize) -> Run {
+    let client = WorkerClient::connect(addr.to_string())
+        .await
+        .expect("connect");
+    let p = params(o);
+    let sampling = v1::SamplingParams {
+        temperature: Some(p.temperature),
+        max_tokens: Some(p.max_tokens),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for ids in prompts(o, vocab, round) {
+        let mut c = client.clone();
+        let r = v1::GenerateRequest {
+            model: "bench".into(),
+            prompt: Some(v1::generate_request::Prompt::TokenIds(v1::TokenIds { ids })),
+            sampling: Some(sampling.clone()),
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut s = c.generate(r).await.expect("generate").into_inner();
+            let mut arrivals = Vec::new();
+            while let Some(ev) = s.message().await.expect("stream") {
+                if !ev.token_ids.is_empty() {
+                    arrivals.push((Instant::now(), ev.token_ids.len()));
+                }
+                if ev.finish.is_some() {
+                    break;
+                }
+            }
+            arrivals
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await.expect("stream task"));
+    }
+    summarize(started, all)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn default_model() -> PathBuf {
+    let home = std::env::var_os("JOULE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/joule")
+        });
+    home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let o = Opts::parse();
+    let model = o.model.clone().unwrap_or_else(default_model);
+    let kv = "512MiB";
+    let cfg = EngineConfig {
+        kv_budget: KvBudget::Bytes(512 << 20),
+        ..Default::default()
+    };
+    let f = GgufFile::open(&model)?;
+    let opts = LoadOptions { threads: o.threads };
+    let engine = EngineHandle::start(Model::from_gguf(&f, &opts)?, Tokenizer::from_gguf(&f)?, cfg)?;
+    let vocab = engine.model().config.vocab;
+    let threads = o.threads.to_string();
+    let args = joule_worker::Args::load_from([
+        "joule-worker",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--model",
+        &format!("bench={}", model.display()),
+        "--kv-budget",
+        kv,
+        "--threads",
+        &threads,
+        "--calibrate",
+        "false",
+        "--power-sensor",
+        "estimate",
+    ])
+    .map_err(anyhow::Error::msg)?;
+    let worker = joule_worker::Worker::start(&args).await?;
+    let addr = format!("http://{}", worker.grpc_addr);
+    while worker.state.models.get("bench").is_err() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Warm both paths once.
+    let warm = Opts {
+        max_tokens: 8,
+        ..Opts::parse_from(["x", "--streams", "4"])
+    };
+    direct(&engine, &warm, 0).await;
+    grpc(&addr, vocab, &warm, 0).await;
+
+    let (mut d, mut g) = (Vec::new(), Vec::new());
+    for r in 0..o.repeats {
+        let a = direct(&engine, &o, r + 1).await;
+        let b = grpc(&addr, vocab, &o, r + 1).await;
+        eprintln!(
+            "repeat {}: direct {:.1} tok/s, ITL {:.2} ms | gRPC {:.1} tok/s, ITL {:.2} ms",
+            r + 1,
+            a.tokens_per_s,
+            a.itl_ms,
+            b.tokens_per_s,
+            b.itl_ms
+        );
+        d.push(a);
+        g.push(b);
+    }
+    let m = |v: &[Run], f: fn(&Run) -> f64| median(v.iter().map(f).collect());
+    let (dt, gt) = (m(&d, |r| r.tokens_per_s), m(&g, |r| r.tokens_per_s));
+    let (di, gi) = (m(&d, |r| r.itl_ms), m(&g, |r| r.itl_ms));
+    let (df, gf) = (m(&d, |r| r.ttft_p50_ms), m(&g, |r| r.ttft_p50_ms));
+    let ratios = median(
+        d.iter()
+            .zip(&g)
+            .map(|(a, b)| b.tokens_per_s / a.tokens_per_s)
+            .collect(),
+    );
+    let added = median(d.iter().zip(&g).map(|(a, b)| b.itl_ms - a.itl_ms).collect());
+    if o.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "streams": o.streams, "prompt_tokens": o.prompt_tokens, "max_tokens": o.max_tokens,
+                "repeats": o.repeats, "direct_tokens_per_s": dt, "grpc_tokens_per_s": gt,
+                "throughput_ratio": ratios, "direct_itl_ms": di, "grpc_itl_ms": gi,
+                "added_itl_ms": added, "direct_ttft_p50_ms": df, "grpc_ttft_p50_ms": gf,
+            })
+        );
+    } else {
+        println!(
+            "{} streams, {} prompt + {} output tokens, median of {} alternating repeats",
+            o.streams, o.prompt_tokens, o.max_tokens, o.repeats
+        );
+        println!(
+            "{:<8} {:>10} {:>10} {:>14}",
+            "path", "tok/s", "ITL ms", "TTFT p50 ms"
+        );
+        println!("{:<8} {:>10.1} {:>10.2} {:>14.1}", "direct", dt, di, df);
+        println!("{:<8} {:>10.1} {:>10.2} {:>14.1}", "gRPC", gt, gi, gf);
+        println!(
+            "gRPC/direct throughput {:.4} ({:+.2}%), added latency per token {:+.3} ms",
+            ratios,
+            (ratios - 1.0) * 100.0,
+            added
+        );
+    }
+    engine.shutdown();
+    worker.shutdown().await;
+    Ok(())
+}

@@ -2,7 +2,9 @@
 //! through a `joule-worker` (in this process, over loopback TCP, with full protobuf encoding),
 //! alternating, on identical engines. Reports output tokens/s of each, their ratio, and the
 //! latency the gRPC path adds per token (mean inter-token gap seen by the consumer) and to the
-//! first token; medians over `--repeats`.
+//! first token; medians over `--repeats`. The added latency per token is the difference of the
+//! two paths' delivery delay: how long after the engine produced a token (by its own clock,
+//! reported in the usage) the consumer had it.
 //!
 //! `cargo bench -p joule-worker --bench grpc_overhead -- [--model PATH] [--streams 32]
 //!  [--prompt-tokens 64] [--max-tokens 128] [--repeats 3] [--threads 0] [--json]`
@@ -49,10 +51,46 @@ struct Run {
     /// Mean over streams of the mean gap between token arrivals.
     itl_ms: f64,
     ttft_p50_ms: f64,
+    /// CPU time this process spent per output token (engine, server and client together).
+    cpu_ms_per_token: f64,
+    /// Median over streams of how long after the engine produced the last token the consumer
+    /// had it, plus the request's own transit: (last arrival - send) - (engine TTFT +
+    /// (n - 1) x engine time per token). Independent of how fast the machine ran.
+    delivery_ms: f64,
+}
+
+/// What one stream saw: (arrival, tokens) per event, and the engine's own timing of it
+/// (TTFT ms, time per output token ms, tokens).
+struct Seen {
+    sent: Instant,
+    arrivals: Vec<(Instant, usize)>,
+    engine: (f64, f64, usize),
+}
+
+/// User plus system CPU seconds of this process so far (`/proc/self/stat`, 100 ticks/s).
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = s.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (tick(11) + tick(12)) / 100.0
 }
 
 /// Per stream: (arrival of each token event, tokens in it).
-fn summarize(started: Instant, streams: Vec<Vec<(Instant, usize)>>) -> Run {
+fn summarize(started: Instant, cpu0: f64, seen: Vec<Seen>) -> Run {
+    let mut delivery: Vec<f64> = seen
+        .iter()
+        .filter_map(|s| {
+            let last = s.arrivals.last()?.0;
+            let (ttft, tpot, n) = s.engine;
+            let engine = ttft + n.saturating_sub(1) as f64 * tpot;
+            Some((last - s.sent).as_secs_f64() * 1e3 - engine)
+        })
+        .collect();
+    delivery.sort_by(f64::total_cmp);
+    let streams: Vec<Vec<(Instant, usize)>> = seen.into_iter().map(|s| s.arrivals).collect();
     let end = streams
         .iter()
         .filter_map(|s| s.last().map(|x| x.0))
@@ -71,7 +109,10 @@ fn summarize(started: Instant, streams: Vec<Vec<(Instant, usize)>>) -> Run {
         }
     }
     ttft.sort_by(f64::total_cmp);
+    let cpu = cpu_seconds() - cpu0;
     Run {
+        delivery_ms: delivery.get(delivery.len() / 2).copied().unwrap_or(0.0),
+        cpu_ms_per_token: cpu * 1e3 / tokens.max(1) as f64,
         tokens_per_s: tokens as f64 / (end - started).as_secs_f64(),
         itl_ms: itl.iter().sum::<f64>() / itl.len().max(1) as f64,
         ttft_p50_ms: ttft.get(ttft.len() / 2).copied().unwrap_or(0.0),
@@ -99,28 +140,40 @@ fn params(o: &Opts) -> SamplingParams {
 
 async fn direct(engine: &EngineHandle, o: &Opts, round: usize) -> Run {
     let vocab = engine.model().config.vocab;
-    let started = Instant::now();
+    let (started, cpu0) = (Instant::now(), cpu_seconds());
     let mut tasks = Vec::new();
     for p in prompts(o, vocab, round) {
+        let sent = Instant::now();
         let mut s = engine.submit(Request::new(p, params(o))).expect("submit");
         tasks.push(tokio::spawn(async move {
             let mut arrivals = Vec::new();
+            let mut timing = (0.0, 0.0, 0);
             while let Some(ev) = s.next().await {
                 if !ev.token_ids.is_empty() {
                     arrivals.push((Instant::now(), ev.token_ids.len()));
                 }
-                if ev.finish.is_some() {
+                if let Some(f) = ev.finish {
+                    let u = f.usage;
+                    timing = (
+                        u.time_to_first_token.as_secs_f64() * 1e3,
+                        u.time_per_output_token.as_secs_f64() * 1e3,
+                        u.completion_tokens,
+                    );
                     break;
                 }
             }
-            arrivals
+            Seen {
+                sent,
+                arrivals,
+                engine: timing,
+            }
         }));
     }
     let mut all = Vec::new();
     for t in tasks {
         all.push(t.await.expect("stream task"));
     }
-    summarize(started, all)
+    summarize(started, cpu0, all)
 }
 
 async fn grpc(addr: &str, vocab: usize, o: &Opts, round: usize) -> Run {
@@ -134,7 +187,7 @@ async fn grpc(addr: &str, vocab: usize, o: &Opts, round: usize) -> Run {
         ignore_eos: true,
         ..Default::default()
     };
-    let started = Instant::now();
+    let (started, cpu0) = (Instant::now(), cpu_seconds());
     let mut tasks = Vec::new();
     for ids in prompts(o, vocab, round) {
         let mut c = client.clone();
@@ -145,24 +198,36 @@ async fn grpc(addr: &str, vocab: usize, o: &Opts, round: usize) -> Run {
             ..Default::default()
         };
         tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
             let mut s = c.generate(r).await.expect("generate").into_inner();
             let mut arrivals = Vec::new();
+            let mut timing = (0.0, 0.0, 0);
             while let Some(ev) = s.message().await.expect("stream") {
                 if !ev.token_ids.is_empty() {
                     arrivals.push((Instant::now(), ev.token_ids.len()));
                 }
-                if ev.finish.is_some() {
+                if let Some(f) = ev.finish {
+                    let u = f.usage.unwrap_or_default();
+                    timing = (
+                        u.time_to_first_token_ms,
+                        u.time_per_output_token_ms,
+                        u.completion_tokens as usize,
+                    );
                     break;
                 }
             }
-            arrivals
+            Seen {
+                sent,
+                arrivals,
+                engine: timing,
+            }
         }));
     }
     let mut all = Vec::new();
     for t in tasks {
         all.push(t.await.expect("stream task"));
     }
-    summarize(started, all)
+    summarize(started, cpu0, all)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -221,25 +286,30 @@ async fn main() -> anyhow::Result<()> {
     while worker.state.models.get("bench").is_err() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    // Warm both paths once.
-    let warm = Opts {
-        max_tokens: 8,
-        ..Opts::parse_from(["x", "--streams", "4"])
-    };
-    direct(&engine, &warm, 0).await;
-    grpc(&addr, vocab, &warm, 0).await;
+    // One full, discarded run of each path first: it touches every KV page and warms caches,
+    // connections and allocators.
+    direct(&engine, &o, 0).await;
+    grpc(&addr, vocab, &o, 0).await;
 
     let (mut d, mut g) = (Vec::new(), Vec::new());
     for r in 0..o.repeats {
-        let a = direct(&engine, &o, r + 1).await;
-        let b = grpc(&addr, vocab, &o, r + 1).await;
+        // ABBA order: a slow drift of the machine's speed hits both paths alike.
+        let (a, b) = if r % 2 == 0 {
+            let a = direct(&engine, &o, r + 1).await;
+            (a, grpc(&addr, vocab, &o, r + 1).await)
+        } else {
+            let b = grpc(&addr, vocab, &o, r + 1).await;
+            (direct(&engine, &o, r + 1).await, b)
+        };
         eprintln!(
-            "repeat {}: direct {:.1} tok/s, ITL {:.2} ms | gRPC {:.1} tok/s, ITL {:.2} ms",
+            "repeat {}: direct {:.1} tok/s, ITL {:.2} ms, delivery {:.3} ms | gRPC {:.1} tok/s, ITL {:.2} ms, delivery {:.3} ms",
             r + 1,
             a.tokens_per_s,
             a.itl_ms,
+            a.delivery_ms,
             b.tokens_per_s,
-            b.itl_ms
+            b.itl_ms,
+            b.delivery_ms
         );
         d.push(a);
         g.push(b);
@@ -254,7 +324,21 @@ async fn main() -> anyhow::Result<()> {
             .map(|(a, b)| b.tokens_per_s / a.tokens_per_s)
             .collect(),
     );
-    let added = median(d.iter().zip(&g).map(|(a, b)| b.itl_ms - a.itl_ms).collect());
+    let added_itl = median(d.iter().zip(&g).map(|(a, b)| b.itl_ms - a.itl_ms).collect());
+    let (dd, gd) = (m(&d, |r| r.delivery_ms), m(&g, |r| r.delivery_ms));
+    let added = median(
+        d.iter()
+            .zip(&g)
+            .map(|(a, b)| b.delivery_ms - a.delivery_ms)
+            .collect(),
+    );
+    let (dc, gc) = (m(&d, |r| r.cpu_ms_per_token), m(&g, |r| r.cpu_ms_per_token));
+    let cpu_ratio = median(
+        d.iter()
+            .zip(&g)
+            .map(|(a, b)| b.cpu_ms_per_token / a.cpu_ms_per_token)
+            .collect(),
+    );
     if o.json {
         println!(
             "{}",
@@ -262,12 +346,14 @@ async fn main() -> anyhow::Result<()> {
                 "streams": o.streams, "prompt_tokens": o.prompt_tokens, "max_tokens": o.max_tokens,
                 "repeats": o.repeats, "direct_tokens_per_s": dt, "grpc_tokens_per_s": gt,
                 "throughput_ratio": ratios, "direct_itl_ms": di, "grpc_itl_ms": gi,
-                "added_itl_ms": added, "direct_ttft_p50_ms": df, "grpc_ttft_p50_ms": gf,
+                "added_itl_ms": added_itl, "direct_delivery_ms": dd, "grpc_delivery_ms": gd,
+                "added_latency_ms": added, "direct_ttft_p50_ms": df, "grpc_ttft_p50_ms": gf,
+                "direct_cpu_ms_per_token": dc, "grpc_cpu_ms_per_token": gc, "cpu_ratio": cpu_ratio,
             })
         );
     } else {
         println!(
-            "{} streams, {} prompt + {} output tokens, median of {} alternating repeats",
+            "{} streams, {} prompt + {} output tokens, median of {} repeats in ABBA order",
             o.streams, o.prompt_tokens, o.max_tokens, o.repeats
         );
         println!(
@@ -277,10 +363,14 @@ async fn main() -> anyhow::Result<()> {
         println!("{:<8} {:>10.1} {:>10.2} {:>14.1}", "direct", dt, di, df);
         println!("{:<8} {:>10.1} {:>10.2} {:>14.1}", "gRPC", gt, gi, gf);
         println!(
-            "gRPC/direct throughput {:.4} ({:+.2}%), added latency per token {:+.3} ms",
+            "gRPC/direct throughput {:.4} ({:+.2}%), CPU per token {:.4} ({:+.2}%), \
+             added latency per token {:+.3} ms (ITL difference {:+.2} ms)",
             ratios,
             (ratios - 1.0) * 100.0,
-            added
+            cpu_ratio,
+            (cpu_ratio - 1.0) * 100.0,
+            added,
+            added_itl
         );
     }
     engine.shutdown();

@@ -7,7 +7,8 @@
 //! - [`power`]: the `PowerSensor` trait (NVML, RAPL, estimate) and the sampling monitor.
 //! - [`registry`]: loaded models, their engines, memory budget and queue limits.
 //! - [`calibrate`]: the batch-size sweep and its on-disk cache; [`hardware`]: the fingerprint.
-//! - [`service`]: the gRPC service; [`state`]: what it shares, including drain.
+//! - [`service`]: the gRPC service; [`stream`]: one response stream; [`state`]: what they
+//!   share, including drain.
 //! - [`metrics`]: Prometheus `/metrics`; [`server`]: wiring, start-up, shutdown.
 
 pub mod calibrate;
@@ -19,6 +20,7 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod stream;
 
 pub use config::Args;
 pub use server::Worker;

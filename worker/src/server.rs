@@ -182,7 +182,7 @@ impl Worker {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(WorkerServer::new(svc))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), s.cancelled())
+                .serve_with_incoming_shutdown(incoming(grpc), s.cancelled())
                 .await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "gRPC server failed");
@@ -261,6 +261,20 @@ impl Worker {
             let _ = t.await;
         }
     }
+}
+
+/// Accepted connections with Nagle off: token events are small and must not wait for ACKs.
+fn incoming(
+    l: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(l).map(|c| {
+        c.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    })
 }
 
 /// Waits for SIGTERM or SIGINT.

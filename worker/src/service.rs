@@ -1,27 +1,24 @@
 //! `joule.internal.v1.Worker` over the shared [`State`]: requests are checked and converted by
 //! `joule_proto::convert`, admitted against the model's queue limit, and streamed from the
-//! engine by one task per request, which cancels the request when the client goes away or the
-//! drain deadline passes.
+//! engine by a [`TokenStream`] each.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
-use joule_engine::batch::{Request as EngineRequest, RequestStream};
+use joule_engine::batch::Request as EngineRequest;
 use joule_engine::sample::SamplingParams;
 use joule_engine::tokenizer::Message;
 use joule_proto::convert::{self, Prompt};
 use joule_proto::internal::v1 as pb;
 use joule_proto::internal::v1::worker_server::Worker;
 use joule_proto::v1;
-use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
-use crate::registry::{Admission, Served};
-use crate::state::{State, StreamGuard};
+use crate::registry::Served;
+use crate::state::State;
+use crate::stream::TokenStream;
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::TokenEvent, Status>> + Send>>;
 
@@ -65,17 +62,14 @@ impl WorkerService {
                 .request_done(&served.name, code_name(s.code()));
             s
         })?;
-        let (tx, rx) = mpsc::channel(64);
         tracing::debug!(model = %served.name, request_id = %request_id, id = stream.id(), "stream started");
-        tokio::spawn(pump(
+        Ok(Response::new(Box::pin(TokenStream::new(
+            stream,
             self.state.clone(),
             served,
-            stream,
-            tx,
             guard,
             admission,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        ))))
     }
 }
 
@@ -112,84 +106,6 @@ pub fn code_name(c: tonic::Code) -> &'static str {
         DataLoss => "data_loss",
         Unauthenticated => "unauthenticated",
     }
-}
-
-/// Moves one request's events from the engine to the client.
-async fn pump(
-    state: Arc<State>,
-    served: Arc<Served>,
-    mut stream: RequestStream,
-    tx: mpsc::Sender<Result<v1::TokenEvent, Status>>,
-    _guard: StreamGuard,
-    _admission: Admission,
-) {
-    let source = state.energy_source();
-    let model = served.name.as_str();
-    let mut last: Option<Instant> = None;
-    let mut generated = 0usize;
-    let outcome = loop {
-        tokio::select! {
-            ev = stream.next() => {
-                let Some(ev) = ev else {
-                    let _ = tx.send(Err(Status::unavailable(format!(
-                        "model {model:?} was unloaded or its engine stopped; retry on a worker that serves it"
-                    )))).await;
-                    break "unavailable";
-                };
-                if !ev.token_ids.is_empty() {
-                    let now = Instant::now();
-                    if let Some(t) = last {
-                        state.metrics.inter_token(model, (now - t).as_secs_f64());
-                    }
-                    last = Some(now);
-                    generated += ev.token_ids.len();
-                }
-                let done = ev.finish.as_ref().map(|f| {
-                    let u = &f.usage;
-                    let ttft = (u.completion_tokens > 0).then_some(u.time_to_first_token.as_secs_f64());
-                    state.metrics.usage(model, u.prompt_tokens as u32, u.completion_tokens as u32, u.joules, ttft);
-                    match f.reason {
-                        joule_engine::batch::FinishReason::Cancelled => "cancelled",
-                        joule_engine::batch::FinishReason::Error => "internal",
-                        _ => "ok",
-                    }
-                });
-                if tx.send(Ok(convert::event(&ev, source))).await.is_err() {
-                    stream.cancel();
-                    break "cancelled";
-                }
-                if let Some(d) = done {
-                    break d;
-                }
-            }
-            _ = tx.closed() => {
-                // The client went away: stop the sequence at the next step.
-                stream.cancel();
-                tracing::debug!(model, id = stream.id(), "client disconnected; request cancelled");
-                break "cancelled";
-            }
-            _ = state.cancel_all.cancelled() => {
-                stream.cancel();
-                state.note_cancelled();
-                // Wait (briefly) for the engine to confirm, so its blocks are free when the
-                // drain reports done.
-                let confirm = async {
-                    while let Some(ev) = stream.next().await {
-                        if ev.finish.is_some() {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), confirm).await;
-                let _ = tx.send(Err(Status::unavailable(format!(
-                    "the worker is shutting down and the drain deadline passed; the request was \
-                     cancelled after {generated} tokens; retry on another worker"
-                )))).await;
-                break "unavailable";
-            }
-        }
-    };
-    state.metrics.request_done(model, outcome);
 }
 
 #[tonic::async_trait]

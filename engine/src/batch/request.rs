@@ -125,6 +125,11 @@ impl RequestStream {
         self.rx.recv().await
     }
 
+    /// [`Self::next`] as a poll, for hand-written streams.
+    pub fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+
     /// [`Self::next`] for threads outside an async runtime.
     pub fn blocking_next(&mut self) -> Option<Event> {
         self.rx.blocking_recv()

@@ -357,11 +357,12 @@ async fn main() -> anyhow::Result<()> {
             o.streams, o.prompt_tokens, o.max_tokens, o.repeats
         );
         println!(
-            "{:<8} {:>10} {:>10} {:>14}",
-            "path", "tok/s", "ITL ms", "TTFT p50 ms"
+            "{:<8} {:>10} {:>10} {:>14} {:>14} {:>13}",
+            "path", "tok/s", "ITL ms", "TTFT p50 ms", "CPU ms/token", "delivery ms"
         );
-        println!("{:<8} {:>10.1} {:>10.2} {:>14.1}", "direct", dt, di, df);
-        println!("{:<8} {:>10.1} {:>10.2} {:>14.1}", "gRPC", gt, gi, gf);
+        for (p, t, i, f, c, dl) in [("direct", dt, di, df, dc, dd), ("gRPC", gt, gi, gf, gc, gd)] {
+            println!("{p:<8} {t:>10.1} {i:>10.2} {f:>14.1} {c:>14.3} {dl:>13.3}");
+        }
         println!(
             "gRPC/direct throughput {:.4} ({:+.2}%), CPU per token {:.4} ({:+.2}%), \
              added latency per token {:+.3} ms (ITL difference {:+.2} ms)",

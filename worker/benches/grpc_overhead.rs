@@ -37,6 +37,12 @@ struct Opts {
     repeats: usize,
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Stream i generates `--max-tokens - i` tokens instead of all ending on the same step.
+    #[arg(long)]
+    staggered: bool,
+    /// gRPC connections the client spreads its streams over (round robin).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
     #[arg(long)]
     json: bool,
     /// Passed by `cargo bench`.
@@ -129,10 +135,20 @@ fn prompts(o: &Opts, vocab: usize, round: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn params(o: &Opts) -> SamplingParams {
+/// Output tokens of stream `i`: `--max-tokens`, or with `--staggered`, `--max-tokens - i` (so
+/// the streams do not all end on the same step, as they would not in real traffic).
+fn max_tokens(o: &Opts, i: usize) -> u32 {
+    if o.staggered {
+        o.max_tokens.saturating_sub(i as u32).max(1)
+    } else {
+        o.max_tokens
+    }
+}
+
+fn params(o: &Opts, i: usize) -> SamplingParams {
     SamplingParams {
         temperature: 0.0,
-        max_tokens: o.max_tokens,
+        max_tokens: max_tokens(o, i),
         ignore_eos: true,
         ..Default::default()
     }
@@ -142,9 +158,11 @@ async fn direct(engine: &EngineHandle, o: &Opts, round: usize) -> Run {
     let vocab = engine.model().config.vocab;
     let (started, cpu0) = (Instant::now(), cpu_seconds());
     let mut tasks = Vec::new();
-    for p in prompts(o, vocab, round) {
+    for (i, p) in prompts(o, vocab, round).into_iter().enumerate() {
         let sent = Instant::now();
-        let mut s = engine.submit(Request::new(p, params(o))).expect("submit");
+        let mut s = engine
+            .submit(Request::new(p, params(o, i)))
+            .expect("submit");
         tasks.push(tokio::spawn(async move {
             let mut arrivals = Vec::new();
             let mut timing = (0.0, 0.0, 0);
@@ -177,24 +195,27 @@ async fn direct(engine: &EngineHandle, o: &Opts, round: usize) -> Run {
 }
 
 async fn grpc(addr: &str, vocab: usize, o: &Opts, round: usize) -> Run {
-    let client = WorkerClient::connect(addr.to_string())
-        .await
-        .expect("connect");
-    let p = params(o);
-    let sampling = v1::SamplingParams {
-        temperature: Some(p.temperature),
-        max_tokens: Some(p.max_tokens),
-        ignore_eos: true,
-        ..Default::default()
-    };
+    let mut clients = Vec::new();
+    for _ in 0..o.connections.max(1) {
+        clients.push(
+            WorkerClient::connect(addr.to_string())
+                .await
+                .expect("connect"),
+        );
+    }
     let (started, cpu0) = (Instant::now(), cpu_seconds());
     let mut tasks = Vec::new();
-    for ids in prompts(o, vocab, round) {
-        let mut c = client.clone();
+    for (i, ids) in prompts(o, vocab, round).into_iter().enumerate() {
+        let mut c = clients[i % clients.len()].clone();
         let r = v1::GenerateRequest {
             model: "bench".into(),
             prompt: Some(v1::generate_request::Prompt::TokenIds(v1::TokenIds { ids })),
-            sampling: Some(sampling.clone()),
+            sampling: Some(v1::SamplingParams {
+                temperature: Some(0.0),
+                max_tokens: Some(max_tokens(o, i)),
+                ignore_eos: true,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         tasks.push(tokio::spawn(async move {
@@ -343,7 +364,7 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "streams": o.streams, "prompt_tokens": o.prompt_tokens, "max_tokens": o.max_tokens,
+                "streams": o.streams, "connections": o.connections, "prompt_tokens": o.prompt_tokens, "max_tokens": o.max_tokens,
                 "repeats": o.repeats, "direct_tokens_per_s": dt, "grpc_tokens_per_s": gt,
                 "throughput_ratio": ratios, "direct_itl_ms": di, "grpc_itl_ms": gi,
                 "added_itl_ms": added_itl, "direct_delivery_ms": dd, "grpc_delivery_ms": gd,
@@ -353,8 +374,9 @@ async fn main() -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "{} streams, {} prompt + {} output tokens, median of {} repeats in ABBA order",
-            o.streams, o.prompt_tokens, o.max_tokens, o.repeats
+            "{} streams over {} connection(s), {} prompt + {} output tokens, median of {} \
+             repeats in ABBA order",
+            o.streams, o.connections, o.prompt_tokens, o.max_tokens, o.repeats
         );
         println!(
             "{:<8} {:>10} {:>10} {:>14} {:>14} {:>13}",

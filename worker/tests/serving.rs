@@ -116,9 +116,12 @@ async fn streams_generate_and_chat_with_joules_in_the_usage() {
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        let mut r = ServerReflectionClient::connect(w.grpc.clone())
+        let ch = tonic::transport::Channel::from_shared(w.grpc.clone())
+            .unwrap()
+            .connect()
             .await
             .unwrap();
+        let mut r = ServerReflectionClient::new(ch);
         let reqs = [
             MessageRequest::ListServices(String::new()),
             MessageRequest::FileContainingSymbol("joule.v1.GenerateRequest".into()),

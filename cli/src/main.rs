@@ -158,6 +158,9 @@ fn status(s: tonic::Status) -> anyhow::Error {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::Wait { model, timeout_s } = &cli.cmd {
+        return wait(&cli.worker, model, *timeout_s).await;
+    }
     let mut c = connect(&cli.worker).await?;
     match cli.cmd {
         Cmd::Generate { s, prompt } => {
@@ -205,32 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_inner();
             output::stats(&s, cli.output)
         }
-        Cmd::Wait { model, timeout_s } => {
-            let until = std::time::Instant::now() + Duration::from_secs(timeout_s);
-            loop {
-                let h = c
-                    .health(pb::HealthRequest {
-                        model: model.clone(),
-                    })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
-                let listed = !c
-                    .list_models(pb::ListModelsRequest {})
-                    .await
-                    .map_err(status)?
-                    .into_inner()
-                    .models
-                    .is_empty();
-                if h.serving && (listed || !model.is_empty()) {
-                    return Ok(());
-                }
-                if std::time::Instant::now() > until {
-                    anyhow::bail!("not serving after {timeout_s}s: {}", h.message);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+        Cmd::Wait { .. } => unreachable!("handled above"),
         Cmd::Drain { deadline_ms } => {
             let r = c
                 .drain(pb::DrainRequest { deadline_ms })
@@ -244,6 +222,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Waits until the worker answers, serves (`model`, or at least one model), or the timeout
+/// passes; a worker still starting up (refusing connections) is retried.
+async fn wait(addr: &str, model: &str, timeout_s: u64) -> anyhow::Result<()> {
+    let until = std::time::Instant::now() + Duration::from_secs(timeout_s);
+    let mut last = String::from("no answer yet");
+    while std::time::Instant::now() < until {
+        match connect(addr).await {
+            Ok(mut c) => {
+                let h = c
+                    .health(pb::HealthRequest {
+                        model: model.to_string(),
+                    })
+                    .await;
+                let listed = c
+                    .list_models(pb::ListModelsRequest {})
+                    .await
+                    .map(|r| !r.into_inner().models.is_empty());
+                match (h, listed) {
+                    (Ok(h), Ok(listed)) => {
+                        let h = h.into_inner();
+                        if h.serving && (listed || !model.is_empty()) {
+                            return Ok(());
+                        }
+                        last = if h.message.is_empty() {
+                            "no model loaded yet".into()
+                        } else {
+                            h.message
+                        };
+                    }
+                    (Err(e), _) | (_, Err(e)) => last = e.message().to_string(),
+                }
+            }
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    anyhow::bail!("not serving after {timeout_s}s: {last}")
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -10,6 +10,17 @@ use crate::model::weights::hf_tensor_name;
 use crate::rng::Rng;
 use crate::tensor::DType;
 
+/// Where `deploy/fetch-default-model.sh` caches the default model (SmolLM2-135M-Instruct
+/// Q4_1): `$JOULE_HOME/models/`, else `~/.cache/joule/models/`. The file may not exist yet.
+pub fn default_model_path() -> PathBuf {
+    let home = std::env::var_os("JOULE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/joule")
+        });
+    home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
 /// One tiny model.
 #[derive(Debug, Clone, Copy)]
 pub struct TinySpec {

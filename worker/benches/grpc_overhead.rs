@@ -261,19 +261,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn default_model() -> PathBuf {
-    let home = std::env::var_os("JOULE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/joule")
-        });
-    home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let o = Opts::parse();
-    let model = o.model.clone().unwrap_or_else(default_model);
+    let model = o
+        .model
+        .clone()
+        .unwrap_or_else(joule_engine::testkit::default_model_path);
     let kv = "512MiB";
     let cfg = EngineConfig {
         kv_budget: KvBudget::Bytes(512 << 20),

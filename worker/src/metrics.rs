@@ -128,8 +128,10 @@ struct Live {
     power: Arc<PowerMonitor>,
 }
 
-fn gauge(
+/// One family of values read at scrape time, as gauges or counters.
+fn family(
     enc: &mut DescriptorEncoder<'_>,
+    kind: MetricType,
     name: &str,
     help: &str,
     rows: &[(Labels, f64)],
@@ -137,25 +139,13 @@ fn gauge(
     if rows.is_empty() {
         return Ok(());
     }
-    let mut me = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    let mut me = enc.encode_descriptor(name, help, None, kind)?;
     for (l, v) in rows {
-        ConstGauge::new(*v).encode(me.encode_family(l)?)?;
-    }
-    Ok(())
-}
-
-fn counter(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    rows: &[(Labels, f64)],
-) -> Result<(), std::fmt::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut me = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (l, v) in rows {
-        ConstCounter::new(*v).encode(me.encode_family(l)?)?;
+        let m = me.encode_family(l)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*v).encode(m)?,
+            _ => ConstGauge::new(*v).encode(m)?,
+        }
     }
     Ok(())
 }
@@ -260,10 +250,11 @@ impl Collector for Live {
             }
         }
         for (name, help, r) in &rows {
-            gauge(&mut enc, name, help, r)?;
+            family(&mut enc, MetricType::Gauge, name, help, r)?;
         }
-        counter(
+        family(
             &mut enc,
+            MetricType::Counter,
             "model_energy_joules",
             "Energy of the engine steps of each model since load",
             &energy,
@@ -281,9 +272,16 @@ impl Collector for Live {
                 )
             })
             .collect();
-        gauge(&mut enc, "power_watts", "Power draw by sensor", &watts)?;
-        counter(
+        family(
             &mut enc,
+            MetricType::Gauge,
+            "power_watts",
+            "Power draw by sensor",
+            &watts,
+        )?;
+        family(
+            &mut enc,
+            MetricType::Counter,
             "energy_joules",
             "Energy of the whole worker (all sensors) since start",
             &[(

@@ -16,12 +16,7 @@ use tonic::transport::Channel;
 
 /// The default model, fetched by `deploy/fetch-default-model.sh`.
 pub fn default_model() -> PathBuf {
-    let home = std::env::var_os("JOULE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/joule")
-        });
-    let p = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = joule_engine::testkit::default_model_path();
     assert!(
         p.exists(),
         "{} is missing: run deploy/fetch-default-model.sh first",

@@ -497,7 +497,23 @@ async fn sigterm_drains_in_flight_streams_then_exits() {
         .await
         .unwrap();
     assert!(st.success(), "exit status {st}");
-    assert!(w.logged("drained finished=4 cancelled=0"));
+    // The four streams, plus any "late" request admitted before the signal arrived.
+    let line = w
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("drained finished="))
+        .cloned()
+        .expect("drain logged");
+    let finished: u32 = line
+        .split("finished=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(finished >= 4, "{line}");
+    assert!(line.contains("cancelled=0"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

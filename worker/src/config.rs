@@ -165,20 +165,21 @@ impl Args {
     pub fn load_from<I, T>(args: I) -> Result<Self, String>
     where
         I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
+        T: Into<std::ffi::OsString>,
     {
+        let argv: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let cmd = Self::command();
         let m = cmd
             .clone()
-            .try_get_matches_from(args)
+            .try_get_matches_from(&argv)
             .map_err(|e| e.to_string())?;
         let Some(path) = m.get_one::<PathBuf>("config").cloned() else {
             return Self::finish(Self::from_arg_matches(&m).map_err(|e| e.to_string())?);
         };
-        let file = read_config(&path)?;
-        // Rebuild the argument list: the file's values first, then what was given explicitly.
-        let mut argv: Vec<String> = vec!["joule-worker".into()];
-        for (key, value) in &file {
+        // Parse again with the file's values in front of the command line, leaving out every
+        // setting given explicitly (a flag, or a variable, which clap reads again).
+        let mut merged: Vec<std::ffi::OsString> = argv.iter().take(1).cloned().collect();
+        for (key, value) in read_config(&path)? {
             if !cmd
                 .get_arguments()
                 .any(|a| a.get_long() == Some(key.as_str()))
@@ -189,37 +190,15 @@ impl Args {
                     path.display()
                 ));
             }
-            if explicit(&m, key) {
-                continue;
-            }
-            for v in value {
-                argv.push(format!("--{key}={v}"));
+            if !explicit(&m, &key) {
+                merged.extend(value.iter().map(|v| format!("--{key}={v}").into()));
             }
         }
-        let merged = cmd
-            .try_get_matches_from(argv)
+        merged.extend(argv.iter().skip(1).cloned());
+        let m = cmd
+            .try_get_matches_from(merged)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut base = Self::from_arg_matches(&merged).map_err(|e| e.to_string())?;
-        let given = Self::from_arg_matches(&m).map_err(|e| e.to_string())?;
-        base.overlay(&m, given);
-        Self::finish(base)
-    }
-
-    /// Takes every explicitly given value of `given`.
-    fn overlay(&mut self, m: &ArgMatches, given: Self) {
-        macro_rules! take {
-            ($($f:ident : $id:literal),*) => {$( if explicit(m, $id) { self.$f = given.$f.clone(); } )*};
-        }
-        take!(config: "config", listen: "listen", metrics_listen: "metrics_listen",
-            models: "models", model_name: "model_name", model_sha256: "model_sha256",
-            memory_budget: "memory_budget", kv_budget: "kv_budget",
-            max_batched_tokens: "max_batched_tokens", max_seqs: "max_seqs",
-            max_queued: "max_queued", threads: "threads", power_sensor: "power_sensor",
-            idle_watts: "idle_watts", busy_watts: "busy_watts",
-            power_interval_ms: "power_interval_ms", calibrate: "calibrate",
-            recalibrate: "recalibrate", calibration_batches: "calibration_batches",
-            calibration_tokens: "calibration_tokens", cache_dir: "cache_dir",
-            drain_timeout_s: "drain_timeout_s", log: "log");
+        Self::finish(Self::from_arg_matches(&m).map_err(|e| e.to_string())?)
     }
 
     fn finish(mut self) -> Result<Self, String> {

@@ -77,13 +77,11 @@ impl Metrics {
         );
         registry.register_collector(Box::new(Live { models, power }));
         // The family handles above share their storage with the registered copies.
-        let ttft2 = ttft.clone();
-        let itl2 = itl.clone();
         Self {
             registry,
             requests,
-            ttft: ttft2,
-            itl: itl2,
+            ttft,
+            itl,
             output_tokens,
             prompt_tokens,
             joules,

@@ -165,13 +165,7 @@ impl Registry {
 
     /// Bytes held or reserved by every model.
     pub fn memory_used(&self) -> u64 {
-        self.lock()
-            .values()
-            .map(|s| match s {
-                Slot::Loading(b) => *b,
-                Slot::Ready(s) => s.memory_bytes,
-            })
-            .sum()
+        held(&self.lock())
     }
 
     pub fn memory_budget(&self) -> u64 {
@@ -217,13 +211,7 @@ impl Registry {
                      pick another name"
                 )));
             }
-            let used: u64 = m
-                .values()
-                .map(|s| match s {
-                    Slot::Loading(b) => *b,
-                    Slot::Ready(s) => s.memory_bytes,
-                })
-                .sum();
+            let used = held(&m);
             if used + reserve > self.limits.memory_budget {
                 return Err(Status::resource_exhausted(format!(
                     "loading {name:?} needs about {} (weights {} + KV {}) but only {} of the \
@@ -358,6 +346,16 @@ impl Registry {
             }
         }
     }
+}
+
+/// Bytes held or reserved by the models in `m`.
+fn held(m: &BTreeMap<String, Slot>) -> u64 {
+    m.values()
+        .map(|s| match s {
+            Slot::Loading(b) => *b,
+            Slot::Ready(s) => s.memory_bytes,
+        })
+        .sum()
 }
 
 fn stem(path: &Path) -> Result<String, Status> {

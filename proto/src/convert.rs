@@ -159,6 +159,10 @@ pub fn event(e: &Event, source: v1::EnergySource) -> v1::TokenEvent {
         token_ids: e.token_ids.clone(),
         logprobs: e.logprobs.iter().map(logprob).collect(),
         finish: e.finish.as_ref().map(|f| finish(f, source)),
+        produced_unix_micros: e
+            .produced
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_micros() as u64),
     }
 }
 
@@ -310,8 +314,15 @@ mod tests {
                     joules: 1.25,
                 },
             }),
+            produced: Some(std::time::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456)),
         };
         let t = event(&e, v1::EnergySource::Measured);
+        assert_eq!(t.produced_unix_micros, 1_700_000_000_123_456);
+        let none = Event::default();
+        assert_eq!(
+            event(&none, v1::EnergySource::Measured).produced_unix_micros,
+            0
+        );
         assert_eq!(
             (t.text.as_str(), t.token_ids.as_slice()),
             ("Paris", &[7u32, 8][..])

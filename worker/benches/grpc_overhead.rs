@@ -1,16 +1,17 @@
 //! What the gRPC layer costs: the same concurrent workload run directly on an engine and
 //! through a `joule-worker` (in this process, over loopback TCP, with full protobuf encoding),
-//! alternating, on identical engines. Reports output tokens/s of each, their ratio, and the
-//! latency the gRPC path adds per token (mean inter-token gap seen by the consumer) and to the
-//! first token; medians over `--repeats`. The added latency per token is the difference of the
-//! two paths' delivery delay: how long after the engine produced a token (by its own clock,
-//! reported in the usage) the consumer had it.
+//! alternating, on identical engines. Reports output tokens/s of each and their ratio, and the
+//! latency the gRPC path adds: to every token (its delivery delay, from the moment the engine
+//! sampled it, stamped on the event, to the consumer holding it; median and p99 over all
+//! tokens), to the request on its way in (client send to engine admission), and to the first
+//! token. Medians over `--repeats` of per-pair differences, pairs in ABBA order.
 //!
 //! `cargo bench -p joule-worker --bench grpc_overhead -- [--model PATH] [--streams 32]
-//!  [--prompt-tokens 64] [--max-tokens 128] [--repeats 3] [--threads 0] [--json]`
+//!  [--prompt-tokens 64] [--max-tokens 128] [--repeats 3] [--threads 0] [--staggered]
+//!  [--connections 1] [--json]`
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use joule_engine::Model;
@@ -56,21 +57,55 @@ struct Run {
     tokens_per_s: f64,
     /// Mean over streams of the mean gap between token arrivals.
     itl_ms: f64,
+    /// Median over streams of client send to first token in hand.
     ttft_p50_ms: f64,
     /// CPU time this process spent per output token (engine, server and client together).
     cpu_ms_per_token: f64,
-    /// Median over streams of how long after the engine produced the last token the consumer
-    /// had it, plus the request's own transit: (last arrival - send) - (engine TTFT +
-    /// (n - 1) x engine time per token). Independent of how fast the machine ran.
-    delivery_ms: f64,
+    /// Over every token of the run: how long after the engine sampled it the consumer had it.
+    delivery_p50_ms: f64,
+    delivery_p99_ms: f64,
+    delivery_mean_ms: f64,
+    /// Median over streams of the way in: client send to engine admission (the first token's
+    /// sampling time less the engine's own time to first token).
+    request_ms: f64,
 }
 
-/// What one stream saw: (arrival, tokens) per event, and the engine's own timing of it
-/// (TTFT ms, time per output token ms, tokens).
+/// One event as the consumer saw it.
+struct Arrival {
+    at: Instant,
+    wall: SystemTime,
+    tokens: usize,
+    /// The engine's stamp: when it sampled the event's token.
+    produced: SystemTime,
+}
+
+/// What one stream saw, and the engine's own time to first token for it (ms).
 struct Seen {
     sent: Instant,
-    arrivals: Vec<(Instant, usize)>,
-    engine: (f64, f64, usize),
+    sent_wall: SystemTime,
+    arrivals: Vec<Arrival>,
+    engine_ttft_ms: f64,
+}
+
+impl Seen {
+    fn new() -> Self {
+        Self {
+            sent: Instant::now(),
+            sent_wall: SystemTime::now(),
+            arrivals: Vec::new(),
+            engine_ttft_ms: 0.0,
+        }
+    }
+    fn arrived(&mut self, tokens: usize, produced: SystemTime) {
+        if tokens > 0 {
+            self.arrivals.push(Arrival {
+                at: Instant::now(),
+                wall: SystemTime::now(),
+                tokens,
+                produced,
+            });
+        }
+    }
 }
 
 /// User plus system CPU seconds of this process so far (`/proc/self/stat`, 100 ticks/s).
@@ -84,44 +119,69 @@ fn cpu_seconds() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
-/// Per stream: (arrival of each token event, tokens in it).
+/// `b - a` in ms, negative when `b` is earlier.
+fn wall_ms(a: SystemTime, b: SystemTime) -> f64 {
+    match b.duration_since(a) {
+        Ok(d) => d.as_secs_f64() * 1e3,
+        Err(e) => -e.duration().as_secs_f64() * 1e3,
+    }
+}
+
+/// The `q` quantile of sorted `v` (nearest rank).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
 fn summarize(started: Instant, cpu0: f64, seen: Vec<Seen>) -> Run {
     let mut delivery: Vec<f64> = seen
         .iter()
-        .filter_map(|s| {
-            let last = s.arrivals.last()?.0;
-            let (ttft, tpot, n) = s.engine;
-            let engine = ttft + n.saturating_sub(1) as f64 * tpot;
-            Some((last - s.sent).as_secs_f64() * 1e3 - engine)
-        })
+        .flat_map(|s| &s.arrivals)
+        .map(|a| wall_ms(a.produced, a.wall))
         .collect();
     delivery.sort_by(f64::total_cmp);
-    let streams: Vec<Vec<(Instant, usize)>> = seen.into_iter().map(|s| s.arrivals).collect();
-    let end = streams
+    let mut request: Vec<f64> = seen
         .iter()
-        .filter_map(|s| s.last().map(|x| x.0))
+        .filter_map(|s| {
+            let first = s.arrivals.first()?;
+            Some(wall_ms(s.sent_wall, first.produced) - s.engine_ttft_ms)
+        })
+        .collect();
+    request.sort_by(f64::total_cmp);
+    let end = seen
+        .iter()
+        .filter_map(|s| s.arrivals.last().map(|x| x.at))
         .max()
         .unwrap_or(started);
-    let tokens: usize = streams.iter().flatten().map(|x| x.1).sum();
+    let tokens: usize = seen
+        .iter()
+        .flat_map(|s| &s.arrivals)
+        .map(|a| a.tokens)
+        .sum();
     let mut itl = Vec::new();
     let mut ttft = Vec::new();
-    for s in &streams {
-        let n: usize = s.iter().map(|x| x.1).sum();
-        if let (Some(a), Some(b)) = (s.first(), s.last()) {
-            ttft.push((a.0 - started).as_secs_f64() * 1e3);
+    for s in &seen {
+        let n: usize = s.arrivals.iter().map(|a| a.tokens).sum();
+        if let (Some(a), Some(b)) = (s.arrivals.first(), s.arrivals.last()) {
+            ttft.push((a.at - s.sent).as_secs_f64() * 1e3);
             if n > 1 {
-                itl.push((b.0 - a.0).as_secs_f64() * 1e3 / (n - 1) as f64);
+                itl.push((b.at - a.at).as_secs_f64() * 1e3 / (n - 1) as f64);
             }
         }
     }
     ttft.sort_by(f64::total_cmp);
     let cpu = cpu_seconds() - cpu0;
     Run {
-        delivery_ms: delivery.get(delivery.len() / 2).copied().unwrap_or(0.0),
+        delivery_p50_ms: quantile(&delivery, 0.5),
+        delivery_p99_ms: quantile(&delivery, 0.99),
+        delivery_mean_ms: delivery.iter().sum::<f64>() / delivery.len().max(1) as f64,
+        request_ms: quantile(&request, 0.5),
         cpu_ms_per_token: cpu * 1e3 / tokens.max(1) as f64,
         tokens_per_s: tokens as f64 / (end - started).as_secs_f64(),
         itl_ms: itl.iter().sum::<f64>() / itl.len().max(1) as f64,
-        ttft_p50_ms: ttft.get(ttft.len() / 2).copied().unwrap_or(0.0),
+        ttft_p50_ms: quantile(&ttft, 0.5),
     }
 }
 
@@ -159,32 +219,19 @@ async fn direct(engine: &EngineHandle, o: &Opts, round: usize) -> Run {
     let (started, cpu0) = (Instant::now(), cpu_seconds());
     let mut tasks = Vec::new();
     for (i, p) in prompts(o, vocab, round).into_iter().enumerate() {
-        let sent = Instant::now();
+        let mut seen = Seen::new();
         let mut s = engine
             .submit(Request::new(p, params(o, i)))
             .expect("submit");
         tasks.push(tokio::spawn(async move {
-            let mut arrivals = Vec::new();
-            let mut timing = (0.0, 0.0, 0);
             while let Some(ev) = s.next().await {
-                if !ev.token_ids.is_empty() {
-                    arrivals.push((Instant::now(), ev.token_ids.len()));
-                }
+                seen.arrived(ev.token_ids.len(), ev.produced.unwrap_or(UNIX_EPOCH));
                 if let Some(f) = ev.finish {
-                    let u = f.usage;
-                    timing = (
-                        u.time_to_first_token.as_secs_f64() * 1e3,
-                        u.time_per_output_token.as_secs_f64() * 1e3,
-                        u.completion_tokens,
-                    );
+                    seen.engine_ttft_ms = f.usage.time_to_first_token.as_secs_f64() * 1e3;
                     break;
                 }
             }
-            Seen {
-                sent,
-                arrivals,
-                engine: timing,
-            }
+            seen
         }));
     }
     let mut all = Vec::new();
@@ -219,29 +266,17 @@ async fn grpc(addr: &str, vocab: usize, o: &Opts, round: usize) -> Run {
             ..Default::default()
         };
         tasks.push(tokio::spawn(async move {
-            let sent = Instant::now();
+            let mut seen = Seen::new();
             let mut s = c.generate(r).await.expect("generate").into_inner();
-            let mut arrivals = Vec::new();
-            let mut timing = (0.0, 0.0, 0);
             while let Some(ev) = s.message().await.expect("stream") {
-                if !ev.token_ids.is_empty() {
-                    arrivals.push((Instant::now(), ev.token_ids.len()));
-                }
+                let produced = UNIX_EPOCH + Duration::from_micros(ev.produced_unix_micros);
+                seen.arrived(ev.token_ids.len(), produced);
                 if let Some(f) = ev.finish {
-                    let u = f.usage.unwrap_or_default();
-                    timing = (
-                        u.time_to_first_token_ms,
-                        u.time_per_output_token_ms,
-                        u.completion_tokens as usize,
-                    );
+                    seen.engine_ttft_ms = f.usage.unwrap_or_default().time_to_first_token_ms;
                     break;
                 }
             }
-            Seen {
-                sent,
-                arrivals,
-                engine: timing,
-            }
+            seen
         }));
     }
     let mut all = Vec::new();
@@ -317,77 +352,95 @@ async fn main() -> anyhow::Result<()> {
             (direct(&engine, &o, r + 1).await, b)
         };
         eprintln!(
-            "repeat {}: direct {:.1} tok/s, ITL {:.2} ms, delivery {:.3} ms | gRPC {:.1} tok/s, ITL {:.2} ms, delivery {:.3} ms",
+            "repeat {}: direct {:.1} tok/s, delivery p50 {:.3} p99 {:.3} ms | gRPC {:.1} tok/s, \
+             delivery p50 {:.3} p99 {:.3} ms, way in {:.3} ms",
             r + 1,
             a.tokens_per_s,
-            a.itl_ms,
-            a.delivery_ms,
+            a.delivery_p50_ms,
+            a.delivery_p99_ms,
             b.tokens_per_s,
-            b.itl_ms,
-            b.delivery_ms
+            b.delivery_p50_ms,
+            b.delivery_p99_ms,
+            b.request_ms
         );
         d.push(a);
         g.push(b);
     }
+    // Per metric: the median over repeats of each path, and the median of per-pair differences
+    // (or ratios), which a drift of the machine's speed does not move.
     let m = |v: &[Run], f: fn(&Run) -> f64| median(v.iter().map(f).collect());
-    let (dt, gt) = (m(&d, |r| r.tokens_per_s), m(&g, |r| r.tokens_per_s));
-    let (di, gi) = (m(&d, |r| r.itl_ms), m(&g, |r| r.itl_ms));
-    let (df, gf) = (m(&d, |r| r.ttft_p50_ms), m(&g, |r| r.ttft_p50_ms));
-    let ratios = median(
-        d.iter()
-            .zip(&g)
-            .map(|(a, b)| b.tokens_per_s / a.tokens_per_s)
-            .collect(),
-    );
-    let added_itl = median(d.iter().zip(&g).map(|(a, b)| b.itl_ms - a.itl_ms).collect());
-    let (dd, gd) = (m(&d, |r| r.delivery_ms), m(&g, |r| r.delivery_ms));
-    let added = median(
-        d.iter()
-            .zip(&g)
-            .map(|(a, b)| b.delivery_ms - a.delivery_ms)
-            .collect(),
-    );
-    let (dc, gc) = (m(&d, |r| r.cpu_ms_per_token), m(&g, |r| r.cpu_ms_per_token));
-    let cpu_ratio = median(
-        d.iter()
-            .zip(&g)
-            .map(|(a, b)| b.cpu_ms_per_token / a.cpu_ms_per_token)
-            .collect(),
-    );
+    let diff = |f: fn(&Run) -> f64| median(d.iter().zip(&g).map(|(a, b)| f(b) - f(a)).collect());
+    let ratio = |f: fn(&Run) -> f64| median(d.iter().zip(&g).map(|(a, b)| f(b) / f(a)).collect());
+    type Metric = (&'static str, fn(&Run) -> f64);
+    let metrics: [Metric; 8] = [
+        ("tokens_per_s", |r| r.tokens_per_s),
+        ("itl_ms", |r| r.itl_ms),
+        ("ttft_p50_ms", |r| r.ttft_p50_ms),
+        ("cpu_ms_per_token", |r| r.cpu_ms_per_token),
+        ("delivery_p50_ms", |r| r.delivery_p50_ms),
+        ("delivery_p99_ms", |r| r.delivery_p99_ms),
+        ("delivery_mean_ms", |r| r.delivery_mean_ms),
+        ("request_ms", |r| r.request_ms),
+    ];
+    let throughput = ratio(|r| r.tokens_per_s);
+    let cpu = ratio(|r| r.cpu_ms_per_token);
+    let added_p50 = diff(|r| r.delivery_p50_ms);
+    let added_p99 = diff(|r| r.delivery_p99_ms);
+    let added_mean = diff(|r| r.delivery_mean_ms);
+    let added_ttft = diff(|r| r.ttft_p50_ms);
+    let added_request = diff(|r| r.request_ms);
     if o.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "streams": o.streams, "connections": o.connections, "prompt_tokens": o.prompt_tokens, "max_tokens": o.max_tokens,
-                "repeats": o.repeats, "direct_tokens_per_s": dt, "grpc_tokens_per_s": gt,
-                "throughput_ratio": ratios, "direct_itl_ms": di, "grpc_itl_ms": gi,
-                "added_itl_ms": added_itl, "direct_delivery_ms": dd, "grpc_delivery_ms": gd,
-                "added_latency_ms": added, "direct_ttft_p50_ms": df, "grpc_ttft_p50_ms": gf,
-                "direct_cpu_ms_per_token": dc, "grpc_cpu_ms_per_token": gc, "cpu_ratio": cpu_ratio,
-            })
-        );
+        let mut j = serde_json::json!({
+            "streams": o.streams, "connections": o.connections, "staggered": o.staggered,
+            "prompt_tokens": o.prompt_tokens, "max_tokens": o.max_tokens, "repeats": o.repeats,
+            "throughput_ratio": throughput, "cpu_ratio": cpu,
+            "added_latency_per_token_p50_ms": added_p50, "added_latency_per_token_p99_ms": added_p99,
+            "added_latency_per_token_mean_ms": added_mean,
+            "added_ttft_ms": added_ttft, "added_request_ms": added_request,
+        });
+        for (name, f) in metrics {
+            j[format!("direct_{name}")] = m(&d, f).into();
+            j[format!("grpc_{name}")] = m(&g, f).into();
+        }
+        println!("{j}");
     } else {
         println!(
-            "{} streams over {} connection(s), {} prompt + {} output tokens, median of {} \
+            "{} streams over {} connection(s), {} prompt + {} output tokens{}, median of {} \
              repeats in ABBA order",
-            o.streams, o.connections, o.prompt_tokens, o.max_tokens, o.repeats
+            o.streams,
+            o.connections,
+            o.prompt_tokens,
+            o.max_tokens,
+            if o.staggered { " (staggered)" } else { "" },
+            o.repeats
         );
         println!(
-            "{:<8} {:>10} {:>10} {:>14} {:>14} {:>13}",
-            "path", "tok/s", "ITL ms", "TTFT p50 ms", "CPU ms/token", "delivery ms"
+            "{:<8} {:>9} {:>9} {:>12} {:>13} {:>15} {:>15} {:>16} {:>10}",
+            "path",
+            "tok/s",
+            "ITL ms",
+            "TTFT p50 ms",
+            "CPU ms/token",
+            "delivery p50 ms",
+            "delivery p99 ms",
+            "delivery mean ms",
+            "way in ms"
         );
-        for (p, t, i, f, c, dl) in [("direct", dt, di, df, dc, dd), ("gRPC", gt, gi, gf, gc, gd)] {
-            println!("{p:<8} {t:>10.1} {i:>10.2} {f:>14.1} {c:>14.3} {dl:>13.3}");
+        for (p, v) in [("direct", &d), ("gRPC", &g)] {
+            let x: Vec<f64> = metrics.iter().map(|(_, f)| m(v, *f)).collect();
+            println!(
+                "{p:<8} {:>9.1} {:>9.2} {:>12.1} {:>13.3} {:>15.3} {:>15.3} {:>16.3} {:>10.3}",
+                x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
+            );
         }
         println!(
-            "gRPC/direct throughput {:.4} ({:+.2}%), CPU per token {:.4} ({:+.2}%), \
-             added latency per token {:+.3} ms (ITL difference {:+.2} ms)",
-            ratios,
-            (ratios - 1.0) * 100.0,
-            cpu_ratio,
-            (cpu_ratio - 1.0) * 100.0,
-            added,
-            added_itl
+            "gRPC/direct throughput {throughput:.4} ({:+.2}%), CPU per token {cpu:.4} ({:+.2}%)",
+            (throughput - 1.0) * 100.0,
+            (cpu - 1.0) * 100.0,
+        );
+        println!(
+            "added latency per token: p50 {added_p50:+.3} ms, p99 {added_p99:+.3} ms, mean \
+             {added_mean:+.3} ms; added once per request on the way in {added_request:+.3} ms"
         );
     }
     engine.shutdown();

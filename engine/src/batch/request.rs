@@ -1,7 +1,7 @@
 //! What goes into the engine and what comes back out.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -96,6 +96,9 @@ pub struct Event {
     pub logprobs: Vec<TokenLogprobs>,
     /// On the last event only.
     pub finish: Option<Finish>,
+    /// When the engine sampled this event's token (wall clock, so a consumer in another process
+    /// on the same host can tell how long delivery took); `None` on events without one.
+    pub produced: Option<SystemTime>,
 }
 
 /// A whole response, gathered from a stream.

@@ -3,7 +3,7 @@
 //! sequence drops its blocks and keeps everything else, so recomputing it reaches the same state.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -122,6 +122,7 @@ impl Sequence {
         let p = self.sampler.params();
         let mut ev = Event {
             logprobs: s.logprobs.into_iter().collect(),
+            produced: Some(SystemTime::now()),
             ..Default::default()
         };
         let stop_token =

@@ -1,12 +1,20 @@
-//! Generates the messages, server and client of both packages, and the descriptor set that
+//! Generates the messages, servers and clients of both packages, and the descriptor set that
 //! server reflection serves. Needs `protoc` (Debian: `protobuf-compiler`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("joule_descriptor.bin"))
+        // The replicated state's maps iterate in key order, so every replica encodes the same
+        // snapshot bytes for the same state.
+        .btree_map(".joule.internal.v1.ClusterState")
         .compile_protos(
-            &["joule/v1/inference.proto", "joule/internal/v1/worker.proto"],
+            &[
+                "joule/v1/inference.proto",
+                "joule/internal/v1/worker.proto",
+                "joule/internal/v1/state.proto",
+                "joule/internal/v1/raft.proto",
+            ],
             &["."],
         )?;
     Ok(())

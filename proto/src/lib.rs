@@ -10,7 +10,9 @@ pub mod v1 {
     tonic::include_proto!("joule.v1");
 }
 
-/// The worker service (`joule/internal/v1/worker.proto`).
+/// Between components: the worker service (`joule/internal/v1/worker.proto`), the scheduler's
+/// replicated state and its commands (`state.proto`), and the replica-to-replica Raft transport
+/// (`raft.proto`).
 pub mod internal {
     pub mod v1 {
         tonic::include_proto!("joule.internal.v1");

@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(
             &[
                 "joule/v1/inference.proto",
+                "joule/v1/admin.proto",
                 "joule/internal/v1/worker.proto",
                 "joule/internal/v1/state.proto",
                 "joule/internal/v1/raft.proto",

@@ -105,6 +105,9 @@ pub struct Status {
     pub first_index: u64,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
+    /// On the leader: per replica, (id, highest index it is known to hold, heard from within
+    /// an election timeout).
+    pub progress: Vec<(u64, u64, bool)>,
 }
 
 /// A change of membership.
@@ -129,6 +132,7 @@ pub(crate) enum Input {
         reply: oneshot::Sender<Result<u64, RaftError>>,
     },
     Unreachable(u64),
+    SnapshotFailed(u64),
     Campaign,
     Stop,
 }
@@ -191,6 +195,11 @@ impl RaftNode {
     /// Tells Raft a replica could not be reached (it stops pipelining to it until it answers).
     pub fn report_unreachable(&self, id: u64) {
         let _ = self.tx.send(Input::Unreachable(id));
+    }
+
+    /// Tells Raft a snapshot sent to `id` was lost (it sends a new one later).
+    pub fn report_snapshot_failure(&self, id: u64) {
+        let _ = self.tx.send(Input::SnapshotFailed(id));
     }
 
     /// Starts an election now (tests, and leadership transfer by an admin).

@@ -249,6 +249,7 @@ impl Driver {
                 }
             }
             Input::Unreachable(id) => self.rn.report_unreachable(id),
+            Input::SnapshotFailed(id) => self.rn.report_snapshot(id, raft::SnapshotStatus::Failure),
             Input::Campaign => {
                 let _ = self.rn.campaign();
             }
@@ -459,6 +460,17 @@ impl Driver {
             first_index: store.latest_snapshot().get_metadata().index + 1,
             voters: sorted(&cs.voters),
             learners: sorted(&cs.learners),
+            progress: if r.state == StateRole::Leader {
+                let mut p: Vec<_> = r
+                    .prs()
+                    .iter()
+                    .map(|(id, pr)| (*id, pr.matched, *id == self.cfg.id || pr.recent_active))
+                    .collect();
+                p.sort_unstable();
+                p
+            } else {
+                Vec::new()
+            },
         };
         self.status.send_if_modified(|old| {
             let changed = *old != s;

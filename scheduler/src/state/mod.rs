@@ -63,6 +63,16 @@ impl StateMachine {
                 }
                 s.settings.insert(c.key.clone(), c.value.clone());
             }
+            Kind::SetReplicaAddress(c) => {
+                if c.id == 0 {
+                    return Err("replica ids start at 1".into());
+                }
+                if c.address.is_empty() {
+                    s.replicas.remove(&c.id);
+                } else {
+                    s.replicas.insert(c.id, c.address.clone());
+                }
+            }
         }
         Ok(())
     }

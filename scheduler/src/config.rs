@@ -1,0 +1,214 @@
+//! `joule-scheduler`'s flags, each with a `JOULE_*` environment variable, and the checks that
+//! refuse a bad cluster description at start-up (malformed or duplicate peers, this replica
+//! missing from them, timing that cannot elect a leader) with the reason.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::raft::NodeConfig;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "joule-scheduler",
+    version,
+    about = "Joule's control plane: one replica of the Raft-replicated scheduler"
+)]
+pub struct Args {
+    /// This replica's id: a positive integer, unique in the cluster.
+    #[arg(long, env = "JOULE_ID")]
+    pub id: u64,
+    /// Every founding replica, this one included: `ID=HOST:PORT,...` (the Raft port of each).
+    /// A replica joining a running cluster leaves this empty and starts with `--join`.
+    #[arg(long, env = "JOULE_PEERS", default_value = "")]
+    pub peers: String,
+    /// Start empty and wait to be added by a membership change (`joulectl cluster add`).
+    #[arg(long, env = "JOULE_JOIN")]
+    pub join: bool,
+    /// Where the Raft log and snapshots live; keep it on a persistent disk.
+    #[arg(long, env = "JOULE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The admin and client API (gRPC), and the Raft transport between replicas.
+    #[arg(long, env = "JOULE_LISTEN", default_value = "127.0.0.1:7000")]
+    pub listen: String,
+    /// Required by admin calls (`authorization: Bearer ...`).
+    #[arg(long, env = "JOULE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Required of workers that register.
+    #[arg(long, env = "JOULE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// One Raft clock tick, in milliseconds.
+    #[arg(long, env = "JOULE_TICK_MS", default_value_t = 50)]
+    pub tick_ms: u64,
+    /// Ticks without a leader before a follower campaigns (randomised up to twice this).
+    #[arg(long, env = "JOULE_ELECTION_TICKS", default_value_t = 10)]
+    pub election_ticks: usize,
+    /// Ticks between the leader's heartbeats.
+    #[arg(long, env = "JOULE_HEARTBEAT_TICKS", default_value_t = 2)]
+    pub heartbeat_ticks: usize,
+    /// Applied entries between snapshots.
+    #[arg(long, env = "JOULE_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
+    pub snapshot_entries: u64,
+}
+
+/// The founding replicas, by id.
+pub type Peers = BTreeMap<u64, String>;
+
+/// Parses `ID=HOST:PORT,...`, refusing malformed entries, id 0 and duplicate ids or addresses.
+pub fn parse_peers(s: &str) -> Result<Peers, String> {
+    let mut peers = Peers::new();
+    for item in s.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("peer {item:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer {item:?}: the id {id:?} is not a positive integer"))?;
+        if id == 0 {
+            return Err(format!("peer {item:?}: ids start at 1"));
+        }
+        let addr = addr.trim();
+        let port = addr
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty())
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .filter(|p| *p != 0);
+        if port.is_none() {
+            return Err(format!(
+                "peer {item:?}: {addr:?} is not HOST:PORT with a port from 1 to 65535"
+            ));
+        }
+        if let Some((other, _)) = peers.iter().find(|(_, a)| a.as_str() == addr) {
+            return Err(format!(
+                "peers {other} and {id} have the same address {addr}"
+            ));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(format!("peer id {id} appears more than once"));
+        }
+    }
+    Ok(peers)
+}
+
+impl Args {
+    /// Checks the flags together; returns the founding peers.
+    pub fn validate(&self) -> Result<Peers, String> {
+        if self.id == 0 {
+            return Err("--id must be a positive integer".into());
+        }
+        let peers = parse_peers(&self.peers).map_err(|e| format!("--peers: {e}"))?;
+        match (self.join, peers.is_empty()) {
+            (true, false) => {
+                return Err(
+                    "--join starts an empty replica that is added later; leave --peers out".into(),
+                );
+            }
+            (false, true) => {
+                return Err(
+                    "--peers is required (every founding replica, this one included), or \
+                     --join to be added to a running cluster"
+                        .into(),
+                );
+            }
+            (false, false) if !peers.contains_key(&self.id) => {
+                return Err(format!(
+                    "--peers does not list this replica's --id {}: {:?}",
+                    self.id,
+                    peers.keys().collect::<Vec<_>>()
+                ));
+            }
+            _ => {}
+        }
+        if self.tick_ms == 0 {
+            return Err("--tick-ms must be at least 1".into());
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return Err(format!(
+                "--election-ticks ({}) must be greater than --heartbeat-ticks ({}), which must be \
+                 at least 1",
+                self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        Ok(peers)
+    }
+
+    pub fn node_config(&self, peers: &Peers) -> NodeConfig {
+        let mut c = NodeConfig::new(self.id, peers.keys().copied().collect(), &self.data_dir);
+        c.tick = Duration::from_millis(self.tick_ms);
+        c.election_ticks = self.election_ticks;
+        c.heartbeat_ticks = self.heartbeat_ticks;
+        c.snapshot_entries = self.snapshot_entries;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut v = vec!["joule-scheduler", "--data-dir", "/tmp/x"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v)
+    }
+
+    #[test]
+    fn a_good_peer_list_parses() {
+        let p = parse_peers("1=10.0.0.1:7000, 2=node-b:7000,3=[::1]:7001").unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[&3], "[::1]:7001");
+    }
+
+    #[test]
+    fn bad_peer_lists_are_refused_with_the_reason() {
+        for (input, want) in [
+            ("1=a:1,1=b:2", "peer id 1 appears more than once"),
+            ("1=a:1,2=a:1", "peers 1 and 2 have the same address a:1"),
+            ("1:a:1", "is not ID=HOST:PORT"),
+            ("x=a:1", "is not a positive integer"),
+            ("0=a:1", "ids start at 1"),
+            ("1=a", "is not HOST:PORT"),
+            ("1=a:0", "is not HOST:PORT"),
+            ("1=:7000", "is not HOST:PORT"),
+            ("1=a:99999", "is not HOST:PORT"),
+        ] {
+            let e = parse_peers(input).unwrap_err();
+            assert!(e.contains(want), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn flags_are_checked_together() {
+        let a = args(&["--id", "4", "--peers", "1=a:1,2=b:1,3=c:1"]).unwrap();
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .contains("does not list this replica's --id 4")
+        );
+        let a = args(&["--id", "1"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--peers is required"));
+        let a = args(&["--id", "4", "--join", "--peers", "1=a:1"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("leave --peers out"));
+        let a = args(&["--id", "1", "--peers", "1=a:1", "--election-ticks", "2"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--election-ticks (2)"));
+        let a = args(&[
+            "--id",
+            "2",
+            "--peers",
+            "1=a:1,2=b:1,3=c:1",
+            "--tick-ms",
+            "20",
+        ])
+        .unwrap();
+        let peers = a.validate().unwrap();
+        let c = a.node_config(&peers);
+        assert_eq!(
+            (c.voters, c.tick),
+            (vec![1, 2, 3], Duration::from_millis(20))
+        );
+        assert!(args(&["--id", "1", "--peers", "1=a:1", "--tick-ms", "x"]).is_err());
+    }
+}

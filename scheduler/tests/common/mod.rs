@@ -1,0 +1,3 @@
+//! Helpers shared by the scheduler's integration tests.
+
+pub mod linearizable;

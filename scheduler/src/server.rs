@@ -93,7 +93,10 @@ impl AdminService {
     fn status(&self, e: RaftError) -> Status {
         let leader = self.node.status().leader;
         match e {
-            RaftError::NoLeader { .. } | RaftError::Timeout { .. } | RaftError::Stopped(_) => {
+            RaftError::NoLeader { .. }
+            | RaftError::Timeout { .. }
+            | RaftError::LeaderChanged { .. }
+            | RaftError::Stopped(_) => {
                 Status::unavailable(format!("{e}; {}", self.leader_hint(leader)))
             }
             RaftError::Rejected(m) => Status::failed_precondition(m),

@@ -184,7 +184,12 @@ async fn a_minority_cannot_commit_and_a_healed_partition_converges() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, RaftError::NoLeader { .. } | RaftError::Timeout { .. }),
+        matches!(
+            e,
+            RaftError::NoLeader { .. }
+                | RaftError::Timeout { .. }
+                | RaftError::LeaderChanged { .. }
+        ),
         "{e}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));

@@ -80,6 +80,17 @@ pub enum RaftError {
         /// 0 when none is known.
         leader: u64,
     },
+    /// The leader changed while the request waited: a write may or may not be applied.
+    #[error(
+        "the leader changed (from replica {from} to {to}) before the {what} was confirmed; it \
+         may or may not have been applied; retry"
+    )]
+    LeaderChanged {
+        what: &'static str,
+        from: u64,
+        /// 0 while an election runs.
+        to: u64,
+    },
     /// Committed, but the state machine refused it (deterministically, on every replica).
     #[error("{0}")]
     Rejected(String),

@@ -42,6 +42,8 @@ struct Driver {
     proposals: HashMap<u64, Waiting>,
     /// ReadIndex requests made here, by sequence number (their request context).
     reads: HashMap<u64, Waiting>,
+    /// The leader as of the last step.
+    leader: u64,
 }
 
 /// Opens the replica's log (refusing a damaged one), restores its state from the latest
@@ -95,6 +97,7 @@ pub fn start(cfg: NodeConfig, transport: Arc<dyn Transport>) -> Result<RaftNode,
         seq: 0,
         proposals: HashMap::new(),
         reads: HashMap::new(),
+        leader: 0,
     };
     d.publish();
     let id = d.cfg.id;
@@ -161,6 +164,7 @@ impl Driver {
                 tracing::error!(replica = self.cfg.id, error = %e, "cannot persist the Raft log; stopping this replica");
                 break;
             }
+            self.leader_changed();
             self.publish();
             if stop {
                 break;
@@ -291,6 +295,26 @@ impl Driver {
                 "cannot remove the last voter".into(),
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// A request forwarded to a leader that is gone will never be answered by it: tell its
+    /// caller now (the outcome is unknown), so it can retry with the new leader at once.
+    fn leader_changed(&mut self) {
+        let now = self.leader();
+        if now == self.leader {
+            return;
+        }
+        let from = std::mem::replace(&mut self.leader, now);
+        if from == 0 {
+            return;
+        }
+        for (_, w) in self.proposals.drain().chain(self.reads.drain()) {
+            let _ = w.reply.send(Err(RaftError::LeaderChanged {
+                what: w.what,
+                from,
+                to: now,
+            }));
         }
     }
 

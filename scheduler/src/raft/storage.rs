@@ -1,8 +1,7 @@
 //! The durable Raft log of one replica: entries, hard state, membership (conf state) and the
 //! latest snapshot, in one redb file (`<data-dir>/raft.redb`). Every write is one transaction
-//! committed with fsync (redb's `Immediate` durability, two-phase commit so a torn primary is
-//! reported, never silently rolled back) before the driver sends the messages that depend on
-//! it. Every value carries a CRC32, and opening checks the whole log for consistency: a replica
+//! committed with one fsync (redb's `Immediate` durability) before the driver sends the
+//! messages that depend on it. Every value carries a CRC32, and opening checks the whole log for consistency: a replica
 //! whose disk state is damaged refuses to start instead of joining with bad data.
 //!
 //! Reads (raft-rs's [`Storage`] trait) are served from an in-memory mirror of the log, which
@@ -204,9 +203,11 @@ impl DiskStorage {
             reason: e.to_string(),
         };
         let mut tx = self.db.begin_write().map_err(|e| io(&e))?;
+        // One fsync per commit. With one-phase commit, redb detects a torn commit by checksum
+        // and falls back to the previous one; a commit is torn only if its fsync never
+        // returned, so nothing acknowledged is lost.
         tx.set_durability(Durability::Immediate)
             .map_err(|e| io(&e))?;
-        tx.set_two_phase_commit(true);
         {
             let mut meta = tx.open_table(META).map_err(|e| io(&e))?;
             let mut entries = tx.open_table(ENTRIES).map_err(|e| io(&e))?;

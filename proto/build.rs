@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "joule/internal/v1/worker.proto",
                 "joule/internal/v1/state.proto",
                 "joule/internal/v1/raft.proto",
+                "joule/internal/v1/registry.proto",
             ],
             &["."],
         )?;

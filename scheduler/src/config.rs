@@ -48,6 +48,12 @@ pub struct Args {
     /// Ticks between the leader's heartbeats.
     #[arg(long, env = "JOULE_HEARTBEAT_TICKS", default_value_t = 2)]
     pub heartbeat_ticks: usize,
+    /// How often workers heartbeat (told to them when they register), in milliseconds.
+    #[arg(long, env = "JOULE_HEARTBEAT_MS", default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// A worker not heard from for this long is marked Unreachable, in milliseconds.
+    #[arg(long, env = "JOULE_UNREACHABLE_AFTER_MS", default_value_t = 3000)]
+    pub unreachable_after_ms: u64,
     /// Applied entries between snapshots.
     #[arg(long, env = "JOULE_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
     pub snapshot_entries: u64,
@@ -121,6 +127,13 @@ impl Args {
                 ));
             }
             _ => {}
+        }
+        if self.heartbeat_ms == 0 || self.unreachable_after_ms <= self.heartbeat_ms {
+            return Err(format!(
+                "--unreachable-after-ms ({}) must be greater than --heartbeat-ms ({}), which must \
+                 be at least 1",
+                self.unreachable_after_ms, self.heartbeat_ms
+            ));
         }
         if self.tick_ms == 0 {
             return Err("--tick-ms must be at least 1".into());

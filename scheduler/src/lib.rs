@@ -1,10 +1,12 @@
 //! `joule-scheduler`: the control plane. Three or five replicas agree on the cluster state
-//! through Raft ([`raft`]); the state and the commands that change it live in [`state`]. The
+//! through Raft ([`raft`]); the state and the commands that change it live in [`state`];
+//! workers join and heartbeat through [`registry`]. The
 //! daemon's flags are in [`config`], its gRPC services in [`server`], and the Raft transport
 //! between replica processes in [`transport`].
 
 pub mod config;
 pub mod raft;
+pub mod registry;
 pub mod server;
 pub mod state;
 pub mod transport;

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use joule_proto::internal::v1::raft_server::RaftServer;
+use joule_proto::internal::v1::registry_server::RegistryServer;
 use joule_proto::v1::admin_server::AdminServer;
 use joule_scheduler::config::{Args, Peers};
 use joule_scheduler::raft::node;
+use joule_scheduler::registry::{Liveness, RegistryService, watch_workers};
 use joule_scheduler::server::{AdminService, RaftService};
 use joule_scheduler::transport::GrpcTransport;
 use tokio::net::TcpListener;
@@ -56,11 +58,28 @@ async fn run(args: &Args, peers: Peers, token: String) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
+    let live = Arc::new(Liveness::default());
     let admin = AdminService {
         node: node.clone(),
         transport: Arc::clone(&transport),
         token,
+        live: live.clone(),
     };
+    let heartbeat = std::time::Duration::from_millis(args.heartbeat_ms);
+    let registry = RegistryService {
+        node: node.clone(),
+        transport: Arc::clone(&transport),
+        join_token: args.join_token.clone().filter(|t| !t.is_empty()),
+        heartbeat,
+        live: live.clone(),
+        leader_link: std::sync::Mutex::new(None),
+    };
+    tokio::spawn(watch_workers(
+        node.clone(),
+        live,
+        heartbeat / 2,
+        std::time::Duration::from_millis(args.unreachable_after_ms),
+    ));
     tracing::info!(
         replica = args.id,
         listen = %listener.local_addr()?,
@@ -78,6 +97,7 @@ async fn run(args: &Args, peers: Peers, token: String) -> anyhow::Result<()> {
         .add_service(reflection)
         .add_service(RaftServer::new(RaftService { node: node.clone() }))
         .add_service(AdminServer::new(admin))
+        .add_service(RegistryServer::new(registry))
         .serve_with_incoming_shutdown(incoming, async move {
             tokio::select! {
                 _ = joule_scheduler::terminated() => {}

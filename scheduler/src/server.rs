@@ -55,6 +55,44 @@ pub struct AdminService {
     pub node: RaftNode,
     pub transport: Arc<GrpcTransport>,
     pub token: String,
+    pub live: Arc<crate::registry::Liveness>,
+}
+
+fn status_name(s: i32) -> &'static str {
+    match pb::NodeStatus::try_from(s) {
+        Ok(pb::NodeStatus::Ready) => "Ready",
+        Ok(pb::NodeStatus::Unreachable) => "Unreachable",
+        _ => "Unknown",
+    }
+}
+
+fn schedule_name(s: i32) -> &'static str {
+    match pb::NodeSchedule::try_from(s) {
+        Ok(pb::NodeSchedule::Cordoned) => "Cordoned",
+        Ok(pb::NodeSchedule::Draining) => "Draining",
+        _ => "Active",
+    }
+}
+
+fn node_info(n: &pb::Node, load: Option<&pb::WorkerLoad>) -> v1::NodeInfo {
+    let hw = n.hardware.clone().unwrap_or_default();
+    let load = load.copied().unwrap_or_default();
+    v1::NodeInfo {
+        name: n.name.clone(),
+        address: n.address.clone(),
+        status: status_name(n.status).into(),
+        schedule: schedule_name(n.schedule).into(),
+        registered_at_ms: n.registered_at_ms,
+        status_since_ms: n.status_since_ms,
+        cpu_model: hw.cpu_model,
+        logical_cpus: hw.logical_cpus,
+        memory_bytes: hw.memory_bytes,
+        gpus: hw.gpus,
+        models: n.profiles.iter().map(|p| p.model.clone()).collect(),
+        running: load.running,
+        output_tokens_per_s: load.output_tokens_per_s,
+        watts: load.watts,
+    }
 }
 
 /// Compares without stopping at the first difference, so timing does not reveal the token.
@@ -62,24 +100,33 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Checks `authorization: Bearer <token>`; refusals are logged without any token's value.
+pub(crate) fn check_bearer<T>(
+    req: &Request<T>,
+    token: &str,
+    call: &'static str,
+    kind: &'static str,
+) -> Result<(), Status> {
+    let given = req
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same(t.as_bytes(), token.as_bytes()) => Ok(()),
+        _ => {
+            tracing::warn!(call, peer = ?req.remote_addr(), presented = given.is_some(), "{kind} call refused: missing or wrong {kind} token");
+            Err(Status::unauthenticated(format!(
+                "missing or wrong {kind} token: send `authorization: Bearer <token>` with the \
+                 scheduler's --{kind}-token"
+            )))
+        }
+    }
+}
+
 impl AdminService {
     fn auth<T>(&self, req: &Request<T>, call: &'static str) -> Result<(), Status> {
-        let given = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(t) if same(t.as_bytes(), self.token.as_bytes()) => Ok(()),
-            _ => {
-                // The token itself is never logged.
-                tracing::warn!(call, peer = ?req.remote_addr(), presented = given.is_some(), "admin call refused: missing or wrong admin token");
-                Err(Status::unauthenticated(
-                    "missing or wrong admin token: send `authorization: Bearer <token>` with the \
-                     scheduler's --admin-token",
-                ))
-            }
-        }
+        check_bearer(req, &self.token, call, "admin")
     }
 
     fn leader_hint(&self, leader: u64) -> String {
@@ -235,6 +282,76 @@ impl Admin for AdminService {
             .map_err(|e| self.status(e))?;
         tracing::info!(replica = id, index, "replica removed");
         Ok(Response::new(v1::RemoveReplicaResponse { index }))
+    }
+
+    async fn list_nodes(
+        &self,
+        req: Request<v1::ListNodesRequest>,
+    ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        self.auth(&req, "ListNodes")?;
+        Ok(Response::new(v1::ListNodesResponse {
+            nodes: self.nodes().await?,
+        }))
+    }
+
+    async fn get_node(
+        &self,
+        req: Request<v1::GetNodeRequest>,
+    ) -> Result<Response<v1::NodeInfo>, Status> {
+        self.auth(&req, "GetNode")?;
+        Ok(Response::new(self.one(&req.into_inner().name).await?))
+    }
+
+    async fn set_node_schedule(
+        &self,
+        req: Request<v1::SetNodeScheduleRequest>,
+    ) -> Result<Response<v1::NodeInfo>, Status> {
+        self.auth(&req, "SetNodeSchedule")?;
+        let r = req.into_inner();
+        let schedule = match r.schedule.to_ascii_lowercase().as_str() {
+            "active" | "uncordoned" => pb::NodeSchedule::Active,
+            "cordoned" => pb::NodeSchedule::Cordoned,
+            "draining" => pb::NodeSchedule::Draining,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "schedule: {other:?} is not Active, Cordoned or Draining"
+                )));
+            }
+        };
+        self.one(&r.name).await?;
+        let cmd = pb::Command {
+            kind: Some(pb::command::Kind::SetNodeSchedule(pb::SetNodeSchedule {
+                name: r.name.clone(),
+                schedule: schedule as i32,
+            })),
+        };
+        self.node.propose(&cmd).await.map_err(|e| self.status(e))?;
+        tracing::info!(node = %r.name, schedule = schedule_name(schedule as i32), "node schedule set");
+        Ok(Response::new(self.one(&r.name).await?))
+    }
+}
+
+impl AdminService {
+    async fn nodes(&self) -> Result<Vec<v1::NodeInfo>, Status> {
+        let nodes = self
+            .node
+            .read(|sm| sm.state().nodes.values().cloned().collect::<Vec<_>>())
+            .await
+            .map_err(|e| self.status(e))?;
+        let loads = self.live.loads();
+        Ok(nodes
+            .iter()
+            .map(|n| node_info(n, loads.get(&n.name)))
+            .collect())
+    }
+
+    async fn one(&self, name: &str) -> Result<v1::NodeInfo, Status> {
+        let all = self.nodes().await?;
+        let names: Vec<&str> = all.iter().map(|n| n.name.as_str()).collect();
+        all.iter()
+            .find(|n| n.name == name)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no node named {name:?}; known: {names:?}")))
     }
 }
 

@@ -150,9 +150,37 @@ pub struct Args {
     #[arg(long, env = "JOULE_DRAIN_TIMEOUT_S", default_value_t = 30.0)]
     pub drain_timeout_s: f64,
 
+    /// Scheduler replicas to register with and heartbeat to, HOST:PORT (repeatable, or
+    /// comma-separated); none: run standalone.
+    #[arg(long = "scheduler", env = "JOULE_SCHEDULER", value_delimiter = ',')]
+    pub schedulers: Vec<String>,
+
+    /// The cluster's join token (required with --scheduler).
+    #[arg(long, env = "JOULE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+
+    /// This worker's name in the cluster (default: the host name).
+    #[arg(long, env = "JOULE_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Where the cluster reaches this worker's gRPC, HOST:PORT (default: --listen, or the host
+    /// name and its port when --listen is a wildcard address).
+    #[arg(long, env = "JOULE_ADVERTISE")]
+    pub advertise: Option<String>,
+
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG also works.
     #[arg(long, env = "JOULE_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// The machine's host name (`/etc/hostname`, then `$HOSTNAME`, then "worker").
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "worker".into())
 }
 
 impl Args {
@@ -220,6 +248,9 @@ impl Args {
                 }
                 one.sha256 = Some(h.to_ascii_lowercase());
             }
+        }
+        if !self.schedulers.is_empty() && self.join_token.as_deref().unwrap_or("").is_empty() {
+            return Err("--scheduler needs the cluster's --join-token (JOULE_JOIN_TOKEN)".into());
         }
         if !(self.idle_watts >= 0.0 && self.busy_watts >= self.idle_watts) {
             return Err(format!(
@@ -342,6 +373,15 @@ mod tests {
         std::fs::write(&f, "lisen = \"x\"\n").unwrap();
         let e = Args::load_from(["w", "--config", f.to_str().unwrap()]).unwrap_err();
         assert!(e.contains("unknown setting \"lisen\""), "{e}");
+    }
+
+    #[test]
+    fn a_scheduler_needs_the_join_token() {
+        let e = Args::load_from(["w", "--scheduler", "10.0.0.1:7000"]).unwrap_err();
+        assert!(e.contains("--join-token"), "{e}");
+        let a =
+            Args::load_from(["w", "--scheduler", "a:7000,b:7000", "--join-token", "t"]).unwrap();
+        assert_eq!(a.schedulers, ["a:7000", "b:7000"]);
     }
 
     #[test]

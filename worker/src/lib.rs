@@ -10,7 +10,9 @@
 //! - [`service`]: the gRPC service; [`stream`]: one response stream; [`state`]: what they
 //!   share, including drain.
 //! - [`metrics`]: Prometheus `/metrics`; [`server`]: wiring, start-up, shutdown.
+//! - [`agent`]: with `--scheduler`, registration with the cluster and heartbeats.
 
+pub mod agent;
 pub mod calibrate;
 pub mod config;
 pub mod hardware;

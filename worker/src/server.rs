@@ -238,12 +238,35 @@ impl Worker {
                 tracing::info!(models = st.models.ready().len(), "ready");
             }
         });
+        let mut tasks = vec![grpc_task, metrics_task, loader];
+        if !args.schedulers.is_empty() {
+            let address = args.advertise.clone().unwrap_or_else(|| {
+                if grpc_addr.ip().is_unspecified() {
+                    format!("{}:{}", crate::config::host_name(), grpc_addr.port())
+                } else {
+                    grpc_addr.to_string()
+                }
+            });
+            let agent = crate::agent::Agent {
+                schedulers: args.schedulers.clone(),
+                join_token: args.join_token.clone().unwrap_or_default(),
+                name: args
+                    .node_name
+                    .clone()
+                    .unwrap_or_else(crate::config::host_name),
+                address,
+                hardware: hw.clone(),
+                fingerprint: state.hardware.clone(),
+                state: state.clone(),
+            };
+            tasks.push(tokio::spawn(agent.run()));
+        }
         Ok(Self {
             grpc_addr,
             metrics_addr,
             state,
             stop,
-            tasks: vec![grpc_task, metrics_task, loader],
+            tasks,
         })
     }
 

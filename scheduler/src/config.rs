@@ -20,11 +20,12 @@ pub struct Args {
     /// This replica's id: a positive integer, unique in the cluster.
     #[arg(long, env = "JOULE_ID")]
     pub id: u64,
-    /// Every founding replica, this one included: `ID=HOST:PORT,...` (the Raft port of each).
-    /// A replica joining a running cluster leaves this empty and starts with `--join`.
+    /// Every founding replica, this one included: `ID=HOST:PORT,...` (the gRPC port of each).
+    /// With `--join`: the replicas of the running cluster, so this one can answer them.
     #[arg(long, env = "JOULE_PEERS", default_value = "")]
     pub peers: String,
-    /// Start empty and wait to be added by a membership change (`joulectl cluster add`).
+    /// Start with no membership and wait to be added by a membership change
+    /// (`joule.v1.Admin/AddReplica` on the leader).
     #[arg(long, env = "JOULE_JOIN")]
     pub join: bool,
     /// Where the Raft log and snapshots live; keep it on a persistent disk.
@@ -107,9 +108,11 @@ impl Args {
         }
         let peers = parse_peers(&self.peers).map_err(|e| format!("--peers: {e}"))?;
         match (self.join, peers.is_empty()) {
-            (true, false) => {
+            (true, true) => {
                 return Err(
-                    "--join starts an empty replica that is added later; leave --peers out".into(),
+                    "--join needs --peers listing the running cluster's replicas, so this one \
+                     can answer them"
+                        .into(),
                 );
             }
             (false, true) => {
@@ -149,7 +152,12 @@ impl Args {
     }
 
     pub fn node_config(&self, peers: &Peers) -> NodeConfig {
-        let mut c = NodeConfig::new(self.id, peers.keys().copied().collect(), &self.data_dir);
+        let voters = if self.join {
+            Vec::new()
+        } else {
+            peers.keys().copied().collect()
+        };
+        let mut c = NodeConfig::new(self.id, voters, &self.data_dir);
         c.tick = Duration::from_millis(self.tick_ms);
         c.election_ticks = self.election_ticks;
         c.heartbeat_ticks = self.heartbeat_ticks;
@@ -203,8 +211,14 @@ mod tests {
         );
         let a = args(&["--id", "1"]).unwrap();
         assert!(a.validate().unwrap_err().contains("--peers is required"));
+        let a = args(&["--id", "4", "--join"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--join needs --peers"));
         let a = args(&["--id", "4", "--join", "--peers", "1=a:1"]).unwrap();
-        assert!(a.validate().unwrap_err().contains("leave --peers out"));
+        let peers = a.validate().unwrap();
+        assert!(
+            a.node_config(&peers).voters.is_empty(),
+            "a joiner starts with no membership"
+        );
         let a = args(&["--id", "1", "--peers", "1=a:1", "--election-ticks", "2"]).unwrap();
         assert!(a.validate().unwrap_err().contains("--election-ticks (2)"));
         let a = args(&[

@@ -41,10 +41,7 @@ impl Liveness {
     /// The latest load each worker reported (on the leader).
     pub fn loads(&self) -> HashMap<String, pb::WorkerLoad> {
         let l = self.inner.lock().expect("liveness lock");
-        l.seen
-            .iter()
-            .map(|(k, v)| (k.clone(), v.1))
-            .collect()
+        l.seen.iter().map(|(k, v)| (k.clone(), v.1)).collect()
     }
 
     fn touch(&self, name: &str, load: pb::WorkerLoad) {

@@ -68,9 +68,30 @@ impl Cluster {
     }
 
     fn start(&mut self, id: u64) {
+        self.spawn(id, false);
+    }
+
+    /// Starts a new replica with `--join` (it waits to be added).
+    fn start_joiner(&mut self) -> u64 {
+        let id = self.replicas.len() as u64 + 1;
+        self.replicas.push(Replica {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            dir: self.tmp.path().join(format!("r{id}")),
+            child: None,
+        });
+        self.spawn(id, true);
+        id
+    }
+
+    fn spawn(&mut self, id: u64, join: bool) {
         let log = self.tmp.path().join(format!("r{id}.log"));
         let r = &mut self.replicas[id as usize - 1];
-        let child = Command::new(env!("CARGO_BIN_EXE_joule-scheduler"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_joule-scheduler"));
+        if join {
+            cmd.arg("--join");
+        }
+        let child = cmd
             .args([
                 "--id",
                 &id.to_string(),
@@ -496,4 +517,81 @@ async fn a_registered_worker_stays_ready_across_failover_and_is_unreachable_once
     worker.shutdown().await;
     let n = node_becomes(&c, "cpu-1", "Unreachable", Duration::from_secs(10)).await;
     assert!(n.status_since_ms > since);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_added_and_another_removed_at_run_time() {
+    let mut c = Cluster::new(3);
+    let leader = c.leader(Duration::from_secs(15), 0).await;
+    let mut admin = client(c.addr(leader)).await.unwrap();
+    admin
+        .put_setting(authed(v1::PutSettingRequest {
+            key: "before".into(),
+            value: "1".into(),
+        }))
+        .await
+        .unwrap();
+    let new = c.start_joiner();
+    let addr = c.addr(new).to_string();
+    let r = admin
+        .add_replica(authed(v1::AddReplicaRequest {
+            id: new,
+            address: addr,
+        }))
+        .await
+        .unwrap();
+    assert!(r.into_inner().index > 0);
+    // Bad input: adding it again, or an address that is not HOST:PORT.
+    let e = admin
+        .add_replica(authed(v1::AddReplicaRequest {
+            id: 9,
+            address: "nowhere".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    // The new replica catches up and serves linearizable reads.
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(mut cl) = client(c.addr(new)).await
+            && let Ok(r) = cl
+                .get_setting(authed(v1::GetSettingRequest {
+                    key: "before".into(),
+                }))
+                .await
+            && r.into_inner().found
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the added replica never served the setting"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Remove a follower; the four-member status becomes three.
+    let gone = (1..=3).find(|i| *i != leader).unwrap();
+    admin
+        .remove_replica(authed(v1::RemoveReplicaRequest { id: gone }))
+        .await
+        .unwrap();
+    c.kill9(gone);
+    let st = admin
+        .cluster_status(authed(v1::ClusterStatusRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids: Vec<u64> = st.replicas.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    let mut want: Vec<u64> = (1..=4).filter(|i| *i != gone).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    admin
+        .put_setting(authed(v1::PutSettingRequest {
+            key: "after".into(),
+            value: "2".into(),
+        }))
+        .await
+        .unwrap();
 }

@@ -63,6 +63,16 @@ pub struct Args {
 /// The founding replicas, by id.
 pub type Peers = BTreeMap<u64, String>;
 
+/// Checks that `addr` is HOST:PORT with a port from 1 to 65535.
+pub fn check_address(addr: &str) -> Result<(), String> {
+    addr.rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty())
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .filter(|p| *p != 0)
+        .map(|_| ())
+        .ok_or_else(|| format!("{addr:?} is not HOST:PORT with a port from 1 to 65535"))
+}
+
 /// Parses `ID=HOST:PORT,...`, refusing malformed entries, id 0 and duplicate ids or addresses.
 pub fn parse_peers(s: &str) -> Result<Peers, String> {
     let mut peers = Peers::new();
@@ -78,16 +88,7 @@ pub fn parse_peers(s: &str) -> Result<Peers, String> {
             return Err(format!("peer {item:?}: ids start at 1"));
         }
         let addr = addr.trim();
-        let port = addr
-            .rsplit_once(':')
-            .filter(|(host, _)| !host.is_empty())
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .filter(|p| *p != 0);
-        if port.is_none() {
-            return Err(format!(
-                "peer {item:?}: {addr:?} is not HOST:PORT with a port from 1 to 65535"
-            ));
-        }
+        check_address(addr).map_err(|e| format!("peer {item:?}: {e}"))?;
         if let Some((other, _)) = peers.iter().find(|(_, a)| a.as_str() == addr) {
             return Err(format!(
                 "peers {other} and {id} have the same address {addr}"

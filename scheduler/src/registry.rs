@@ -73,15 +73,7 @@ impl RegistryService {
     }
 
     fn status(&self, e: RaftError) -> Status {
-        let leader = self.node.status().leader;
-        let hint = match self.transport.address(leader) {
-            Some(a) if leader != 0 => format!("; the leader is replica {leader} at {a}"),
-            _ => String::new(),
-        };
-        match e {
-            RaftError::Rejected(m) | RaftError::InvalidChange(m) => Status::failed_precondition(m),
-            e => Status::unavailable(format!("{e}{hint}")),
-        }
+        crate::server::raft_status(e, &self.node, &self.transport)
     }
 
     fn leader_client(
@@ -116,9 +108,8 @@ fn check_node(n: &pb::Node) -> Result<(), Status> {
             n.name
         )));
     }
-    crate::config::parse_peers(&format!("1={}", n.address)).map_err(|_| {
-        Status::invalid_argument(format!("node.address: {:?} is not HOST:PORT", n.address))
-    })?;
+    crate::config::check_address(&n.address)
+        .map_err(|e| Status::invalid_argument(format!("node.address: {e}")))?;
     Ok(())
 }
 

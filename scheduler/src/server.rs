@@ -129,28 +129,28 @@ impl AdminService {
         check_bearer(req, &self.token, call, "admin")
     }
 
-    fn leader_hint(&self, leader: u64) -> String {
-        match (leader, self.transport.address(leader)) {
-            (0, _) => "no leader is known".into(),
-            (l, Some(a)) => format!("the leader is replica {l} at {a}"),
-            (l, None) => format!("the leader is replica {l}"),
-        }
-    }
-
     fn status(&self, e: RaftError) -> Status {
-        let leader = self.node.status().leader;
-        match e {
-            RaftError::NoLeader { .. }
-            | RaftError::Timeout { .. }
-            | RaftError::LeaderChanged { .. }
-            | RaftError::Stopped(_) => {
-                Status::unavailable(format!("{e}; {}", self.leader_hint(leader)))
-            }
-            RaftError::Rejected(m) => Status::failed_precondition(m),
-            RaftError::InvalidChange(m) => {
-                Status::failed_precondition(format!("{m}; {}", self.leader_hint(leader)))
-            }
-        }
+        raft_status(e, &self.node, &self.transport)
+    }
+}
+
+/// A Raft error as the status a client sees, naming the leader (and its address) where that
+/// tells the client where to go.
+pub(crate) fn raft_status(e: RaftError, node: &RaftNode, transport: &GrpcTransport) -> Status {
+    let hint = match node.status().leader {
+        0 => "no leader is known".to_string(),
+        l => match transport.address(l) {
+            Some(a) => format!("the leader is replica {l} at {a}"),
+            None => format!("the leader is replica {l}"),
+        },
+    };
+    match e {
+        RaftError::NoLeader { .. }
+        | RaftError::Timeout { .. }
+        | RaftError::LeaderChanged { .. }
+        | RaftError::Stopped(_) => Status::unavailable(format!("{e}; {hint}")),
+        RaftError::Rejected(m) => Status::failed_precondition(m),
+        RaftError::InvalidChange(m) => Status::failed_precondition(format!("{m}; {hint}")),
     }
 }
 
@@ -248,8 +248,11 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::AddReplicaResponse>, Status> {
         self.auth(&req, "AddReplica")?;
         let r = req.into_inner();
-        crate::config::parse_peers(&format!("{}={}", r.id, r.address))
-            .map_err(Status::invalid_argument)?;
+        if r.id == 0 {
+            return Err(Status::invalid_argument("id: replica ids start at 1"));
+        }
+        crate::config::check_address(&r.address)
+            .map_err(|e| Status::invalid_argument(format!("address: {e}")))?;
         // The address first, so that every replica can reach the new one once it is a member.
         let cmd = pb::Command {
             kind: Some(pb::command::Kind::SetReplicaAddress(

@@ -82,9 +82,19 @@ impl GrpcTransport {
 
 impl Transport for GrpcTransport {
     fn send(&self, msgs: Vec<RaftMessage>) {
+        // One address lookup per peer per batch, not per message.
+        let mut links: Vec<(u64, Option<mpsc::Sender<RaftMessage>>)> = Vec::new();
         for m in msgs {
             let to = m.to;
-            match self.link(to) {
+            let link = match links.iter().find(|l| l.0 == to) {
+                Some(l) => l.1.clone(),
+                None => {
+                    let l = self.link(to);
+                    links.push((to, l.clone()));
+                    l
+                }
+            };
+            match link {
                 Some(tx) => {
                     if tx.try_send(m).is_err() {
                         tracing::debug!(to, "Raft queue full; message dropped");

@@ -101,19 +101,19 @@ pub fn start(cfg: NodeConfig, transport: Arc<dyn Transport>) -> Result<RaftNode,
     };
     d.publish();
     let id = d.cfg.id;
+    let dir = d.cfg.data_dir.clone();
+    let thread_error = |e: std::io::Error| LogError::Io {
+        path: dir.clone(),
+        reason: format!("cannot start the Raft thread: {e}"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(thread_error)?;
     std::thread::Builder::new()
         .name(format!("joule-raft-{id}"))
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .expect("a current-thread runtime");
-            rt.block_on(d.run(rx));
-        })
-        .map_err(|e| LogError::Io {
-            path: std::path::PathBuf::from("."),
-            reason: format!("cannot start the Raft thread: {e}"),
-        })?;
+        .spawn(move || rt.block_on(d.run(rx)))
+        .map_err(thread_error)?;
     Ok(handle)
 }
 
@@ -180,27 +180,17 @@ impl Driver {
         self.rn.raft.leader_id
     }
 
-    fn wait(&mut self, reply: Reply, what: &'static str) -> u64 {
+    /// The next sequence number for a request made here, and its context bytes.
+    fn next(&mut self) -> (u64, Vec<u8>) {
         self.seq += 1;
-        let w = Waiting {
+        (self.seq, context(self.cfg.id, self.seq))
+    }
+
+    fn waiting(&self, reply: Reply, what: &'static str) -> Waiting {
+        Waiting {
             reply,
             deadline: Instant::now() + self.cfg.request_timeout,
             what,
-        };
-        match what {
-            "read" => self.reads.insert(self.seq, w),
-            _ => self.proposals.insert(self.seq, w),
-        };
-        self.seq
-    }
-
-    fn fail(&mut self, seq: u64, e: RaftError) {
-        if let Some(w) = self
-            .proposals
-            .remove(&seq)
-            .or_else(|| self.reads.remove(&seq))
-        {
-            let _ = w.reply.send(Err(e));
         }
     }
 
@@ -219,9 +209,15 @@ impl Driver {
                     let _ = reply.send(Err(no_leader));
                     return;
                 }
-                let seq = self.wait(reply, "write");
-                if self.rn.propose(context(self.cfg.id, seq), data).is_err() {
-                    self.fail(seq, no_leader);
+                let (seq, ctx) = self.next();
+                match self.rn.propose(ctx, data) {
+                    Ok(()) => {
+                        let w = self.waiting(reply, "write");
+                        self.proposals.insert(seq, w);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(no_leader));
+                    }
                 }
             }
             Input::Read { reply } => {
@@ -229,8 +225,10 @@ impl Driver {
                     let _ = reply.send(Err(no_leader));
                     return;
                 }
-                let seq = self.wait(reply, "read");
-                self.rn.read_index(context(self.cfg.id, seq));
+                let (seq, ctx) = self.next();
+                self.rn.read_index(ctx);
+                let w = self.waiting(reply, "read");
+                self.reads.insert(seq, w);
             }
             Input::Membership { change, reply } => {
                 if let Err(e) = self.check_change(change) {
@@ -247,9 +245,15 @@ impl Driver {
                 single.node_id = id;
                 let mut cc = ConfChangeV2::default();
                 cc.set_changes(vec![single].into());
-                let seq = self.wait(reply, "membership change");
-                if let Err(e) = self.rn.propose_conf_change(context(self.cfg.id, seq), cc) {
-                    self.fail(seq, RaftError::InvalidChange(e.to_string()));
+                let (seq, ctx) = self.next();
+                match self.rn.propose_conf_change(ctx, cc) {
+                    Ok(()) => {
+                        let w = self.waiting(reply, "membership change");
+                        self.proposals.insert(seq, w);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(RaftError::InvalidChange(e.to_string())));
+                    }
                 }
             }
             Input::Unreachable(id) => self.rn.report_unreachable(id),
@@ -324,13 +328,7 @@ impl Driver {
         let leader = self.leader();
         let ms = self.cfg.request_timeout.as_millis() as u64;
         for map in [&mut self.proposals, &mut self.reads] {
-            let late: Vec<u64> = map
-                .iter()
-                .filter(|(_, w)| w.deadline <= now)
-                .map(|(s, _)| *s)
-                .collect();
-            for s in late {
-                let w = map.remove(&s).expect("present");
+            for (_, w) in map.extract_if(|_, w| w.deadline <= now) {
                 let _ = w.reply.send(Err(RaftError::Timeout {
                     what: w.what,
                     timeout_ms: ms,

@@ -367,14 +367,11 @@ impl Storage for DiskStorage {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        if idx == self.snap.get_metadata().index {
-            return Ok(self.snap.get_metadata().term);
+        match self.term_of(idx) {
+            Some(t) => Ok(t),
+            None if idx < self.first() => Err(raft::Error::Store(StorageError::Compacted)),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
         }
-        if idx < self.first() {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        self.term_of(idx)
-            .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {

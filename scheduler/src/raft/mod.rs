@@ -10,6 +10,7 @@ mod logger;
 pub mod node;
 pub mod sim;
 pub mod storage;
+pub mod wal;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

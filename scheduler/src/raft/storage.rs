@@ -1,8 +1,14 @@
-//! The durable Raft log of one replica: entries, hard state, membership (conf state) and the
-//! latest snapshot, in one redb file (`<data-dir>/raft.redb`). Every write is one transaction
-//! committed with one fsync (redb's `Immediate` durability) before the driver sends the
-//! messages that depend on it. Every value carries a CRC32, and opening checks the whole log for consistency: a replica
-//! whose disk state is damaged refuses to start instead of joining with bad data.
+//! The durable Raft log of one replica, in its data dir:
+//! - `wal-<generation>.log` ([`super::wal`]): entries and hard state, appended with one write and
+//!   one `fdatasync` per `Ready`, before the driver sends the messages that depend on them;
+//! - `raft.redb`: the format marker, the membership (conf state), the latest snapshot and which
+//!   WAL generation goes with it, each value with a CRC32, each change one fsynced transaction.
+//!
+//! Compaction writes the hard state and the entries after the new snapshot to a new WAL
+//! generation, then commits the snapshot and the generation in redb, then deletes the old file;
+//! a crash between any two steps leaves one consistent pair (leftover files are deleted at
+//! open). Opening checks everything for consistency: a replica whose disk state is damaged
+//! refuses to start instead of joining with bad data.
 //!
 //! Reads (raft-rs's [`Storage`] trait) are served from an in-memory mirror of the log, which
 //! snapshots keep short.
@@ -12,13 +18,13 @@ use std::sync::{Arc, RwLock};
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
+use super::wal::{self, Wal, WalError};
 use crate::state::StateMachine;
 
-const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const FORMAT: &[u8] = b"joule-raft-1";
+const FORMAT: &[u8] = b"joule-raft-2";
 
 /// Why the log cannot be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +41,9 @@ pub enum LogError {
 
 /// A replica's Raft log on disk, with its in-memory mirror.
 pub struct DiskStorage {
-    path: PathBuf,
+    dir: PathBuf,
     db: Database,
+    wal: Wal,
     hs: HardState,
     cs: ConfState,
     /// The latest snapshot (metadata and data); index 0 when there is none.
@@ -65,6 +72,13 @@ fn unseal<M: protobuf::Message>(what: &str, v: &[u8]) -> Result<M, String> {
     M::parse_from_bytes(body).map_err(|e| format!("{what}: {e}"))
 }
 
+/// What the metadata in redb says.
+struct Meta {
+    cs: ConfState,
+    snap: Snapshot,
+    generation: u64,
+}
+
 impl DiskStorage {
     /// Opens (or creates) the log in `dir`. A new log of a founding replica starts with `voters`
     /// as its membership; a replica that joins later starts with none (`voters` empty) and
@@ -72,116 +86,104 @@ impl DiskStorage {
     pub fn open(dir: &Path, voters: &[u64]) -> Result<Self, LogError> {
         let path = dir.join("raft.redb");
         let io = |e: &dyn std::fmt::Display| LogError::Io {
-            path: path.clone(),
+            path: dir.to_path_buf(),
             reason: e.to_string(),
         };
         let corrupt = |reason: String| LogError::Corrupt {
-            path: path.clone(),
+            path: dir.to_path_buf(),
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
         let fresh = !path.exists();
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::Storage(redb::StorageError::Corrupted(r)) => corrupt(r),
-            redb::DatabaseError::Storage(redb::StorageError::Io(e))
-                if e.kind() == std::io::ErrorKind::InvalidData =>
-            {
-                corrupt(e.to_string())
-            }
-            e => io(&e),
-        })?;
-        let mut s = Self {
-            path: path.clone(),
-            db,
-            hs: HardState::default(),
-            cs: ConfState::default(),
-            snap: Snapshot::default(),
-            entries: Vec::new(),
-            state: None,
-        };
-        if fresh {
-            s.cs = ConfState::from((voters.to_vec(), Vec::<u64>::new()));
+        let mut founding_hs = HardState::default();
+        let founding = fresh.then(|| {
+            let cs = ConfState::from((voters.to_vec(), Vec::<u64>::new()));
+            let mut snap = Snapshot::default();
             if !voters.is_empty() {
                 // Every founding replica starts from the same snapshot at index 1 holding the
                 // initial membership, so a replica added later learns it from a snapshot
                 // instead of replaying a log that never recorded it.
-                let m = s.snap.mut_metadata();
+                let m = snap.mut_metadata();
                 m.index = 1;
                 m.term = 1;
-                m.set_conf_state(s.cs.clone());
-                s.hs.term = 1;
-                s.hs.commit = 1;
+                m.set_conf_state(cs.clone());
+                founding_hs.term = 1;
+                founding_hs.commit = 1;
             }
-            let (cs, snap, hs) = (s.cs.clone(), s.snap.clone(), s.hs.clone());
-            s.write(|meta, _| {
-                meta.insert("format", FORMAT)?;
-                meta.insert("conf_state", seal(&cs).as_slice())?;
-                meta.insert("snapshot", seal(&snap).as_slice())?;
-                meta.insert("hard_state", seal(&hs).as_slice())?;
-                Ok(())
-            })?;
-            return Ok(s);
+            Meta {
+                cs,
+                snap,
+                generation: 1,
+            }
+        });
+        if founding.is_some() {
+            // The WAL first: raft.redb existing is what marks the log as created.
+            Wal::create(dir, 1, &founding_hs, &[]).map_err(|e| io(&e))?;
         }
-        s.load().map_err(corrupt)?;
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(r)) => {
+                corrupt(format!("raft.redb: {r}"))
+            }
+            redb::DatabaseError::Storage(redb::StorageError::Io(e))
+                if e.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                corrupt(format!("raft.redb: {e}"))
+            }
+            e => io(&e),
+        })?;
+        let meta = match founding {
+            Some(m) => {
+                write_meta(&db, dir, |t| {
+                    t.insert("format", FORMAT)?;
+                    t.insert("conf_state", seal(&m.cs).as_slice())?;
+                    t.insert("snapshot", seal(&m.snap).as_slice())?;
+                    t.insert("wal", m.generation.to_le_bytes().as_slice())?;
+                    Ok(())
+                })?;
+                m
+            }
+            None => load_meta(&db).map_err(|r| corrupt(format!("raft.redb: {r}")))?,
+        };
+        let after = meta.snap.get_metadata().index;
+        let (wal, replayed) = Wal::open(dir, meta.generation, after).map_err(|e| match e {
+            WalError::Io(e) => io(&e),
+            WalError::Corrupt(r) => corrupt(r),
+        })?;
+        if replayed.torn_bytes > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                bytes = replayed.torn_bytes,
+                "cut off the end of the Raft WAL: a write torn by a crash (never acknowledged)"
+            );
+        }
+        for g in wal::generations(dir).map_err(|e| io(&e))? {
+            if g != meta.generation {
+                let _ = std::fs::remove_file(wal::path(dir, g));
+            }
+        }
+        let mut s = Self {
+            dir: dir.to_path_buf(),
+            db,
+            wal,
+            hs: replayed.hard_state.unwrap_or(founding_hs),
+            cs: meta.cs,
+            snap: meta.snap,
+            entries: replayed.entries,
+            state: None,
+        };
+        s.check().map_err(corrupt)?;
         Ok(s)
     }
 
-    fn load(&mut self) -> Result<(), String> {
-        let r = self.db.begin_read().map_err(|e| e.to_string())?;
-        let meta = r
-            .open_table(META)
-            .map_err(|e| format!("no metadata table: {e}"))?;
-        let get = |k: &str| -> Result<Option<Vec<u8>>, String> {
-            Ok(meta
-                .get(k)
-                .map_err(|e| e.to_string())?
-                .map(|v| v.value().to_vec()))
-        };
-        if get("format")?.as_deref() != Some(FORMAT) {
-            return Err("not a Joule Raft log (format marker missing)".into());
-        }
-        if let Some(v) = get("hard_state")? {
-            self.hs = unseal("hard state", &v)?;
-        }
-        self.cs = unseal(
-            "conf state",
-            &get("conf_state")?.ok_or("conf state missing")?,
-        )?;
-        if let Some(v) = get("snapshot")? {
-            self.snap = unseal("snapshot", &v)?;
-        }
-        let entries = r.open_table(ENTRIES).map_err(|e| e.to_string());
-        let mut next = self.snap.get_metadata().index + 1;
-        let mut term = self.snap.get_metadata().term;
-        if let Ok(t) = entries {
-            for row in t.iter().map_err(|e| e.to_string())? {
-                let (k, v) = row.map_err(|e| e.to_string())?;
-                let e: Entry = unseal("log entry", v.value())?;
-                if k.value() != next || e.index != next {
-                    return Err(format!(
-                        "log entry {} (key {}) where {next} was expected",
-                        e.index,
-                        k.value()
-                    ));
-                }
-                if e.term < term {
-                    return Err(format!(
-                        "log entry {} has term {} after term {term}",
-                        e.index, e.term
-                    ));
-                }
-                term = e.term;
-                next += 1;
-                self.entries.push(e);
-            }
-        }
-        let last = next - 1;
+    fn check(&mut self) -> Result<(), String> {
+        let last = self.last();
         if self.hs.commit > last {
             return Err(format!(
                 "commit index {} is past the last entry {last}",
                 self.hs.commit
             ));
         }
+        let term = self.term_of(last).unwrap_or(0);
         if self.hs.term < term {
             return Err(format!(
                 "hard state term {} is older than the log's {term}",
@@ -193,69 +195,80 @@ impl DiskStorage {
 
     fn write(
         &self,
-        f: impl FnOnce(
-            &mut redb::Table<'_, &str, &[u8]>,
-            &mut redb::Table<'_, u64, &[u8]>,
-        ) -> Result<(), redb::StorageError>,
+        f: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>) -> Result<(), redb::StorageError>,
     ) -> Result<(), LogError> {
-        let io = |e: &dyn std::fmt::Display| LogError::Io {
-            path: self.path.clone(),
+        write_meta(&self.db, &self.dir, f)
+    }
+
+    fn io(&self, e: &dyn std::fmt::Display) -> LogError {
+        LogError::Io {
+            path: self.dir.clone(),
             reason: e.to_string(),
-        };
-        let mut tx = self.db.begin_write().map_err(|e| io(&e))?;
-        // One fsync per commit. With one-phase commit, redb detects a torn commit by checksum
-        // and falls back to the previous one; a commit is torn only if its fsync never
-        // returned, so nothing acknowledged is lost.
-        tx.set_durability(Durability::Immediate)
-            .map_err(|e| io(&e))?;
-        {
-            let mut meta = tx.open_table(META).map_err(|e| io(&e))?;
-            let mut entries = tx.open_table(ENTRIES).map_err(|e| io(&e))?;
-            f(&mut meta, &mut entries).map_err(|e| io(&e))?;
         }
-        tx.commit().map_err(|e| io(&e))
+    }
+
+    /// Starts a new WAL generation holding the hard state and `entries`, commits `snap` (and
+    /// `cs`) with it in redb, and deletes the old generation.
+    fn rotate(
+        &mut self,
+        snap: &Snapshot,
+        hs: &HardState,
+        entries: &[Entry],
+    ) -> Result<(), LogError> {
+        let old = self.wal.generation();
+        let generation = old + 1;
+        let wal = Wal::create(&self.dir, generation, hs, entries).map_err(|e| self.io(&e))?;
+        let cs = snap.get_metadata().get_conf_state().clone();
+        self.write(|t| {
+            t.insert("snapshot", seal(snap).as_slice())?;
+            t.insert("conf_state", seal(&cs).as_slice())?;
+            t.insert("wal", generation.to_le_bytes().as_slice())?;
+            Ok(())
+        })?;
+        self.wal = wal;
+        if let Err(e) = std::fs::remove_file(wal::path(&self.dir, old)) {
+            tracing::warn!(error = %e, "cannot delete an old Raft WAL file; it goes at the next start");
+        }
+        Ok(())
     }
 
     /// Makes one `Ready` durable: a snapshot received from the leader (which replaces the whole
-    /// log), new entries (replacing any conflicting suffix) and the hard state, in one fsync.
+    /// log), new entries (replacing any conflicting suffix) and the hard state. New entries, a
+    /// snapshot or a new term or vote are synced before this returns (one `fdatasync`); a hard
+    /// state that only moves the commit index is written but not waited for, as in etcd (a lower
+    /// commit index after a crash is safe: the leader tells it again).
     pub fn persist(
         &mut self,
         snap: Option<&Snapshot>,
         entries: &[Entry],
         hs: Option<&HardState>,
     ) -> Result<(), LogError> {
-        if snap.is_none() && entries.is_empty() && hs.is_none() {
-            return Ok(());
-        }
-        let first_new = entries.first().map(|e| e.index);
-        self.write(|meta, table| {
-            if let Some(s) = snap {
-                table.retain(|_, _| false)?;
-                meta.insert("snapshot", seal(s).as_slice())?;
-                meta.insert(
-                    "conf_state",
-                    seal(s.get_metadata().get_conf_state()).as_slice(),
-                )?;
-            }
-            if let Some(i) = first_new {
-                table.retain_in(i.., |_, _| false)?;
-                for e in entries {
-                    table.insert(e.index, seal(e).as_slice())?;
-                }
-            }
-            if let Some(hs) = hs {
-                meta.insert("hard_state", seal(hs).as_slice())?;
-            }
-            Ok(())
-        })?;
         if let Some(s) = snap {
+            let index = s.get_metadata().index;
+            let mut new_hs = hs.cloned().unwrap_or_else(|| self.hs.clone());
+            new_hs.commit = new_hs.commit.max(index);
+            let after: Vec<Entry> = entries
+                .iter()
+                .filter(|e| e.index > index)
+                .cloned()
+                .collect();
+            self.rotate(s, &new_hs, &after)?;
             self.snap = s.clone();
             self.cs = s.get_metadata().get_conf_state().clone();
-            self.entries.clear();
-            self.hs.commit = self.hs.commit.max(s.get_metadata().index);
+            self.entries = after;
+            self.hs = new_hs;
+            return Ok(());
         }
-        if let Some(i) = first_new {
-            let keep = (i - self.first()) as usize;
+        if entries.is_empty() && hs.is_none() {
+            return Ok(());
+        }
+        let sync = !entries.is_empty()
+            || hs.is_some_and(|h| h.term != self.hs.term || h.vote != self.hs.vote);
+        self.wal
+            .append(entries, hs, sync)
+            .map_err(|e| self.io(&e))?;
+        if let Some(first) = entries.first() {
+            let keep = (first.index - self.first()) as usize;
             self.entries.truncate(keep.min(self.entries.len()));
             self.entries.extend_from_slice(entries);
         }
@@ -267,8 +280,8 @@ impl DiskStorage {
 
     /// Records the membership after a conf change is applied.
     pub fn set_conf_state(&mut self, cs: &ConfState) -> Result<(), LogError> {
-        self.write(|meta, _| {
-            meta.insert("conf_state", seal(cs).as_slice())?;
+        self.write(|t| {
+            t.insert("conf_state", seal(cs).as_slice())?;
             Ok(())
         })?;
         self.cs = cs.clone();
@@ -288,15 +301,11 @@ impl DiskStorage {
         m.set_conf_state(self.cs.clone());
         let mut hs = self.hs.clone();
         hs.commit = hs.commit.max(index);
-        self.write(|meta, table| {
-            table.retain_in(..=index, |_, _| false)?;
-            meta.insert("snapshot", seal(&snap).as_slice())?;
-            meta.insert("hard_state", seal(&hs).as_slice())?;
-            Ok(())
-        })?;
+        let keep = (index - self.first() + 1) as usize;
+        let tail = self.entries[keep.min(self.entries.len())..].to_vec();
+        self.rotate(&snap, &hs, &tail)?;
         self.hs = hs;
-        let drop = (index - self.first() + 1) as usize;
-        self.entries.drain(..drop.min(self.entries.len()));
+        self.entries = tail;
         self.snap = snap;
         Ok(())
     }
@@ -339,6 +348,62 @@ impl DiskStorage {
         }
         Some(self.entries[(idx - self.first()) as usize].term)
     }
+}
+
+fn write_meta(
+    db: &Database,
+    dir: &Path,
+    f: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>) -> Result<(), redb::StorageError>,
+) -> Result<(), LogError> {
+    let io = |e: &dyn std::fmt::Display| LogError::Io {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut tx = db.begin_write().map_err(|e| io(&e))?;
+    // One fsync per commit. With one-phase commit, redb detects a torn commit by checksum and
+    // falls back to the previous one; a commit is torn only if its fsync never returned.
+    tx.set_durability(Durability::Immediate)
+        .map_err(|e| io(&e))?;
+    {
+        let mut meta = tx.open_table(META).map_err(|e| io(&e))?;
+        f(&mut meta).map_err(|e| io(&e))?;
+    }
+    tx.commit().map_err(|e| io(&e))
+}
+
+fn load_meta(db: &Database) -> Result<Meta, String> {
+    let r = db.begin_read().map_err(|e| e.to_string())?;
+    let meta = r
+        .open_table(META)
+        .map_err(|e| format!("no metadata table: {e}"))?;
+    let get = |k: &str| -> Result<Option<Vec<u8>>, String> {
+        Ok(meta
+            .get(k)
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value().to_vec()))
+    };
+    match get("format")? {
+        Some(f) if f == FORMAT => {}
+        Some(f) => {
+            return Err(format!(
+                "written in format {:?}, this build reads {:?}",
+                String::from_utf8_lossy(&f),
+                String::from_utf8_lossy(FORMAT)
+            ));
+        }
+        None => return Err("not a Joule Raft log (format marker missing)".into()),
+    }
+    let generation = get("wal")?
+        .and_then(|v| v.try_into().ok().map(u64::from_le_bytes))
+        .ok_or("the WAL generation is missing")?;
+    Ok(Meta {
+        cs: unseal(
+            "conf state",
+            &get("conf_state")?.ok_or("conf state missing")?,
+        )?,
+        snap: unseal("snapshot", &get("snapshot")?.ok_or("snapshot missing")?)?,
+        generation,
+    })
 }
 
 impl Storage for DiskStorage {
@@ -511,50 +576,36 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_value_is_refused_at_open() {
+    fn a_damaged_log_is_refused_at_open() {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut s = DiskStorage::open(dir.path(), &[1]).unwrap();
-            let es: Vec<Entry> = (2..=4).map(|i| entry(i, 1, b"x")).collect();
-            s.persist(None, &es, Some(&hs(1, 1, 3))).unwrap();
-            // Flip a byte of entry 3 behind the log's back.
-            let mut v = seal(&es[1]);
-            *v.last_mut().unwrap() ^= 0xff;
-            s.write(|_, t| {
-                t.insert(3, v.as_slice())?;
-                Ok(())
-            })
-            .unwrap();
+            for i in 2..=4 {
+                s.persist(None, &[entry(i, 1, &[7; 64])], Some(&hs(1, 1, i)))
+                    .unwrap();
+            }
         }
+        // Flip a byte of entry 3 behind the log's back.
+        let p = wal::path(dir.path(), 1);
+        let mut data = std::fs::read(&p).unwrap();
+        let at = data.len() / 2;
+        data[at] ^= 0xff;
+        std::fs::write(&p, &data).unwrap();
         let e = DiskStorage::open(dir.path(), &[1]).err().expect("refused");
         let msg = e.to_string();
         assert!(matches!(e, LogError::Corrupt { .. }), "{msg}");
-        assert!(msg.contains("log entry: checksum mismatch"), "{msg}");
+        assert!(msg.contains("checksum mismatch"), "{msg}");
         assert!(msg.contains("refuses to start"), "{msg}");
-    }
-
-    #[test]
-    fn a_gap_or_a_commit_past_the_log_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = DiskStorage::open(dir.path(), &[1]).unwrap();
-            let es: Vec<Entry> = (2..=4).map(|i| entry(i, 1, b"x")).collect();
-            s.persist(None, &es, Some(&hs(1, 1, 3))).unwrap();
-            s.write(|_, t| {
-                t.remove(3)?;
-                Ok(())
-            })
-            .unwrap();
-        }
+        std::fs::remove_file(&p).unwrap();
         let msg = DiskStorage::open(dir.path(), &[1])
             .err()
             .unwrap()
             .to_string();
-        assert!(
-            msg.contains("log entry 4 (key 4) where 3 was expected"),
-            "{msg}"
-        );
+        assert!(msg.contains("is missing"), "{msg}");
+    }
 
+    #[test]
+    fn a_commit_past_the_log_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut s = DiskStorage::open(dir.path(), &[1]).unwrap();
@@ -569,6 +620,25 @@ mod tests {
             msg.contains("commit index 9 is past the last entry 2"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn compaction_leaves_one_wal_generation_and_a_stale_one_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = DiskStorage::open(dir.path(), &[1]).unwrap();
+            let es: Vec<Entry> = (2..=6).map(|i| entry(i, 1, b"x")).collect();
+            s.persist(None, &es, Some(&hs(1, 1, 6))).unwrap();
+            s.compact(4, b"at 4".to_vec()).unwrap();
+            s.compact(5, b"at 5".to_vec()).unwrap();
+        }
+        assert_eq!(wal::generations(dir.path()).unwrap(), vec![3]);
+        // A crash after writing the next generation, before redb named it.
+        Wal::create(dir.path(), 4, &hs(9, 9, 9), &[]).unwrap();
+        let s = DiskStorage::open(dir.path(), &[1]).unwrap();
+        assert_eq!(s.hard_state(), &hs(1, 1, 6));
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (6, 6));
+        assert_eq!(wal::generations(dir.path()).unwrap(), vec![3]);
     }
 
     #[test]

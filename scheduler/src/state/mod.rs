@@ -1,8 +1,13 @@
 //! The replicated state machine: the cluster state (`joule.internal.v1.ClusterState`) and how
-//! each committed command changes it. Applying is deterministic (no clocks, no randomness, maps
+//! each committed command changes it: workers and settings here, models, deployments and
+//! placements in [`workloads`], tenants, API keys and usage in [`tenants`]. Applying is deterministic (no clocks, no randomness, maps
 //! in key order), so every replica that applies the same log holds the same state and encodes
 //! the same snapshot bytes. A command that does not fit the state (a node that is not there) is
 //! still committed; it changes nothing and its proposer gets the reason.
+
+pub mod names;
+pub mod tenants;
+pub mod workloads;
 
 use joule_proto::internal::v1 as pb;
 use pb::command::Kind;
@@ -56,6 +61,7 @@ impl StateMachine {
                 s.nodes
                     .remove(&c.name)
                     .ok_or_else(|| format!("no node named {:?}", c.name))?;
+                workloads::forget_node(s, &c.name);
             }
             Kind::PutSetting(c) => {
                 if c.key.is_empty() {
@@ -73,6 +79,17 @@ impl StateMachine {
                     s.replicas.insert(c.id, c.address.clone());
                 }
             }
+            Kind::PutModel(c) => workloads::put_model(s, c)?,
+            Kind::DeleteModel(c) => workloads::delete_model(s, c)?,
+            Kind::PutDeployment(c) => workloads::put_deployment(s, c)?,
+            Kind::DeleteDeployment(c) => workloads::delete_deployment(s, c)?,
+            Kind::SetPlacements(c) => workloads::set_placements(s, c)?,
+            Kind::SetPlacementState(c) => workloads::set_placement_state(s, c)?,
+            Kind::PutTenant(c) => tenants::put_tenant(s, c)?,
+            Kind::DeleteTenant(c) => tenants::delete_tenant(s, c)?,
+            Kind::AddApiKey(c) => tenants::add_api_key(s, c)?,
+            Kind::RevokeApiKey(c) => tenants::revoke_api_key(s, c)?,
+            Kind::RecordUsage(c) => tenants::record_usage(s, c)?,
         }
         Ok(())
     }
@@ -189,3 +206,6 @@ mod tests {
         assert!(other.restore(b"\xff\xff\xff", 9).is_err());
     }
 }
+
+#[cfg(test)]
+mod command_tests;

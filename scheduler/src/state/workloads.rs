@@ -1,0 +1,189 @@
+//! What the cluster serves: models, deployments (the desired state) and placements (which
+//! worker runs which deployment, as the placement function decided and the workers report).
+//! Each function applies one command to the state or changes nothing and says why.
+
+use joule_proto::internal::v1 as pb;
+
+use super::names;
+
+pub fn put_model(s: &mut pb::ClusterState, c: &pb::PutModel) -> Result<(), String> {
+    let mut m = c.model.clone().ok_or("put_model without a model")?;
+    names::model(&m.name)?;
+    names::sha256("the model's sha256", &m.sha256)?;
+    if m.source.is_empty() {
+        return Err(format!("model {:?} needs a source (a path or URL)", m.name));
+    }
+    if let Some(old) = s.models.get(&m.name) {
+        m.created_at_ms = old.created_at_ms;
+    }
+    s.models.insert(m.name.clone(), m);
+    Ok(())
+}
+
+pub fn delete_model(s: &mut pb::ClusterState, c: &pb::DeleteModel) -> Result<(), String> {
+    if !s.models.contains_key(&c.name) {
+        return Err(format!("no model named {:?}", c.name));
+    }
+    let users: Vec<&str> = s
+        .deployments
+        .values()
+        .filter(|d| d.model == c.name)
+        .map(|d| d.name.as_str())
+        .collect();
+    if !users.is_empty() {
+        return Err(format!(
+            "model {:?} is used by deployment(s) {}; delete or change them first",
+            c.name,
+            users.join(", ")
+        ));
+    }
+    s.models.remove(&c.name);
+    Ok(())
+}
+
+/// The most replicas one deployment may ask for.
+pub const MAX_REPLICAS: u32 = 1024;
+
+pub fn put_deployment(s: &mut pb::ClusterState, c: &pb::PutDeployment) -> Result<(), String> {
+    let mut d = c
+        .deployment
+        .clone()
+        .ok_or("put_deployment without a deployment")?;
+    names::label("deployment", &d.name)?;
+    if !s.models.contains_key(&d.model) {
+        return Err(format!(
+            "deployment {:?} names model {:?}, which the cluster does not have; add it first",
+            d.name, d.model
+        ));
+    }
+    if d.replicas > MAX_REPLICAS {
+        return Err(format!(
+            "deployment {:?} asks for {} replicas; at most {MAX_REPLICAS}",
+            d.name, d.replicas
+        ));
+    }
+    let constraints = d.constraints.get_or_insert_default();
+    constraints.nodes.sort();
+    constraints.nodes.dedup();
+    match s.deployments.get(&d.name) {
+        Some(old) => {
+            d.created_at_ms = old.created_at_ms;
+            let same = old.model == d.model
+                && old.replicas == d.replicas
+                && old.constraints == d.constraints;
+            d.generation = old.generation + u64::from(!same);
+        }
+        None => {
+            d.generation = 1;
+            d.created_at_ms = d.updated_at_ms;
+        }
+    }
+    s.deployments.insert(d.name.clone(), d);
+    Ok(())
+}
+
+pub fn delete_deployment(s: &mut pb::ClusterState, c: &pb::DeleteDeployment) -> Result<(), String> {
+    s.deployments
+        .remove(&c.name)
+        .ok_or_else(|| format!("no deployment named {:?}", c.name))?;
+    s.placements.retain(|_, p| p.deployment != c.name);
+    Ok(())
+}
+
+fn placement_key(deployment: &str, node: &str) -> String {
+    format!("{deployment}/{node}")
+}
+
+pub fn set_placements(s: &mut pb::ClusterState, c: &pb::SetPlacements) -> Result<(), String> {
+    let d = s
+        .deployments
+        .get(&c.deployment)
+        .ok_or_else(|| format!("no deployment named {:?}", c.deployment))?;
+    if c.generation != d.generation {
+        return Err(format!(
+            "stale placement: decided for generation {} of {:?}, which is at {}",
+            c.generation, c.deployment, d.generation
+        ));
+    }
+    if c.nodes.len() > d.replicas as usize {
+        return Err(format!(
+            "{} placements for {:?}, which asks for {} replicas",
+            c.nodes.len(),
+            c.deployment,
+            d.replicas
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for n in &c.nodes {
+        if !seen.insert(n.as_str()) {
+            return Err(format!("worker {n:?} is named twice"));
+        }
+        let node = s
+            .nodes
+            .get(n)
+            .ok_or_else(|| format!("no node named {n:?}"))?;
+        let new = !s.placements.contains_key(&placement_key(&d.name, n));
+        if new && node.schedule != pb::NodeSchedule::Active as i32 {
+            return Err(format!(
+                "worker {n:?} is cordoned or draining: it takes no new placements"
+            ));
+        }
+    }
+    let (name, model, generation) = (d.name.clone(), d.model.clone(), d.generation);
+    s.placements
+        .retain(|_, p| p.deployment != name || seen.contains(p.node.as_str()));
+    for n in &c.nodes {
+        let p = s
+            .placements
+            .entry(placement_key(&name, n))
+            .or_insert_with(|| pb::Placement {
+                deployment: name.clone(),
+                node: n.clone(),
+                model: model.clone(),
+                ..Default::default()
+            });
+        if p.model != model || p.state == pb::PlacementState::Unspecified as i32 {
+            // A new placement, or the deployment moved to another model: load again.
+            p.model = model.clone();
+            p.state = pb::PlacementState::Pending as i32;
+            p.message.clear();
+            p.since_ms = c.at_ms;
+        }
+        p.generation = generation;
+    }
+    Ok(())
+}
+
+pub fn set_placement_state(
+    s: &mut pb::ClusterState,
+    c: &pb::SetPlacementState,
+) -> Result<(), String> {
+    if c.state == pb::PlacementState::Unspecified as i32
+        || pb::PlacementState::try_from(c.state).is_err()
+    {
+        return Err(format!(
+            "placement state {} is not one a worker reports",
+            c.state
+        ));
+    }
+    let p = s
+        .placements
+        .get_mut(&placement_key(&c.deployment, &c.node))
+        .ok_or_else(|| {
+            format!(
+                "deployment {:?} is not placed on worker {:?}",
+                c.deployment, c.node
+            )
+        })?;
+    if p.state != c.state {
+        p.since_ms = c.at_ms;
+    }
+    p.state = c.state;
+    p.message.clone_from(&c.message);
+    Ok(())
+}
+
+/// A worker leaves the cluster: its placements go with it.
+pub fn forget_node(s: &mut pb::ClusterState, name: &str) {
+    s.placements.retain(|_, p| p.node != name);
+}

@@ -53,6 +53,7 @@ async fn run(args: &Args, peers: Peers, token: String) -> anyhow::Result<()> {
     transport.attach(node.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
+    tokio::spawn(report_readiness(node.watch(), health));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(joule_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -122,4 +123,32 @@ async fn run(args: &Args, peers: Peers, token: String) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The health service says whether this replica can serve its APIs: "" (the process) is always
+/// SERVING; `joule.v1.Admin` and `joule.internal.v1.Registry` are SERVING while the replica
+/// knows a leader, NOT_SERVING while it is cut off from a majority (a readiness probe's answer:
+/// send clients elsewhere).
+async fn report_readiness(
+    mut status: tokio::sync::watch::Receiver<joule_scheduler::raft::Status>,
+    health: tonic_health::server::HealthReporter,
+) {
+    let mut last = None;
+    loop {
+        let ready = status.borrow_and_update().leader != 0;
+        if last != Some(ready) {
+            let s = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for svc in ["joule.v1.Admin", "joule.internal.v1.Registry"] {
+                health.set_service_status(svc, s).await;
+            }
+            last = Some(ready);
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -222,12 +222,72 @@ async fn a_minority_cannot_commit_and_a_healed_partition_converges() {
     assert!(terms.iter().all(|t| *t == terms[0]), "{terms:?}");
 }
 
+/// A model, a deployment of it, a tenant with a key, and a usage report.
+fn workload_commands() -> Vec<pb::Command> {
+    use pb::command::Kind;
+    let kinds = [
+        Kind::PutModel(pb::PutModel {
+            model: Some(pb::Model {
+                name: "qwen".into(),
+                source: "/models/qwen.gguf".into(),
+                sha256: "ab".repeat(32),
+                ..Default::default()
+            }),
+        }),
+        Kind::PutDeployment(pb::PutDeployment {
+            deployment: Some(pb::Deployment {
+                name: "chat".into(),
+                model: "qwen".into(),
+                replicas: 2,
+                ..Default::default()
+            }),
+        }),
+        Kind::PutTenant(pb::PutTenant {
+            tenant: Some(pb::Tenant {
+                name: "acme".into(),
+                ..Default::default()
+            }),
+        }),
+        Kind::AddApiKey(pb::AddApiKey {
+            tenant: "acme".into(),
+            key: Some(pb::ApiKey {
+                id: "k1".into(),
+                sha256: "cd".repeat(32),
+                created_at_ms: 1,
+            }),
+        }),
+        Kind::RecordUsage(pb::RecordUsage {
+            reporter: "gw".into(),
+            sequence: 1,
+            records: vec![pb::UsageRecord {
+                tenant: "acme".into(),
+                model: "qwen".into(),
+                day: 20_000,
+                counters: Some(pb::UsageCounters {
+                    requests: 1,
+                    output_tokens: 64,
+                    estimated_mj: 900,
+                    ..Default::default()
+                }),
+            }],
+        }),
+    ];
+    kinds
+        .into_iter()
+        .map(|k| pb::Command { kind: Some(k) })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_replica_catches_up_from_a_snapshot() {
     let c = Cluster::new(3, 20);
     let leader = c.leader().await;
     let lagging = (1..=3).find(|i| *i != leader).unwrap();
     c.net.isolate(lagging);
+    // Every kind of state travels in the snapshot, not only settings.
+    for k in workload_commands() {
+        c.node(leader).propose(&k).await.unwrap();
+    }
     for i in 0..100 {
         c.write(leader, &format!("k{i}"), &i.to_string()).await;
     }
@@ -241,6 +301,17 @@ async fn a_lagging_replica_catches_up_from_a_snapshot() {
     c.converged(lagging, "k99", "99").await;
     let n = c.node(lagging).read_local(|sm| sm.state().settings.len());
     assert_eq!(n, 100);
+    let theirs = c.node(lagging).read_local(|sm| sm.state().clone());
+    assert_eq!(theirs, c.node(leader).read_local(|sm| sm.state().clone()));
+    assert_eq!(
+        (
+            theirs.models.len(),
+            theirs.deployments.len(),
+            theirs.tenants.len(),
+            theirs.usage.len()
+        ),
+        (1, 1, 1, 1)
+    );
     assert!(
         c.node(lagging).status().first_index > 1,
         "it was brought up to date by a snapshot, not by replaying the log"

@@ -243,6 +243,73 @@ fn a_corrupt_data_dir_is_refused() {
     assert!(err.contains("raft.redb"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_log_is_refused_and_a_torn_tail_is_not() {
+    let mut c = Cluster::new(1);
+    c.leader(Duration::from_secs(10), 0).await;
+    let mut admin = client(c.addr(1)).await.unwrap();
+    for i in 0..20 {
+        admin
+            .put_setting(authed(v1::PutSettingRequest {
+                key: format!("k{i}"),
+                value: "x".repeat(100),
+            }))
+            .await
+            .unwrap();
+    }
+    c.kill9(1);
+    let dir = c.replicas[0].dir.clone();
+    let wal = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .expect("a WAL file");
+    let good = std::fs::read(&wal).unwrap();
+    let start = |c: &Cluster| {
+        let out = Command::new(env!("CARGO_BIN_EXE_joule-scheduler"))
+            .args(["--id", "1", "--peers", &c.peers, "--listen", c.addr(1)])
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("JOULE_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        out
+    };
+
+    // A flipped byte in the middle of the log: refused, with the reason and what to do.
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    std::fs::write(&wal, &bad).unwrap();
+    let out = start(&c).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("checksum mismatch") && err.contains("refuses to start"),
+        "{err}"
+    );
+
+    // A torn last write (the crash came in the middle of appending a record nobody was told
+    // about): cut off, and every acknowledged write is there.
+    let mut torn = good.clone();
+    torn.extend_from_slice(&200u32.to_le_bytes());
+    torn.extend_from_slice(&[0xab; 4]);
+    torn.push(1);
+    torn.extend_from_slice(&[7; 30]); // 30 of the record's 200 bytes reached the disk
+    std::fs::write(&wal, &torn).unwrap();
+    c.replicas[0].child = Some(start(&c));
+    c.leader(Duration::from_secs(10), 0).await;
+    let mut admin = client(c.addr(1)).await.unwrap();
+    let got = admin
+        .get_setting(authed(v1::GetSettingRequest { key: "k19".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.found, "k19 was acknowledged before the torn write");
+}
+
 /// One client's loop: alternately writes a unique value to the register (and a key of its
 /// own) and reads the register, through the replicas in turn.
 async fn client_loop(

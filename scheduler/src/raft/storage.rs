@@ -156,11 +156,7 @@ impl DiskStorage {
                 "cut off the end of the Raft WAL: a write torn by a crash (never acknowledged)"
             );
         }
-        for g in wal::generations(dir).map_err(|e| io(&e))? {
-            if g != meta.generation {
-                let _ = std::fs::remove_file(wal::path(dir, g));
-            }
-        }
+        wal::remove_stale(dir, meta.generation).map_err(|e| io(&e))?;
         let mut s = Self {
             dir: dir.to_path_buf(),
             db,
@@ -633,12 +629,15 @@ mod tests {
             s.compact(5, b"at 5".to_vec()).unwrap();
         }
         assert_eq!(wal::generations(dir.path()).unwrap(), vec![3]);
-        // A crash after writing the next generation, before redb named it.
+        // A crash after writing the next generation, before redb named it; and one before the
+        // next generation was complete.
         Wal::create(dir.path(), 4, &hs(9, 9, 9), &[]).unwrap();
+        std::fs::write(dir.path().join("wal-0000000000000005.tmp"), b"half").unwrap();
         let s = DiskStorage::open(dir.path(), &[1]).unwrap();
         assert_eq!(s.hard_state(), &hs(1, 1, 6));
         assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (6, 6));
         assert_eq!(wal::generations(dir.path()).unwrap(), vec![3]);
+        assert!(!dir.path().join("wal-0000000000000005.tmp").exists());
     }
 
     #[test]

@@ -78,6 +78,24 @@ pub fn generations(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(out)
 }
 
+/// Deletes every WAL file in `dir` but generation `keep`'s, and unfinished new generations
+/// (`.tmp`): what a crash during compaction can leave behind.
+pub fn remove_stale(dir: &Path, keep: u64) -> std::io::Result<()> {
+    for g in generations(dir)? {
+        if g != keep {
+            std::fs::remove_file(path(dir, g))?;
+        }
+    }
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with("wal-") && n.ends_with(".tmp")) {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}
+
 fn encode(buf: &mut Vec<u8>, kind: u8, msg: &impl protobuf::Message) {
     let start = buf.len();
     buf.extend_from_slice(&[0; RECORD_HEADER]);

@@ -266,7 +266,7 @@ async fn a_damaged_log_is_refused_and_a_torn_tail_is_not() {
         .expect("a WAL file");
     let good = std::fs::read(&wal).unwrap();
     let start = |c: &Cluster| {
-        let out = Command::new(env!("CARGO_BIN_EXE_joule-scheduler"))
+        Command::new(env!("CARGO_BIN_EXE_joule-scheduler"))
             .args(["--id", "1", "--peers", &c.peers, "--listen", c.addr(1)])
             .arg("--data-dir")
             .arg(&dir)
@@ -274,8 +274,7 @@ async fn a_damaged_log_is_refused_and_a_torn_tail_is_not() {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
-        out
+            .unwrap()
     };
 
     // A flipped byte in the middle of the log: refused, with the reason and what to do.

@@ -1,5 +1,5 @@
 //! One scheduler replica's Raft node: raft-rs's `RawNode` driven by one thread ([`node`]), its
-//! durable log ([`storage`]), the way its messages travel ([`Transport`]: gRPC between processes,
+//! durable log ([`storage`] over [`wal`] and redb), the way its messages travel ([`Transport`]: gRPC between processes,
 //! [`sim`] inside tests), and [`RaftNode`], the handle the rest of the scheduler uses to
 //! propose commands, read linearizably and watch who leads.
 //!

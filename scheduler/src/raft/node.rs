@@ -1,6 +1,6 @@
 //! The thread that drives one replica's `RawNode`: it ticks the Raft clock, steps messages in,
 //! and handles each `Ready` in the order Raft's safety needs: the leader's messages go out at
-//! once; then the snapshot, new entries and hard state are made durable in one fsync; only
+//! once; then the snapshot, new entries and hard state are made durable with one fsync; only
 //! then go the messages that promise something about them (votes, append acknowledgements);
 //! then committed entries are applied, the callers waiting on them answered, and the log
 //! compacted behind a fresh snapshot every `snapshot_entries`.

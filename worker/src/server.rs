@@ -118,6 +118,17 @@ impl Worker {
         } else {
             args.threads
         };
+        // The driver's description (name, compute capability, memory, driver) where CUDA is
+        // usable; NVML's names otherwise.
+        match joule_engine::cuda::probe() {
+            Ok(gpus) => {
+                for g in &gpus {
+                    tracing::info!(gpu = %g.describe(), ordinal = g.ordinal, "CUDA device");
+                }
+                gpu_names = gpus.iter().map(|g| g.describe()).collect();
+            }
+            Err(why) => tracing::info!(reason = %why, "no CUDA device"),
+        }
         let hw = Hardware::detect(joule_engine::quant::Kernels::detect().level, gpu_names);
         let fingerprint = hw.fingerprint(&format!("threads={threads}"));
         tracing::info!(cpu = %hw.cpu_model, cores = hw.physical_cores, simd = %hw.simd, gpus = ?hw.gpus, fingerprint = %fingerprint, "hardware");

@@ -370,3 +370,113 @@ fn gpu_kv_writes_land_where_the_cpu_store_puts_them_and_attention_matches() {
         );
     }
 }
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Greedy tokens after `prompt` on the CPU backend, one sequence alone.
+fn greedy_cpu(model: &crate::Model, prompt: &[u32], steps: usize) -> Vec<u32> {
+    use crate::model::Logits;
+    let mut cache = model.new_cache(prompt.len() + steps + 1);
+    let mut logits = model.forward(prompt, &mut cache, Logits::Last).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let t = argmax(&logits);
+        out.push(t);
+        logits = model.forward(&[t], &mut cache, Logits::Last).unwrap();
+    }
+    out
+}
+
+/// Greedy tokens after each prompt on the GPU, every sequence in one batch per step.
+fn greedy_gpu(
+    gm: &mut super::forward::CudaModel,
+    prompts: &[Vec<u32>],
+    steps: usize,
+) -> Vec<Vec<u32>> {
+    use crate::model::{Logits, SeqChunk};
+    let bs = gm.layout().block_size;
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap() + steps + 1;
+    let per = longest.div_ceil(bs);
+    let tables: Vec<Vec<u32>> = (0..prompts.len())
+        .map(|i| ((i * per) as u32..((i + 1) * per) as u32).collect())
+        .collect();
+    let vocab = gm.config.vocab;
+    let chunks: Vec<SeqChunk<'_>> = prompts
+        .iter()
+        .zip(&tables)
+        .map(|(p, t)| SeqChunk {
+            tokens: p,
+            start: 0,
+            blocks: t,
+            logits: Logits::Last,
+        })
+        .collect();
+    let mut logits = gm.forward_batch(&chunks).unwrap();
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+    for step in 0..steps {
+        let next: Vec<[u32; 1]> = (0..prompts.len())
+            .map(|i| [argmax(&logits[i * vocab..(i + 1) * vocab])])
+            .collect();
+        for (o, t) in out.iter_mut().zip(&next) {
+            o.push(t[0]);
+        }
+        let chunks: Vec<SeqChunk<'_>> = next
+            .iter()
+            .zip(prompts)
+            .zip(&tables)
+            .map(|((t, p), b)| SeqChunk {
+                tokens: t,
+                start: p.len() + step,
+                blocks: b,
+                logits: Logits::Last,
+            })
+            .collect();
+        logits = gm.forward_batch(&chunks).unwrap();
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_greedy_continuations_of_the_default_model_match_the_cpu_alone_and_in_a_batch_of_32() {
+    use crate::gguf::GgufFile;
+    use crate::kv::DEFAULT_BLOCK_SIZE;
+    use crate::tokenizer::Tokenizer;
+    let path = crate::testkit::default_model_path();
+    let file = GgufFile::open(&path).expect("the default model (deploy/fetch-default-model.sh)");
+    let cpu = crate::Model::from_gguf(&file, &crate::LoadOptions::default()).unwrap();
+    let tk = Tokenizer::from_gguf(&file).unwrap();
+    let prompts: Vec<Vec<u32>> = [
+        "The capital of France is",
+        "def fibonacci(n):",
+        "Once upon a time, in a small village by the sea,",
+        "Water boils at a temperature of",
+        "List three primary colors:",
+    ]
+    .iter()
+    .map(|p| tk.encode(p).unwrap())
+    .collect();
+    const STEPS: usize = 32;
+    let want: Vec<Vec<u32>> = prompts.iter().map(|p| greedy_cpu(&cpu, p, STEPS)).collect();
+    let dir = std::env::temp_dir().join("joule-kernel-cache");
+    let mut gm =
+        super::forward::CudaModel::load(&path, 0, &dir, DEFAULT_BLOCK_SIZE, KvDType::F32, 32 * 8)
+            .unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let got = greedy_gpu(&mut gm, std::slice::from_ref(p), STEPS);
+        assert_eq!(got[0], want[i], "prompt {i} alone");
+    }
+    let batch: Vec<Vec<u32>> = (0..32).map(|i| prompts[i % 5].clone()).collect();
+    let got = greedy_gpu(&mut gm, &batch, STEPS);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g, &want[i % 5], "sequence {i} of 32");
+    }
+}

@@ -2,8 +2,9 @@
 //! type each architecture gets ([`arch`]), and the kernels in CUDA C ([`KERNEL_SOURCE`]),
 //! compiled at first use by NVRTC for the card's own architecture and cached on disk
 //! ([`nvrtc`], with the `cuda` feature), and a GPU opened with a typed launcher per kernel
-//! (`runtime`, with the `cuda` feature). The forward pass over these kernels (a `Backend`
-//! beside the CPU one) is not built yet.
+//! (`runtime`, with the `cuda` feature), and the forward pass over them with the KV cache in
+//! device memory (`forward::CudaModel`). The batch engine does not use it yet: serving still
+//! runs on the CPU backend.
 //!
 //! The CUDA libraries are loaded at run time (cudarc's dynamic loading), so the binary builds
 //! without a CUDA toolkit and runs on a machine without a driver: there [`probe`] answers
@@ -13,6 +14,8 @@
 pub mod arch;
 #[cfg(feature = "cuda")]
 mod device;
+#[cfg(feature = "cuda")]
+pub mod forward;
 #[cfg(all(test, feature = "cuda"))]
 mod gpu_tests;
 #[cfg(feature = "cuda")]

@@ -601,3 +601,25 @@ impl Gpu {
         })
     }
 }
+
+impl Gpu {
+    /// Copies `len` values from `src[from..]` to `dst[to..]` on the device.
+    pub fn copy_rows(
+        &self,
+        src: &CudaSlice<f32>,
+        from: usize,
+        dst: &mut CudaSlice<f32>,
+        to: usize,
+        len: usize,
+    ) -> Result<(), String> {
+        if src.len() < from + len || dst.len() < to + len {
+            return Err("copy_rows: out of range".into());
+        }
+        self.stream
+            .memcpy_dtod(
+                &src.slice(from..from + len),
+                &mut dst.slice_mut(to..to + len),
+            )
+            .map_err(err)
+    }
+}

@@ -104,38 +104,7 @@ impl Model {
     /// Runs one step over every chunk, writing their keys and values into `kv`, and returns the
     /// logits the chunks asked for, `vocab` values per row, in chunk order.
     pub fn forward_batch(&self, seqs: &[SeqChunk<'_>], kv: &mut KvStore) -> Result<Vec<f32>> {
-        let c = &self.config;
-        let want = KvLayout::for_model(c, kv.layout().block_size, kv.layout().dtype);
-        if *kv.layout() != want {
-            return Err(EngineError::InvalidRequest(
-                "the KV store was made for another model".into(),
-            ));
-        }
-        if seqs.is_empty() || seqs.iter().any(|s| s.tokens.is_empty()) {
-            return Err(EngineError::InvalidRequest("no tokens to run".into()));
-        }
-        let bs = want.block_size;
-        for s in seqs {
-            let end = s.start + s.tokens.len();
-            if end > c.context_len {
-                return Err(EngineError::InvalidRequest(format!(
-                    "position {end} is past the model's context of {} tokens",
-                    c.context_len
-                )));
-            }
-            if s.blocks.len() * bs < end || s.blocks.iter().any(|&b| b as usize >= kv.num_blocks())
-            {
-                return Err(EngineError::InvalidRequest(format!(
-                    "the block table does not cover {end} tokens of the KV store"
-                )));
-            }
-            if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= c.vocab) {
-                return Err(EngineError::InvalidRequest(format!(
-                    "token id {bad} is outside the vocabulary of {}",
-                    c.vocab
-                )));
-            }
-        }
+        check_chunks(&self.config, kv.layout(), kv.num_blocks(), seqs)?;
         Ok(self.pool.install(|| self.run(seqs, kv)))
     }
 
@@ -151,7 +120,7 @@ impl Model {
             .for_each(|(row, &t)| {
                 dequantize_row(w.embed.dtype, w.embed.row(t as usize), row);
             });
-        let rope = self.rope_table(&rows.pos);
+        let rope = rope_table(&self.inv_freq, &rows.pos);
 
         let mut acts = Acts::default();
         let (mut q, mut kk, mut vv) =
@@ -226,20 +195,6 @@ impl Model {
         logits
     }
 
-    /// Per row, the cosines then the sines of every rotated pair at the row's position.
-    fn rope_table(&self, pos: &[usize]) -> Vec<f32> {
-        let half = self.inv_freq.len();
-        let mut t = vec![0f32; pos.len() * 2 * half];
-        for (row, &p) in t.chunks_mut(2 * half).zip(pos) {
-            let (cos, sin) = row.split_at_mut(half);
-            for ((c, s), &f) in cos.iter_mut().zip(sin).zip(&self.inv_freq) {
-                let (sn, cs) = (p as f64 * f64::from(f)).sin_cos();
-                (*c, *s) = (cs as f32, sn as f32);
-            }
-        }
-        t
-    }
-
     /// Rotates the first `rope_dim` dims of each head of `x` (rows of `heads` heads).
     fn rope(&self, x: &mut [f32], heads: usize, table: &[f32]) {
         let c = &self.config;
@@ -276,17 +231,73 @@ impl Model {
     }
 }
 
+/// Checks a step's chunks against the model and a KV store of `num_blocks` blocks in `layout`:
+/// what every backend checks before it runs anything.
+pub(crate) fn check_chunks(
+    c: &Config,
+    layout: &KvLayout,
+    num_blocks: usize,
+    seqs: &[SeqChunk<'_>],
+) -> Result<()> {
+    let want = KvLayout::for_model(c, layout.block_size, layout.dtype);
+    if *layout != want {
+        return Err(EngineError::InvalidRequest(
+            "the KV store was made for another model".into(),
+        ));
+    }
+    if seqs.is_empty() || seqs.iter().any(|s| s.tokens.is_empty()) {
+        return Err(EngineError::InvalidRequest("no tokens to run".into()));
+    }
+    let bs = want.block_size;
+    for s in seqs {
+        let end = s.start + s.tokens.len();
+        if end > c.context_len {
+            return Err(EngineError::InvalidRequest(format!(
+                "position {end} is past the model's context of {} tokens",
+                c.context_len
+            )));
+        }
+        if s.blocks.len() * bs < end || s.blocks.iter().any(|&b| b as usize >= num_blocks) {
+            return Err(EngineError::InvalidRequest(format!(
+                "the block table does not cover {end} tokens of the KV store"
+            )));
+        }
+        if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= c.vocab) {
+            return Err(EngineError::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Per row, the cosines then the sines of every rotated pair at the row's position (in f64,
+/// rounded to f32).
+pub(crate) fn rope_table(inv_freq: &[f32], pos: &[usize]) -> Vec<f32> {
+    let half = inv_freq.len();
+    let mut t = vec![0f32; pos.len() * 2 * half];
+    for (row, &p) in t.chunks_mut(2 * half).zip(pos) {
+        let (cos, sin) = row.split_at_mut(half);
+        for ((c, s), &f) in cos.iter_mut().zip(sin).zip(inv_freq) {
+            let (sn, cs) = (p as f64 * f64::from(f)).sin_cos();
+            (*c, *s) = (cs as f32, sn as f32);
+        }
+    }
+    t
+}
+
 /// The batch flattened to rows: each new token's id, sequence, position and KV slot.
-struct Rows {
-    tokens: Vec<u32>,
-    seq: Vec<usize>,
-    pos: Vec<usize>,
-    slot: Vec<(u32, usize)>,
-    logit_rows: Vec<usize>,
+pub(crate) struct Rows {
+    pub tokens: Vec<u32>,
+    pub seq: Vec<usize>,
+    pub pos: Vec<usize>,
+    pub slot: Vec<(u32, usize)>,
+    pub logit_rows: Vec<usize>,
 }
 
 impl Rows {
-    fn new(seqs: &[SeqChunk<'_>], bs: usize) -> Self {
+    pub(crate) fn new(seqs: &[SeqChunk<'_>], bs: usize) -> Self {
         let mut r = Rows {
             tokens: Vec::new(),
             seq: Vec::new(),

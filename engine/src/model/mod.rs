@@ -36,6 +36,31 @@ pub struct Model {
     inv_freq: Vec<f32>,
 }
 
+/// A model file's hyperparameters and weights as stored (not repacked for the CPU kernels): what
+/// [`Model::load`] starts from, and what a GPU backend uploads.
+pub fn load_parts(path: &Path) -> Result<(Config, Weights)> {
+    if path.is_dir() {
+        let dir = SafetensorsDir::open(path)?;
+        let config = Config::from_hf_json(&path.join("config.json"), &dir.config)?;
+        let weights = Weights::load(&Source::Hf(&dir), &config)?;
+        Ok((config, weights))
+    } else {
+        gguf_parts(&GgufFile::open(path)?)
+    }
+}
+
+fn gguf_parts(file: &GgufFile) -> Result<(Config, Weights)> {
+    let mut config = Config::from_gguf(file)?;
+    if file.tensor_info("rope_freqs.weight").is_some() {
+        let w = file.weight("rope_freqs.weight")?;
+        let mut f = vec![0f32; w.cols];
+        crate::quant::dequantize_row(w.dtype, w.row(0), &mut f);
+        config.rope_scaling = RopeScaling::Factors(f);
+    }
+    let weights = Weights::load(&Source::Gguf(file), &config)?;
+    Ok((config, weights))
+}
+
 /// The number of physical cores (logical CPUs when that cannot be told).
 pub fn physical_cores() -> usize {
     num_cpus::get_physical().max(1)
@@ -44,26 +69,12 @@ pub fn physical_cores() -> usize {
 impl Model {
     /// Loads a GGUF file, or an HF directory with `config.json` and safetensors.
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
-        let path = path.as_ref();
-        if path.is_dir() {
-            let dir = SafetensorsDir::open(path)?;
-            let config = Config::from_hf_json(&path.join("config.json"), &dir.config)?;
-            let weights = Weights::load(&Source::Hf(&dir), &config)?;
-            Self::new(config, weights, opts)
-        } else {
-            Self::from_gguf(&GgufFile::open(path)?, opts)
-        }
+        let (config, weights) = load_parts(path.as_ref())?;
+        Self::new(config, weights, opts)
     }
 
     pub fn from_gguf(file: &GgufFile, opts: &LoadOptions) -> Result<Self> {
-        let mut config = Config::from_gguf(file)?;
-        if file.tensor_info("rope_freqs.weight").is_some() {
-            let w = file.weight("rope_freqs.weight")?;
-            let mut f = vec![0f32; w.cols];
-            crate::quant::dequantize_row(w.dtype, w.row(0), &mut f);
-            config.rope_scaling = RopeScaling::Factors(f);
-        }
-        let weights = Weights::load(&Source::Gguf(file), &config)?;
+        let (config, weights) = gguf_parts(file)?;
         Self::new(config, weights, opts)
     }
 

@@ -8,10 +8,12 @@
 //! - [`model`]: hyperparameters, weights and the forward pass of `llama` and `qwen2`.
 //! - [`tokenizer`]: GGUF vocabularies (BPE `gpt2`, SentencePiece `llama`) and `tokenizer.json`,
 //!   and chat templates.
+//! - [`backend`]: where a step runs (the CPU, or a GPU with the `cuda` feature).
 //! - [`cuda`]: the CUDA backend's device side (GPU probe, compute types, NVRTC kernels); a
 //!   stub that answers "built without CUDA" without the `cuda` feature.
 //! - [`generate`]: a single-sequence generation loop with sampling; [`error`]: the one error type.
 
+pub mod backend;
 pub mod batch;
 pub mod cuda;
 pub mod error;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use joule_engine::cuda::Device;
 use joule_engine::kv::KvBudget;
 
 use crate::power::SensorChoice;
@@ -103,6 +104,17 @@ pub struct Args {
     /// Compute threads per model; 0: one per physical core.
     #[arg(long, env = "JOULE_THREADS", default_value_t = 0)]
     pub threads: usize,
+
+    /// Where models run: `cpu`, or `cuda:N` for the NVIDIA GPU with CUDA ordinal N (`cuda` is
+    /// `cuda:0`). The GPU's kernels are compiled once for its architecture (needs libnvrtc) and
+    /// cached under --cache-dir.
+    #[arg(long, env = "JOULE_DEVICE", default_value = "cpu")]
+    pub device: Device,
+
+    /// With --device cuda: the share of the GPU memory still free after the weights that the KV
+    /// cache takes, in (0, 1].
+    #[arg(long, env = "JOULE_GPU_MEMORY_FRACTION", default_value_t = 0.9)]
+    pub gpu_memory_fraction: f64,
 
     /// Power sensor for energy accounting: auto (RAPL if readable, else estimate), nvml,
     /// rapl, estimate.
@@ -270,6 +282,12 @@ impl Args {
         if self.power_interval_ms == 0 {
             return Err("--power-interval-ms must be at least 1".into());
         }
+        if !(self.gpu_memory_fraction > 0.0 && self.gpu_memory_fraction <= 1.0) {
+            return Err(format!(
+                "--gpu-memory-fraction must be in (0, 1], got {}",
+                self.gpu_memory_fraction
+            ));
+        }
         Ok(self)
     }
 
@@ -382,6 +400,17 @@ mod tests {
         let a =
             Args::load_from(["w", "--scheduler", "a:7000,b:7000", "--join-token", "t"]).unwrap();
         assert_eq!(a.schedulers, ["a:7000", "b:7000"]);
+    }
+
+    #[test]
+    fn devices_and_the_gpu_memory_fraction_are_checked() {
+        let a = Args::load_from(["w", "--device", "cuda:1"]).unwrap();
+        assert_eq!(a.device, Device::Cuda(1));
+        assert_eq!(Args::load_from(["w"]).unwrap().device, Device::Cpu);
+        let e = Args::load_from(["w", "--device", "gpu0"]).unwrap_err();
+        assert!(e.contains("`cpu`, `cuda` or `cuda:N`"), "{e}");
+        let e = Args::load_from(["w", "--gpu-memory-fraction", "1.5"]).unwrap_err();
+        assert!(e.contains("(0, 1]"), "{e}");
     }
 
     #[test]

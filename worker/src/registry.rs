@@ -44,6 +44,11 @@ pub struct Limits {
     pub max_seqs: usize,
     pub max_queued: usize,
     pub threads: usize,
+    /// Where models run, and (on a GPU) the KV cache's share of free memory and where the
+    /// compiled kernels are cached.
+    pub device: joule_engine::cuda::Device,
+    pub gpu_memory_fraction: f64,
+    pub cache_dir: PathBuf,
 }
 
 /// A model being served.
@@ -308,8 +313,16 @@ impl Registry {
             ..Default::default()
         };
         let layout = KvLayout::for_model(&model.config, cfg.block_size, cfg.kv_dtype);
-        let engine = EngineHandle::start_metered(model, tokenizer, cfg, Some(self.meter.clone()))
-            .map_err(bad)?;
+        let meter = Some(self.meter.clone());
+        let engine = match self.limits.device {
+            joule_engine::cuda::Device::Cpu => {
+                EngineHandle::start_metered(model, tokenizer, cfg, meter).map_err(bad)?
+            }
+            joule_engine::cuda::Device::Cuda(ordinal) => {
+                let gpu = self.gpu_backend(path, ordinal, &cfg).map_err(bad)?;
+                EngineHandle::start_on(model, tokenizer, cfg, meter, gpu).map_err(bad)?
+            }
+        };
         let kv = engine.kv_blocks() as u64 * layout.block_bytes() as u64;
         tracing::info!(model = name, path = %path.display(), sha256 = %sha256, parameters, mib_weights = file_bytes >> 20, mib_kv = kv >> 20, "model ready");
         Ok(Arc::new(Served {
@@ -323,6 +336,39 @@ impl Registry {
             max_in_flight: self.limits.max_seqs + self.limits.max_queued,
             calibration: RwLock::new(None),
         }))
+    }
+
+    /// The model at `path` on GPU `ordinal`, its KV cache taking the configured share of the
+    /// memory left free.
+    #[cfg(feature = "cuda")]
+    fn gpu_backend(
+        &self,
+        path: &Path,
+        ordinal: usize,
+        cfg: &EngineConfig,
+    ) -> Result<Box<dyn joule_engine::backend::Backend>, EngineError> {
+        use joule_engine::cuda::forward::{CudaModel, KvSize};
+        let m = CudaModel::load(
+            path,
+            ordinal,
+            &self.limits.cache_dir.join("kernels"),
+            cfg.block_size,
+            cfg.kv_dtype,
+            KvSize::FreeFraction(self.limits.gpu_memory_fraction),
+        )?;
+        Ok(Box::new(m))
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn gpu_backend(
+        &self,
+        _path: &Path,
+        _ordinal: usize,
+        _cfg: &EngineConfig,
+    ) -> Result<Box<dyn joule_engine::backend::Backend>, EngineError> {
+        Err(EngineError::InvalidRequest(
+            joule_engine::cuda::CudaUnavailable::BuiltWithout.to_string(),
+        ))
     }
 
     /// Stops `name`: new requests get NOT_FOUND at once, its streams end `Cancelled`, and its

@@ -120,14 +120,34 @@ impl Worker {
         };
         // The driver's description (name, compute capability, memory, driver) where CUDA is
         // usable; NVML's names otherwise.
-        match joule_engine::cuda::probe() {
+        let probed = joule_engine::cuda::probe();
+        match &probed {
             Ok(gpus) => {
-                for g in &gpus {
+                for g in gpus {
                     tracing::info!(gpu = %g.describe(), ordinal = g.ordinal, "CUDA device");
                 }
                 gpu_names = gpus.iter().map(|g| g.describe()).collect();
             }
             Err(why) => tracing::info!(reason = %why, "no CUDA device"),
+        }
+        // A GPU asked for must be there, and new enough, before anything loads.
+        if let joule_engine::cuda::Device::Cuda(n) = args.device {
+            let gpu = match &probed {
+                Err(why) => anyhow::bail!("--device {}: {why}", args.device),
+                Ok(gpus) => gpus.iter().find(|g| g.ordinal == n).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--device {}: this machine has {} GPU(s): {}",
+                        args.device,
+                        gpus.len(),
+                        gpus.iter()
+                            .map(|g| format!("cuda:{} ({})", g.ordinal, g.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?,
+            };
+            joule_engine::cuda::arch::compute_type(gpu.compute_capability)
+                .map_err(|e| anyhow::anyhow!("--device {}: {e}", args.device))?;
         }
         let hw = Hardware::detect(joule_engine::quant::Kernels::detect().level, gpu_names);
         let fingerprint = hw.fingerprint(&format!("threads={threads}"));
@@ -140,6 +160,9 @@ impl Worker {
             max_seqs: args.max_seqs,
             max_queued: args.max_queued,
             threads: args.threads,
+            device: args.device,
+            gpu_memory_fraction: args.gpu_memory_fraction,
+            cache_dir: args.cache_dir(),
         };
         let models = Arc::new(Registry::new(limits, monitor.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();

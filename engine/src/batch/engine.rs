@@ -1,5 +1,5 @@
-//! The step loop's thread and the handle that feeds it. The loop owns the model, the KV store
-//! and the scheduler; handles talk to it by message only (submit, cancel, shut down), and read
+//! The step loop's thread and the handle that feeds it. The loop owns the model, the backend
+//! that runs its steps (and holds the KV cache) and the scheduler; handles talk to it by message only (submit, cancel, shut down), and read
 //! [`EngineStats`] from a snapshot the loop refreshes after every step.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use super::energy::{Attribution, EnergyMeter};
 use super::request::{Event, FinishReason, Request, RequestStream};
 use super::scheduler::Scheduler;
 use super::sequence::Sequence;
+use crate::backend::{Backend, CpuBackend};
 use crate::error::{EngineError, Result};
 use crate::kv::{BlockPool, KvLayout, KvStore, PoolStats, mem_available};
 use crate::model::{Logits, Model, SeqChunk};
@@ -115,8 +116,34 @@ impl EngineHandle {
             budget = %cfg.kv_budget,
             "KV pool sized"
         );
+        let backend = Box::new(CpuBackend::new(KvStore::new(layout, blocks)));
+        Self::start_on(model, tokenizer, cfg, meter, backend)
+    }
+
+    /// Starts the step loop on `backend` (a GPU, say), whose KV cache sets the pool's size.
+    pub fn start_on(
+        model: Model,
+        tokenizer: Tokenizer,
+        cfg: EngineConfig,
+        meter: Option<Arc<dyn EnergyMeter>>,
+        backend: Box<dyn Backend>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let blocks = backend.num_blocks().min(u32::MAX as usize);
+        if blocks == 0 {
+            return Err(EngineError::InvalidRequest(
+                "the backend holds no KV block".into(),
+            ));
+        }
+        let want = KvLayout::for_model(&model.config, cfg.block_size, cfg.kv_dtype);
+        if backend.kv_layout() != want {
+            return Err(EngineError::InvalidRequest(format!(
+                "the backend's KV cache ({:?}) does not fit this model and configuration ({want:?})",
+                backend.kv_layout()
+            )));
+        }
+        tracing::info!(backend = %backend.describe(), blocks, "engine starting");
         let pool = BlockPool::new(blocks, cfg.block_size, cfg.prefix_caching);
-        let store = KvStore::new(layout, blocks);
         let (tx, rx) = channel();
         let model = Arc::new(model);
         let tokenizer = Arc::new(tokenizer);
@@ -138,7 +165,7 @@ impl EngineHandle {
         let mut step = StepLoop {
             sched: Scheduler::new(cfg.max_batched_tokens, cfg.max_seqs, pool.clone()),
             pool,
-            store,
+            backend,
             model,
             tokenizer,
             rx,
@@ -291,7 +318,7 @@ impl EngineHandle {
 struct StepLoop {
     sched: Scheduler,
     pool: BlockPool,
-    store: KvStore,
+    backend: Box<dyn Backend>,
     model: Arc<Model>,
     tokenizer: Arc<Tokenizer>,
     rx: Receiver<Command>,
@@ -414,7 +441,7 @@ impl StepLoop {
                 }
             })
             .collect();
-        let result = self.model.forward_batch(&chunks, &mut self.store);
+        let result = self.backend.forward(&self.model, &chunks);
         let sampling: Vec<bool> = chunks.iter().map(|c| c.logits == Logits::Last).collect();
         drop(chunks);
         let logits = match result {

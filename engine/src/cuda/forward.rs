@@ -32,7 +32,14 @@ struct Layer {
     w_gate: GpuWeight,
     w_up: GpuWeight,
     w_down: GpuWeight,
-    kv: GpuKv,
+}
+
+/// How big the KV cache is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KvSize {
+    Blocks(usize),
+    /// This fraction of the device memory still free once the weights are in.
+    FreeFraction(f64),
 }
 
 /// A model on one GPU, with its KV cache there.
@@ -41,6 +48,8 @@ pub struct CudaModel {
     gpu: Gpu,
     embed: GpuWeight,
     layers: Vec<Layer>,
+    /// One cache per layer.
+    kv: Vec<GpuKv>,
     out_norm: CudaSlice<f32>,
     output: GpuWeight,
     inv_freq: Vec<f32>,
@@ -49,18 +58,17 @@ pub struct CudaModel {
 }
 
 impl CudaModel {
-    /// Uploads `weights` (as stored: not repacked for the CPU) to `gpu` and allocates a KV
-    /// cache of `num_blocks` blocks in `layout`.
+    /// Uploads `weights` (as stored: not repacked for the CPU) to `gpu`, then allocates a KV
+    /// cache of `size` in `block_size`-token blocks of `kv_dtype`.
     pub fn new(
         gpu: Gpu,
         config: Config,
         weights: &Weights,
         block_size: usize,
         kv_dtype: KvDType,
-        num_blocks: usize,
+        size: KvSize,
     ) -> Result<Self> {
         let layout = KvLayout::for_model(&config, block_size, kv_dtype);
-        let shape = shape(&layout, num_blocks);
         let up = |v: &[f32]| gpu.upload(v).map_err(gpu_err);
         let w = |m: &crate::tensor::Weight| gpu.weight(m).map_err(gpu_err);
         let mut layers = Vec::with_capacity(weights.layers.len());
@@ -78,14 +86,40 @@ impl CudaModel {
                 w_gate: w(&l.w_gate)?,
                 w_up: w(&l.w_up)?,
                 w_down: w(&l.w_down)?,
-                kv: gpu.kv(shape, kv_dtype == KvDType::F16).map_err(gpu_err)?,
             });
         }
+        let (embed, out_norm, output) = (
+            w(&weights.embed)?,
+            up(&weights.out_norm)?,
+            w(&weights.output)?,
+        );
+        let num_blocks = match size {
+            KvSize::Blocks(n) => n,
+            KvSize::FreeFraction(f) => {
+                let (free, _) = gpu.mem_info().map_err(gpu_err)?;
+                (free as f64 * f) as usize / layout.block_bytes()
+            }
+        };
+        if num_blocks == 0 {
+            return Err(EngineError::InvalidRequest(format!(
+                "no room for a KV cache on {}: one block of {block_size} tokens takes {} bytes \
+                 (raise the memory fraction, or use a smaller model or block)",
+                gpu.info.describe(),
+                layout.block_bytes()
+            )));
+        }
+        let shape = shape(&layout, num_blocks);
+        let kv = (0..layout.layers)
+            .map(|_| gpu.kv(shape, kv_dtype == KvDType::F16))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(gpu_err)?;
+        tracing::info!(gpu = %gpu.info.describe(), blocks = num_blocks, mib = (num_blocks * layout.block_bytes()) >> 20, "KV cache on the GPU");
         Ok(Self {
-            embed: w(&weights.embed)?,
-            out_norm: up(&weights.out_norm)?,
-            output: w(&weights.output)?,
+            embed,
+            out_norm,
+            output,
             layers,
+            kv,
             inv_freq: config.rope_inv_freq(),
             config,
             gpu,
@@ -94,18 +128,18 @@ impl CudaModel {
         })
     }
 
-    /// Loads a model file onto GPU `ordinal` with a KV cache of `num_blocks` blocks.
+    /// Loads a model file onto GPU `ordinal` with a KV cache of `size`.
     pub fn load(
         path: &Path,
         ordinal: usize,
         cache_dir: &Path,
         block_size: usize,
         kv_dtype: KvDType,
-        num_blocks: usize,
+        size: KvSize,
     ) -> Result<Self> {
         let (config, weights) = crate::model::load_parts(path)?;
         let gpu = Gpu::open(ordinal, cache_dir).map_err(gpu_err)?;
-        Self::new(gpu, config, &weights, block_size, kv_dtype, num_blocks)
+        Self::new(gpu, config, &weights, block_size, kv_dtype, size)
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -169,7 +203,7 @@ impl CudaModel {
         let mut proj = g.zeros::<f32>(n * dim)?;
         let (mut gate, mut up) = (g.zeros::<f32>(n * ffn)?, g.zeros::<f32>(n * ffn)?);
 
-        for l in &mut self.layers {
+        for (l, kv) in self.layers.iter().zip(self.kv.iter_mut()) {
             g.rms_norm(&x, &l.attn_norm, c.norm_eps, n, dim, &mut h)?;
             let qa = quantized(g, &h, n, dim, &[&l.wq, &l.wk, &l.wv])?;
             g.matvec(&l.wq, &h, qa.as_ref(), n, &mut q)?;
@@ -186,10 +220,10 @@ impl CudaModel {
             }
             g.rope(&mut q, n, c.n_heads, c.head_dim, half, &rope, halves)?;
             g.rope(&mut k, n, c.n_kv_heads, c.head_dim, half, &rope, halves)?;
-            g.kv_write(&mut l.kv, shape, &k, &v, &slot_block, &slot_index, n)?;
+            g.kv_write(kv, shape, &k, &v, &slot_block, &slot_index, n)?;
             g.attention(
                 &q,
-                &l.kv,
+                kv,
                 shape,
                 c.n_heads,
                 &tables,

@@ -467,9 +467,15 @@ fn gpu_greedy_continuations_of_the_default_model_match_the_cpu_alone_and_in_a_ba
     const STEPS: usize = 32;
     let want: Vec<Vec<u32>> = prompts.iter().map(|p| greedy_cpu(&cpu, p, STEPS)).collect();
     let dir = std::env::temp_dir().join("joule-kernel-cache");
-    let mut gm =
-        super::forward::CudaModel::load(&path, 0, &dir, DEFAULT_BLOCK_SIZE, KvDType::F32, 32 * 8)
-            .unwrap();
+    let mut gm = super::forward::CudaModel::load(
+        &path,
+        0,
+        &dir,
+        DEFAULT_BLOCK_SIZE,
+        KvDType::F32,
+        super::forward::KvSize::Blocks(32 * 8),
+    )
+    .unwrap();
     for (i, p) in prompts.iter().enumerate() {
         let got = greedy_gpu(&mut gm, std::slice::from_ref(p), STEPS);
         assert_eq!(got[0], want[i], "prompt {i} alone");

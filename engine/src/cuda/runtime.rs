@@ -124,6 +124,11 @@ impl Gpu {
         })
     }
 
+    /// (free, total) device memory in bytes.
+    pub fn mem_info(&self) -> Result<(usize, usize), String> {
+        self.stream.context().mem_get_info().map_err(err)
+    }
+
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }

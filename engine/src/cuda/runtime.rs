@@ -628,3 +628,25 @@ impl Gpu {
             .map_err(err)
     }
 }
+
+impl Gpu {
+    /// Device-to-device copy bandwidth in bytes per second (bytes read plus bytes written),
+    /// the median of `runs` copies of `bytes` after one warm-up.
+    pub fn copy_bandwidth(&self, bytes: usize, runs: usize) -> Result<f64, String> {
+        let src = self.zeros::<u8>(bytes)?;
+        let mut dst = self.zeros::<u8>(bytes)?;
+        let mut secs = Vec::with_capacity(runs);
+        for i in 0..=runs {
+            self.stream.synchronize().map_err(err)?;
+            let t = std::time::Instant::now();
+            self.stream.memcpy_dtod(&src, &mut dst).map_err(err)?;
+            self.stream.synchronize().map_err(err)?;
+            if i > 0 {
+                secs.push(t.elapsed().as_secs_f64());
+            }
+        }
+        secs.sort_by(f64::total_cmp);
+        let median = secs.get(secs.len() / 2).copied().ok_or("no runs")?;
+        Ok(2.0 * bytes as f64 / median)
+    }
+}

@@ -5,8 +5,12 @@
 //! a fixed-length workload (every stream the mean lengths) on the engine and on llama.cpp's
 //! `llama-batched-bench` with the same model, threads and concurrency, and reports the ratio.
 //!
+//! With `--device cuda:N` (build with `--features cuda`) the steps run on that GPU, and each
+//! level also reports the device's copy bandwidth, measured in the same run, and the batch-1
+//! decode rate as a fraction of the bandwidth roofline (weight bytes read per token).
+//!
 //! `cargo run --release -p joule-engine --bin engine-bench -- --model PATH --concurrency 1,8,32,64
-//! --requests M --seed S [--threads T] [--json]`. With `--json` each concurrency level prints one
+//! --requests M --seed S [--threads T] [--device cuda:0] [--json]`. With `--json` each concurrency level prints one
 //! JSON object per line, so the last line is one JSON object.
 
 mod llamacpp;
@@ -18,6 +22,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use joule_engine::batch::{EngineConfig, EngineHandle};
+use joule_engine::cuda::Device;
 use joule_engine::gguf::GgufFile;
 use joule_engine::kv::{KvBudget, KvDType};
 use joule_engine::model::{Config, physical_cores};
@@ -85,6 +90,12 @@ struct Args {
     /// One JSON object per level on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// Where the steps run: `cpu` or `cuda:N` (needs the `cuda` feature and libnvrtc).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// With a GPU: the share of its free memory (after the weights) the KV cache takes.
+    #[arg(long, default_value_t = 0.9)]
+    gpu_memory_fraction: f64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,13 +136,72 @@ fn measure(
         prefix_caching: !a.no_prefix_caching,
         ..Default::default()
     };
-    let engine = EngineHandle::start(model, tk, cfg).map_err(|e| e.to_string())?;
+    let engine = match a.device {
+        Device::Cpu => EngineHandle::start(model, tk, cfg),
+        Device::Cuda(n) => {
+            gpu_backend(a, n, &cfg).and_then(|b| EngineHandle::start_on(model, tk, cfg, None, b))
+        }
+    }
+    .map_err(|e| e.to_string())?;
     let r = run::run(&engine, jobs, concurrency);
     engine.shutdown();
     if let Some(f) = r.failures.first() {
         return Err(format!("{} requests failed; first: {f}", r.failures.len()));
     }
     Ok(r)
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_backend(
+    a: &Args,
+    ordinal: usize,
+    cfg: &EngineConfig,
+) -> joule_engine::Result<Box<dyn joule_engine::backend::Backend>> {
+    use joule_engine::cuda::forward::{CudaModel, KvSize};
+    let cache = std::env::temp_dir().join("joule-kernel-cache");
+    Ok(Box::new(CudaModel::load(
+        &a.model,
+        ordinal,
+        &cache,
+        cfg.block_size,
+        cfg.kv_dtype,
+        KvSize::FreeFraction(a.gpu_memory_fraction),
+    )?))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_backend(
+    _a: &Args,
+    _ordinal: usize,
+    _cfg: &EngineConfig,
+) -> joule_engine::Result<Box<dyn joule_engine::backend::Backend>> {
+    Err(joule_engine::EngineError::InvalidRequest(
+        joule_engine::cuda::CudaUnavailable::BuiltWithout.to_string(),
+    ))
+}
+
+/// The GPU's device-to-device copy bandwidth (bytes read plus written per second), measured
+/// now, and the weight bytes one decode step reads.
+#[cfg(feature = "cuda")]
+fn roofline(a: &Args, ordinal: usize) -> Result<serde_json::Value, String> {
+    let gpu = joule_engine::cuda::runtime::Gpu::open(
+        ordinal,
+        &std::env::temp_dir().join("joule-kernel-cache"),
+    )?;
+    let bw = gpu.copy_bandwidth(1 << 30, 20)?;
+    let (_, weights) = joule_engine::model::load_parts(&a.model).map_err(|e| e.to_string())?;
+    let bytes = weights.bytes_per_token() as f64;
+    Ok(json!({
+        "gpu": gpu.info.describe(),
+        "copy_bandwidth_gb_s": bw / 1e9,
+        "weight_bytes_per_token": bytes,
+        "roofline_tokens_per_s": bw / bytes,
+    }))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn roofline(_a: &Args, _ordinal: usize) -> Result<serde_json::Value, String> {
+    Err(joule_engine::cuda::CudaUnavailable::BuiltWithout.to_string())
 }
 
 fn level(a: &Args, c: &Config, threads: usize, n: usize) -> Result<serde_json::Value, String> {
@@ -173,8 +243,19 @@ fn level(a: &Args, c: &Config, threads: usize, n: usize) -> Result<serde_json::V
         "prefix_hit_rate": med(&|r| r.prefix_hit_rate),
         "preemptions": med(&|r| r.preemptions as f64),
         "kv_blocks": runs[0].kv_blocks,
-        "energy": "not measured (the engine bench has no power sensor)",
+        "device": a.device.to_string(),
+        "energy": "not measured (the engine bench has no power sensor; the worker meters it)",
     });
+    if let Device::Cuda(ordinal) = a.device
+        && n == 1
+    {
+        let mut r = roofline(a, ordinal)?;
+        let decode = 1000.0 / v["itl_ms_p50"].as_f64().unwrap_or(f64::INFINITY);
+        r["decode_tokens_per_s"] = json!(decode);
+        r["fraction_of_roofline"] =
+            json!(decode / r["roofline_tokens_per_s"].as_f64().unwrap_or(f64::INFINITY));
+        v["roofline"] = r;
+    }
     if let Some(bin) = &a.llama_batched_bench {
         let jobs = workload::jobs(&fixed, n, a.seed, c.vocab, c.context_len);
         let mut ours = Vec::new();
@@ -220,6 +301,20 @@ fn print_text(v: &serde_json::Value) {
         f("preemptions"),
         v["kv_blocks"],
     );
+    let r = &v["roofline"];
+    if !r.is_null() {
+        let g = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        println!(
+            "    {}: copy bandwidth {:.0} GB/s, {:.0} MB of weights per token, roofline {:.0} tok/s; \
+             batch-1 decode (1 / ITL p50) {:.1} tok/s = {:.0}% of it",
+            r["gpu"].as_str().unwrap_or(""),
+            g("copy_bandwidth_gb_s"),
+            g("weight_bytes_per_token") / 1e6,
+            g("roofline_tokens_per_s"),
+            g("decode_tokens_per_s"),
+            g("fraction_of_roofline") * 100.0,
+        );
+    }
     let x = &v["fixed"];
     if !x.is_null() {
         let g = |k: &str| x[k].as_f64().unwrap_or(0.0);
@@ -252,6 +347,9 @@ fn main() -> ExitCode {
     if a.fixed_prompt == 0 || a.fixed_output == 0 {
         return fail("--fixed-prompt and --fixed-output must be at least 1".into());
     }
+    if !(a.gpu_memory_fraction > 0.0 && a.gpu_memory_fraction <= 1.0) {
+        return fail("--gpu-memory-fraction must be in (0, 1]".into());
+    }
     let threads = a.threads.unwrap_or_else(physical_cores);
     let config = match load(&a.model, threads) {
         Ok((m, _)) => m.config,
@@ -272,8 +370,9 @@ fn main() -> ExitCode {
     }
     if !a.json {
         println!(
-            "engine-bench: {} | {threads} threads | KV {} {:?} | seed {} | {} repeat(s)",
+            "engine-bench: {} | {} | {threads} threads | KV {} {:?} | seed {} | {} repeat(s)",
             a.model.display(),
+            a.device,
             a.kv_budget,
             a.kv_dtype,
             a.seed,

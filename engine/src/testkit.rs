@@ -285,7 +285,13 @@ const SPM_CORPUS: &str = "the quick brown fox jumps over the lazy dog. The cat s
 /// exactly its 512 tokens: `<unk>`, `<s>`, `</s>`, 256 byte tokens, single characters, and merges
 /// learnt on a small text, scored so earlier merges win (as SentencePiece BPE scores are).
 pub fn spm_vocab_gguf() -> Vec<u8> {
-    let spec = TINY_MODELS[0];
+    spm_vocab_gguf_for(&TINY_MODELS[0])
+}
+
+/// The model `spec` as GGUF with the same small SentencePiece vocabulary, padded with unused
+/// tokens to `spec.vocab`.
+pub fn spm_vocab_gguf_for(spec: &TinySpec) -> Vec<u8> {
+    let spec = *spec;
     let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
     let mut types: Vec<i32> = vec![2, 3, 3];
     tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));

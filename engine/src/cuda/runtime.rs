@@ -92,6 +92,14 @@ pub struct Gpu {
     fns: HashMap<&'static str, CudaFunction>,
 }
 
+/// Launches an element-wise kernel: one thread per element; the kernel checks i < n and its
+/// caller checked the buffers' sizes.
+fn launch_elems(b: &mut cudarc::driver::LaunchArgs<'_>, n: usize) -> Result<(), String> {
+    // SAFETY: see above.
+    unsafe { b.launch(LaunchConfig::for_num_elems(n as u32)) }.map_err(err)?;
+    Ok(())
+}
+
 fn grid(n: usize, per: usize) -> u32 {
     n.div_ceil(per) as u32
 }
@@ -327,9 +335,7 @@ impl Gpu {
         let n64 = n as i64;
         let mut b = self.stream.launch_builder(self.f("add"));
         b.arg(x).arg(y).arg(&n64);
-        // SAFETY: one thread per element, the kernel checks i < n; sizes checked above.
-        unsafe { b.launch(LaunchConfig::for_num_elems(n as u32)) }.map_err(err)?;
-        Ok(())
+        launch_elems(&mut b, n)
     }
 
     /// Adds `bias` to every row of width `bias.len()` in the first `n` values of x.
@@ -345,9 +351,7 @@ impl Gpu {
         let (w, n64) = (bias.len() as i32, n as i64);
         let mut b = self.stream.launch_builder(self.f("add_bias"));
         b.arg(x).arg(bias).arg(&w).arg(&n64);
-        // SAFETY: one thread per element, the kernel checks i < n; sizes checked above.
-        unsafe { b.launch(LaunchConfig::for_num_elems(n as u32)) }.map_err(err)?;
-        Ok(())
+        launch_elems(&mut b, n)
     }
 
     /// out = silu(gate) * up over the first `n` values.
@@ -364,9 +368,7 @@ impl Gpu {
         let n64 = n as i64;
         let mut b = self.stream.launch_builder(self.f("swiglu"));
         b.arg(gate).arg(up).arg(out).arg(&n64);
-        // SAFETY: one thread per element, the kernel checks i < n; sizes checked above.
-        unsafe { b.launch(LaunchConfig::for_num_elems(n as u32)) }.map_err(err)?;
-        Ok(())
+        launch_elems(&mut b, n)
     }
 
     /// Rotates the first 2 * half dims of every head of `rows` rows. `table`: per row, `half`

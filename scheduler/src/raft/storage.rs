@@ -39,6 +39,15 @@ pub enum LogError {
     Io { path: PathBuf, reason: String },
 }
 
+impl LogError {
+    fn io(path: &Path, e: &dyn std::fmt::Display) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    }
+}
+
 /// A replica's Raft log on disk, with its in-memory mirror.
 pub struct DiskStorage {
     dir: PathBuf,
@@ -85,10 +94,7 @@ impl DiskStorage {
     /// learns it from the leader. An existing log keeps the membership it recorded.
     pub fn open(dir: &Path, voters: &[u64]) -> Result<Self, LogError> {
         let path = dir.join("raft.redb");
-        let io = |e: &dyn std::fmt::Display| LogError::Io {
-            path: dir.to_path_buf(),
-            reason: e.to_string(),
-        };
+        let io = |e: &dyn std::fmt::Display| LogError::io(dir, e);
         let corrupt = |reason: String| LogError::Corrupt {
             path: dir.to_path_buf(),
             reason,
@@ -157,7 +163,7 @@ impl DiskStorage {
             );
         }
         wal::remove_stale(dir, meta.generation).map_err(|e| io(&e))?;
-        let mut s = Self {
+        let s = Self {
             dir: dir.to_path_buf(),
             db,
             wal,
@@ -171,7 +177,7 @@ impl DiskStorage {
         Ok(s)
     }
 
-    fn check(&mut self) -> Result<(), String> {
+    fn check(&self) -> Result<(), String> {
         let last = self.last();
         if self.hs.commit > last {
             return Err(format!(
@@ -197,10 +203,7 @@ impl DiskStorage {
     }
 
     fn io(&self, e: &dyn std::fmt::Display) -> LogError {
-        LogError::Io {
-            path: self.dir.clone(),
-            reason: e.to_string(),
-        }
+        LogError::io(&self.dir, e)
     }
 
     /// Starts a new WAL generation holding the hard state and `entries`, commits `snap` (and
@@ -351,10 +354,7 @@ fn write_meta(
     dir: &Path,
     f: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>) -> Result<(), redb::StorageError>,
 ) -> Result<(), LogError> {
-    let io = |e: &dyn std::fmt::Display| LogError::Io {
-        path: dir.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let io = |e: &dyn std::fmt::Display| LogError::io(dir, e);
     let mut tx = db.begin_write().map_err(|e| io(&e))?;
     // One fsync per commit. With one-phase commit, redb detects a torn commit by checksum and
     // falls back to the previous one; a commit is torn only if its fsync never returned.

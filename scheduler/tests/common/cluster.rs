@@ -1,0 +1,195 @@
+//! A cluster of real `joule-scheduler` processes on 127.0.0.1 for the integration tests, and
+//! the admin client that talks to it.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use joule_proto::v1;
+use joule_proto::v1::admin_client::AdminClient;
+use tonic::Request;
+use tonic::transport::Channel;
+
+pub const TOKEN: &str = "test-admin-token";
+pub const JOIN: &str = "test-join-token";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Replica {
+    pub id: u64,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub replicas: Vec<Replica>,
+    pub peers: String,
+    pub tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn new(n: u64) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let replicas: Vec<Replica> = (1..=n)
+            .map(|id| Replica {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                dir: tmp.path().join(format!("r{id}")),
+                child: None,
+            })
+            .collect();
+        let peers = replicas
+            .iter()
+            .map(|r| format!("{}={}", r.id, r.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Self {
+            replicas,
+            peers,
+            tmp,
+        };
+        for id in 1..=n {
+            c.start(id);
+        }
+        c
+    }
+
+    pub fn start(&mut self, id: u64) {
+        self.spawn(id, false);
+    }
+
+    /// Starts a new replica with `--join` (it waits to be added).
+    pub fn start_joiner(&mut self) -> u64 {
+        let id = self.replicas.len() as u64 + 1;
+        self.replicas.push(Replica {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            dir: self.tmp.path().join(format!("r{id}")),
+            child: None,
+        });
+        self.spawn(id, true);
+        id
+    }
+
+    pub fn spawn(&mut self, id: u64, join: bool) {
+        let log = self.tmp.path().join(format!("r{id}.log"));
+        let r = &mut self.replicas[id as usize - 1];
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_joule-scheduler"));
+        if join {
+            cmd.arg("--join");
+        }
+        let child = cmd
+            .args([
+                "--id",
+                &id.to_string(),
+                "--peers",
+                &self.peers,
+                "--listen",
+                &r.addr,
+            ])
+            .arg("--data-dir")
+            .arg(&r.dir)
+            .env("JOULE_ADMIN_TOKEN", TOKEN)
+            .env("JOULE_JOIN_TOKEN", JOIN)
+            .env("JOULE_HEARTBEAT_MS", "200")
+            .env("JOULE_UNREACHABLE_AFTER_MS", "1000")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        r.child = Some(child);
+    }
+
+    pub fn kill9(&mut self, id: u64) {
+        if let Some(mut c) = self.replicas[id as usize - 1].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn addr(&self, id: u64) -> &str {
+        &self.replicas[id as usize - 1].addr
+    }
+
+    pub async fn status(&self, id: u64) -> Option<v1::ClusterStatusResponse> {
+        let mut c = client(self.addr(id)).await?;
+        let r = tokio::time::timeout(
+            Duration::from_millis(500),
+            c.cluster_status(authed(v1::ClusterStatusRequest {})),
+        )
+        .await
+        .ok()?;
+        r.ok().map(|r| r.into_inner())
+    }
+
+    /// The leader all live replicas agree on, other than `not`.
+    pub async fn leader(&self, within: Duration, not: u64) -> u64 {
+        let end = Instant::now() + within;
+        loop {
+            let mut seen = Vec::new();
+            for r in self.replicas.iter().filter(|r| r.child.is_some()) {
+                seen.push(self.status(r.id).await.map(|s| s.leader));
+            }
+            if let Some(Some(l)) = seen.first()
+                && *l != 0
+                && *l != not
+                && seen.iter().all(|s| *s == Some(*l))
+            {
+                return *l;
+            }
+            assert!(Instant::now() < end, "no agreed leader: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for r in &mut self.replicas {
+            if let Some(mut c) = r.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+pub fn authed<T>(m: T) -> Request<T> {
+    let mut r = Request::new(m);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    r.set_timeout(Duration::from_secs(5));
+    r
+}
+
+pub async fn client(addr: &str) -> Option<AdminClient<Channel>> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .ok()?;
+    Some(AdminClient::new(ch))
+}
+
+pub fn scheduler(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_joule-scheduler"))
+        .args(args)
+        .env("JOULE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

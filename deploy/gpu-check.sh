@@ -7,10 +7,12 @@
 # then, on the GPU machine, from the repository root:
 #
 #   deploy/gpu-check.sh run [OUT_DIR]    # GPU tests, then engine-bench on the default model and
-#                                        # on random Llama-3.2-1B-shaped models (F16, Q4_0)
+#                                        # on random Llama-3.2-1B-shaped models (F16, Q4_0), and
+#                                        # the HF transformers baseline on the same shapes
 #
-# libnvrtc must be loadable on the GPU machine: the CUDA toolkit's, or the pip wheel
-# nvidia-cuda-nvrtc-cu12 that PyTorch installs (its lib folder is put on LD_LIBRARY_PATH here).
+# libnvrtc and libcublas must be loadable on the GPU machine: the CUDA toolkit's, or the pip
+# wheels nvidia-cuda-nvrtc-cu12 and nvidia-cublas-cu12 that PyTorch installs (their lib folders
+# are put on LD_LIBRARY_PATH here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE=target/gpu-check
@@ -34,9 +36,11 @@ for l in sys.stdin:
 run() {
   local out=${1:-${OUT:-/tmp/gpu-check}}
   mkdir -p "$out"
-  local wheel
-  wheel=$(python3 -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib"))' 2>/dev/null || true)
-  [[ -n "$wheel" ]] && export LD_LIBRARY_PATH="$wheel:${LD_LIBRARY_PATH:-}"
+  local wheel pkg
+  for pkg in cuda_nvrtc cublas; do
+    wheel=$(python3 -c "import nvidia.$pkg, os; print(os.path.join(list(nvidia.$pkg.__path__)[0], 'lib'))" 2>/dev/null || true)
+    [[ -n "$wheel" ]] && export LD_LIBRARY_PATH="$wheel:${LD_LIBRARY_PATH:-}"
+  done
   nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
   echo "== GPU tests"
   "$STAGE/engine-tests" --ignored --test-threads 1 gpu_ 2>&1 | tee "$out/gpu-tests.txt"
@@ -52,6 +56,11 @@ run() {
       --fixed-prompt 64 --fixed-output 128 --concurrency 1,8,32,128 --repeats 3 --json |
       tee "$out/bench-r1b-$t.jsonl"
   done
+  echo "== HF transformers baseline (fp16, same shapes and workload)"
+  python3 engine/benches/hf_baseline.py --shape smollm2-135m --concurrency 1,8,32,128 \
+    --repeats 3 | tee "$out/hf-smollm2-135m.jsonl"
+  python3 engine/benches/hf_baseline.py --shape llama-3.2-1b --concurrency 1,8,32,128 \
+    --repeats 3 | tee "$out/hf-llama-3.2-1b.jsonl"
 }
 
 case "${1:-}" in

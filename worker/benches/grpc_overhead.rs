@@ -215,7 +215,7 @@ fn params(o: &Opts, i: usize) -> SamplingParams {
 }
 
 async fn direct(engine: &EngineHandle, o: &Opts, round: usize) -> Run {
-    let vocab = engine.model().config.vocab;
+    let vocab = engine.config().vocab;
     let (started, cpu0) = (Instant::now(), cpu_seconds());
     let mut tasks = Vec::new();
     for (i, p) in prompts(o, vocab, round).into_iter().enumerate() {
@@ -311,7 +311,7 @@ async fn main() -> anyhow::Result<()> {
     let f = GgufFile::open(&model)?;
     let opts = LoadOptions { threads: o.threads };
     let engine = EngineHandle::start(Model::from_gguf(&f, &opts)?, Tokenizer::from_gguf(&f)?, cfg)?;
-    let vocab = engine.model().config.vocab;
+    let vocab = engine.config().vocab;
     let threads = o.threads.to_string();
     let args = joule_worker::Args::load_from([
         "joule-worker",

@@ -118,7 +118,7 @@ pub fn sweep(
     tokens: u32,
 ) -> Result<Vec<Point>, String> {
     let engine = &served.engine;
-    let cfg = &engine.model().config;
+    let cfg = &engine.config();
     let bs = engine.stats().block_size.max(1);
     let per_seq_blocks = (PROMPT_TOKENS + tokens as usize).div_ceil(bs);
     let fits: Vec<usize> = batches

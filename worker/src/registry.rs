@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use joule_engine::batch::{EnergyMeter, EngineConfig, EngineHandle};
 use joule_engine::gguf::GgufFile;
 use joule_engine::kv::{KvBudget, KvLayout, mem_available};
-use joule_engine::model::LoadOptions;
+use joule_engine::model::{Config, LoadOptions};
 use joule_engine::tokenizer::Tokenizer;
 use joule_engine::{EngineError, Model};
 use sha2::{Digest, Sha256};
@@ -288,41 +288,48 @@ impl Registry {
                 format!("cannot load {}: {}", path.display(), s.message()),
             )
         };
-        let (model, tokenizer, parameters) = if path.is_dir() {
-            let m = Model::load(path, &opts).map_err(bad)?;
-            let p = estimate_parameters(&m);
-            (m, Tokenizer::from_dir(path).map_err(bad)?, p)
-        } else {
-            let f = GgufFile::open(path).map_err(bad)?;
-            let p = f
-                .header
-                .tensors
-                .iter()
-                .map(|t| t.dims.iter().product::<u64>())
-                .sum();
-            (
-                Model::from_gguf(&f, &opts).map_err(bad)?,
-                Tokenizer::from_gguf(&f).map_err(bad)?,
-                p,
-            )
-        };
         let cfg = EngineConfig {
             max_batched_tokens: self.limits.max_batched_tokens,
             max_seqs: self.limits.max_seqs,
             kv_budget: KvBudget::Bytes(kv_bytes),
             ..Default::default()
         };
-        let layout = KvLayout::for_model(&model.config, cfg.block_size, cfg.kv_dtype);
         let meter = Some(self.meter.clone());
+        let (block_size, kv_dtype) = (cfg.block_size, cfg.kv_dtype);
+        // A GPU backend reads the weights itself: the CPU's copy is never loaded.
         let engine = match self.limits.device {
             joule_engine::cuda::Device::Cpu => {
+                let (model, tokenizer) = if path.is_dir() {
+                    (
+                        Model::load(path, &opts).map_err(bad)?,
+                        Tokenizer::from_dir(path).map_err(bad)?,
+                    )
+                } else {
+                    let f = GgufFile::open(path).map_err(bad)?;
+                    (
+                        Model::from_gguf(&f, &opts).map_err(bad)?,
+                        Tokenizer::from_gguf(&f).map_err(bad)?,
+                    )
+                };
                 EngineHandle::start_metered(model, tokenizer, cfg, meter).map_err(bad)?
             }
             joule_engine::cuda::Device::Cuda(ordinal) => {
+                let tokenizer = Tokenizer::load(path).map_err(bad)?;
                 let gpu = self.gpu_backend(path, ordinal, &cfg).map_err(bad)?;
-                EngineHandle::start_on(model, tokenizer, cfg, meter, gpu).map_err(bad)?
+                EngineHandle::start_on(tokenizer, cfg, meter, gpu).map_err(bad)?
             }
         };
+        // A GGUF file's header says exactly; an HF directory's count follows from its config.
+        let parameters = match GgufFile::open(path) {
+            Ok(f) if !path.is_dir() => f
+                .header
+                .tensors
+                .iter()
+                .map(|t| t.dims.iter().product::<u64>())
+                .sum(),
+            _ => estimate_parameters(engine.config()),
+        };
+        let layout = KvLayout::for_model(engine.config(), block_size, kv_dtype);
         let kv = engine.kv_blocks() as u64 * layout.block_bytes() as u64;
         tracing::info!(model = name, path = %path.display(), sha256 = %sha256, parameters, mib_weights = file_bytes >> 20, mib_kv = kv >> 20, "model ready");
         Ok(Arc::new(Served {
@@ -456,8 +463,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 /// Parameter count of an HF directory's model from its hyperparameters (embedding,
 /// attention, MLP, norms; a separate output matrix is not counted).
-fn estimate_parameters(m: &Model) -> u64 {
-    let c = &m.config;
+fn estimate_parameters(c: &Config) -> u64 {
     let (d, q, kv, f) = (
         c.dim as u64,
         c.q_dim() as u64,

@@ -98,9 +98,6 @@ impl Worker {
             idle_watts: args.idle_watts,
             busy_watts: args.busy_watts,
         };
-        let sensors = power::open(args.power_sensor, &est).map_err(anyhow::Error::msg)?;
-        let monitor = PowerMonitor::start(sensors, Duration::from_millis(args.power_interval_ms));
-        tracing::info!(sensors = ?monitor.sensors(), source = monitor.source().as_str(), watts = monitor.watts(), "power sensors open");
         let mut gpu_names = Vec::new();
         for mut g in power::gpus() {
             match g.read() {
@@ -131,6 +128,7 @@ impl Worker {
             Err(why) => tracing::info!(reason = %why, "no CUDA device"),
         }
         // A GPU asked for must be there, and new enough, before anything loads.
+        let mut serving_gpu = None;
         if let joule_engine::cuda::Device::Cuda(n) = args.device {
             let gpu = match &probed {
                 Err(why) => anyhow::bail!("--device {}: {why}", args.device),
@@ -148,7 +146,13 @@ impl Worker {
             };
             joule_engine::cuda::arch::compute_type(gpu.compute_capability)
                 .map_err(|e| anyhow::anyhow!("--device {}: {e}", args.device))?;
+            serving_gpu = Some((gpu.pci.domain, gpu.pci.bus, gpu.pci.device));
         }
+        // Energy is metered where the work runs: the serving GPU, or the CPU.
+        let sensors =
+            power::open(args.power_sensor, &est, serving_gpu).map_err(anyhow::Error::msg)?;
+        let monitor = PowerMonitor::start(sensors, Duration::from_millis(args.power_interval_ms));
+        tracing::info!(sensors = ?monitor.sensors(), source = monitor.source().as_str(), watts = monitor.watts(), "power sensors open");
         let hw = Hardware::detect(joule_engine::quant::Kernels::detect().level, gpu_names);
         let fingerprint = hw.fingerprint(&format!("threads={threads}"));
         tracing::info!(cpu = %hw.cpu_model, cores = hw.physical_cores, simd = %hw.simd, gpus = ?hw.gpus, fingerprint = %fingerprint, "hardware");

@@ -329,7 +329,7 @@ impl Worker for WorkerService {
 
 /// The wire description of a served model.
 pub fn info(m: &Served) -> pb::ModelInfo {
-    let c = &m.engine.model().config;
+    let c = &m.engine.config();
     pb::ModelInfo {
         name: m.name.clone(),
         path: m.path.display().to_string(),

@@ -1,6 +1,7 @@
-//! The step loop's thread and the handle that feeds it. The loop owns the model, the backend
-//! that runs its steps (and holds the KV cache) and the scheduler; handles talk to it by message only (submit, cancel, shut down), and read
-//! [`EngineStats`] from a snapshot the loop refreshes after every step.
+//! The step loop's thread and the handle that feeds it. The loop owns the backend that runs its
+//! steps (it holds the weights and the KV cache) and the scheduler; handles talk to it by
+//! message only (submit, cancel, shut down), and read [`EngineStats`] from a snapshot the loop
+//! refreshes after every step.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
@@ -17,7 +18,7 @@ use super::sequence::Sequence;
 use crate::backend::{Backend, CpuBackend};
 use crate::error::{EngineError, Result};
 use crate::kv::{BlockPool, KvLayout, KvStore, PoolStats, mem_available};
-use crate::model::{Logits, Model, SeqChunk};
+use crate::model::{Config, Logits, Model, SeqChunk};
 use crate::rng::fresh_seed;
 use crate::sample::Sampler;
 use crate::tokenizer::Tokenizer;
@@ -61,7 +62,7 @@ struct Shared {
     tx: Mutex<Option<Sender<Command>>>,
     stats: Mutex<EngineStats>,
     next_id: AtomicU64,
-    model: Arc<Model>,
+    config: Arc<Config>,
     tokenizer: Arc<Tokenizer>,
     pool: BlockPool,
     pool_blocks: usize,
@@ -116,13 +117,13 @@ impl EngineHandle {
             budget = %cfg.kv_budget,
             "KV pool sized"
         );
-        let backend = Box::new(CpuBackend::new(KvStore::new(layout, blocks)));
-        Self::start_on(model, tokenizer, cfg, meter, backend)
+        let backend = Box::new(CpuBackend::new(model, KvStore::new(layout, blocks)));
+        Self::start_on(tokenizer, cfg, meter, backend)
     }
 
-    /// Starts the step loop on `backend` (a GPU, say), whose KV cache sets the pool's size.
+    /// Starts the step loop on `backend` (a GPU, say): its model, and its KV cache sets the
+    /// pool's size.
     pub fn start_on(
-        model: Model,
         tokenizer: Tokenizer,
         cfg: EngineConfig,
         meter: Option<Arc<dyn EnergyMeter>>,
@@ -135,7 +136,7 @@ impl EngineHandle {
                 "the backend holds no KV block".into(),
             ));
         }
-        let want = KvLayout::for_model(&model.config, cfg.block_size, cfg.kv_dtype);
+        let want = KvLayout::for_model(backend.config(), cfg.block_size, cfg.kv_dtype);
         if backend.kv_layout() != want {
             return Err(EngineError::InvalidRequest(format!(
                 "the backend's KV cache ({:?}) does not fit this model and configuration ({want:?})",
@@ -145,7 +146,7 @@ impl EngineHandle {
         tracing::info!(backend = %backend.describe(), blocks, "engine starting");
         let pool = BlockPool::new(blocks, cfg.block_size, cfg.prefix_caching);
         let (tx, rx) = channel();
-        let model = Arc::new(model);
+        let config = Arc::new(backend.config().clone());
         let tokenizer = Arc::new(tokenizer);
         let shared = Arc::new(Shared {
             tx: Mutex::new(Some(tx)),
@@ -155,7 +156,7 @@ impl EngineHandle {
                 ..Default::default()
             }),
             next_id: AtomicU64::new(1),
-            model: model.clone(),
+            config: config.clone(),
             tokenizer: tokenizer.clone(),
             pool: pool.clone(),
             pool_blocks: blocks,
@@ -166,7 +167,7 @@ impl EngineHandle {
             sched: Scheduler::new(cfg.max_batched_tokens, cfg.max_seqs, pool.clone()),
             pool,
             backend,
-            model,
+            config,
             tokenizer,
             rx,
             publish: Box::new(move |s| {
@@ -192,8 +193,9 @@ impl EngineHandle {
         Ok(Self { shared })
     }
 
-    pub fn model(&self) -> &Arc<Model> {
-        &self.shared.model
+    /// The served model's hyperparameters.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
     }
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.shared.tokenizer
@@ -218,10 +220,10 @@ impl EngineHandle {
 
     /// Checks `req` and queues it. Every refusal happens here, before the request takes a block.
     pub fn submit(&self, req: Request) -> Result<RequestStream> {
-        let model = &self.shared.model;
+        let config = &self.shared.config;
         let bad = |m: String| Err(EngineError::InvalidRequest(m));
-        let ctx = model.config.context_len;
-        let vocab = model.config.vocab;
+        let ctx = config.context_len;
+        let vocab = config.vocab;
         let p = &req.params;
         p.validate()?;
         if req.prompt.is_empty() {
@@ -319,7 +321,7 @@ struct StepLoop {
     sched: Scheduler,
     pool: BlockPool,
     backend: Box<dyn Backend>,
-    model: Arc<Model>,
+    config: Arc<Config>,
     tokenizer: Arc<Tokenizer>,
     rx: Receiver<Command>,
     publish: Box<dyn Fn(EngineStats) + Send>,
@@ -441,7 +443,7 @@ impl StepLoop {
                 }
             })
             .collect();
-        let result = self.backend.forward(&self.model, &chunks);
+        let result = self.backend.forward(&chunks);
         let sampling: Vec<bool> = chunks.iter().map(|c| c.logits == Logits::Last).collect();
         drop(chunks);
         let logits = match result {
@@ -465,7 +467,7 @@ impl StepLoop {
             }
             self.stats.joules_total = self.energy.total;
         }
-        let vocab = self.model.config.vocab;
+        let vocab = self.config.vocab;
         let mut done = Vec::new();
         let mut generated = 0;
         let mut row = 0;

@@ -2,7 +2,7 @@
 
 use cudarc::driver::{CudaContext, sys};
 
-use super::{CudaUnavailable, GpuInfo};
+use super::{CudaUnavailable, GpuInfo, PciAddress};
 
 fn driver_err(e: cudarc::driver::DriverError) -> CudaUnavailable {
     CudaUnavailable::Driver(e.to_string())
@@ -29,6 +29,13 @@ pub fn probe() -> Result<Vec<GpuInfo>, CudaUnavailable> {
             let ctx = CudaContext::new(ordinal).map_err(driver_err)?;
             let (major, minor) = ctx.compute_capability().map_err(driver_err)?;
             let (free, total) = ctx.mem_get_info().map_err(driver_err)?;
+            let attr = |a| ctx.attribute(a).map(|v| v as u32).map_err(driver_err);
+            use sys::CUdevice_attribute::*;
+            let pci = PciAddress {
+                domain: attr(CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID)?,
+                bus: attr(CU_DEVICE_ATTRIBUTE_PCI_BUS_ID)?,
+                device: attr(CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID)?,
+            };
             Ok(GpuInfo {
                 ordinal,
                 name: ctx.name().map_err(driver_err)?,
@@ -36,6 +43,7 @@ pub fn probe() -> Result<Vec<GpuInfo>, CudaUnavailable> {
                 memory_total: total as u64,
                 memory_free: free as u64,
                 driver: driver.clone(),
+                pci,
             })
         })
         .collect()

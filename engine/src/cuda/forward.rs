@@ -2,12 +2,18 @@
 //! matrix, norm, rotation, KV write and attention done by the kernels of [`super::runtime`],
 //! and the KV cache in device memory. Only the step's small index arrays go up and the logits
 //! of the rows that want them come down.
+//!
+//! A step of fewer than [`super::DEFAULT_GEMM_ROWS`] rows (decode of small batches) runs its products
+//! in the matrix-vector kernels, which read quantized weights directly with the CPU backend's
+//! integer arithmetic; a larger step (prefill chunks, large decode batches) goes through
+//! cuBLAS on dequantized tiles ([`super::gemm`]).
 
 use std::path::Path;
 
 use cudarc::driver::CudaSlice;
 
-use super::runtime::{Gpu, GpuKv, GpuWeight, KvShape};
+use super::DEFAULT_GEMM_ROWS;
+use super::runtime::{Gpu, GpuKv, GpuQActs, GpuWeight, KvShape};
 use crate::error::{EngineError, Result};
 use crate::kv::{KvDType, KvLayout};
 use crate::model::config::{Config, RopeLayout};
@@ -55,6 +61,8 @@ pub struct CudaModel {
     inv_freq: Vec<f32>,
     layout: KvLayout,
     num_blocks: usize,
+    /// Steps of at least this many rows use cuBLAS; `None`: never.
+    gemm_rows: Option<usize>,
 }
 
 impl CudaModel {
@@ -125,6 +133,7 @@ impl CudaModel {
             gpu,
             layout,
             num_blocks,
+            gemm_rows: Some(DEFAULT_GEMM_ROWS),
         })
     }
 
@@ -140,6 +149,11 @@ impl CudaModel {
         let (config, weights) = crate::model::load_parts(path)?;
         let gpu = Gpu::open(ordinal, cache_dir).map_err(gpu_err)?;
         Self::new(gpu, config, &weights, block_size, kv_dtype, size)
+    }
+
+    /// Steps of at least `rows` rows multiply through cuBLAS (`None`: never).
+    pub fn set_gemm_rows(&mut self, rows: Option<usize>) {
+        self.gemm_rows = rows;
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -203,12 +217,13 @@ impl CudaModel {
         let mut proj = g.zeros::<f32>(n * dim)?;
         let (mut gate, mut up) = (g.zeros::<f32>(n * ffn)?, g.zeros::<f32>(n * ffn)?);
 
+        let mm = Products::new(g, self.gemm_rows, n);
         for (l, kv) in self.layers.iter().zip(self.kv.iter_mut()) {
             g.rms_norm(&x, &l.attn_norm, c.norm_eps, n, dim, &mut h)?;
-            let qa = quantized(g, &h, n, dim, &[&l.wq, &l.wk, &l.wv])?;
-            g.matvec(&l.wq, &h, qa.as_ref(), n, &mut q)?;
-            g.matvec(&l.wk, &h, qa.as_ref(), n, &mut k)?;
-            g.matvec(&l.wv, &h, qa.as_ref(), n, &mut v)?;
+            let qa = mm.quantized(&h, dim, &[&l.wq, &l.wk, &l.wv])?;
+            mm.run(&l.wq, &h, qa.as_ref(), &mut q)?;
+            mm.run(&l.wk, &h, qa.as_ref(), &mut k)?;
+            mm.run(&l.wv, &h, qa.as_ref(), &mut v)?;
             for (buf, b, width) in [
                 (&mut q, &l.bq, qd),
                 (&mut k, &l.bk, kvd),
@@ -233,17 +248,17 @@ impl CudaModel {
                 max_len,
                 &mut att,
             )?;
-            let qa = quantized(g, &att, n, qd, &[&l.wo])?;
-            g.matvec(&l.wo, &att, qa.as_ref(), n, &mut proj)?;
+            let qa = mm.quantized(&att, qd, &[&l.wo])?;
+            mm.run(&l.wo, &att, qa.as_ref(), &mut proj)?;
             g.add(&mut x, &proj, n * dim)?;
 
             g.rms_norm(&x, &l.ffn_norm, c.norm_eps, n, dim, &mut h)?;
-            let qa = quantized(g, &h, n, dim, &[&l.w_gate, &l.w_up])?;
-            g.matvec(&l.w_gate, &h, qa.as_ref(), n, &mut gate)?;
-            g.matvec(&l.w_up, &h, qa.as_ref(), n, &mut up)?;
+            let qa = mm.quantized(&h, dim, &[&l.w_gate, &l.w_up])?;
+            mm.run(&l.w_gate, &h, qa.as_ref(), &mut gate)?;
+            mm.run(&l.w_up, &h, qa.as_ref(), &mut up)?;
             g.swiglu(&gate, &up, n * ffn, &mut h)?;
-            let qa = quantized(g, &h, n, ffn, &[&l.w_down])?;
-            g.matvec(&l.w_down, &h, qa.as_ref(), n, &mut proj)?;
+            let qa = mm.quantized(&h, ffn, &[&l.w_down])?;
+            mm.run(&l.w_down, &h, qa.as_ref(), &mut proj)?;
             g.add(&mut x, &proj, n * dim)?;
         }
 
@@ -257,9 +272,10 @@ impl CudaModel {
             g.copy_rows(&x, t * dim, &mut picked, i * dim, dim)?;
         }
         g.rms_norm(&picked, &self.out_norm, c.norm_eps, m, dim, &mut h)?;
-        let qa = quantized(g, &h, m, dim, &[&self.output])?;
+        let mm = Products::new(g, self.gemm_rows, m);
+        let qa = mm.quantized(&h, dim, &[&self.output])?;
         let mut logits = g.zeros::<f32>(m * c.vocab)?;
-        g.matvec(&self.output, &h, qa.as_ref(), m, &mut logits)?;
+        mm.run(&self.output, &h, qa.as_ref(), &mut logits)?;
         let mut out = g.download(&logits)?;
         out.truncate(m * c.vocab);
         Ok(out)
@@ -275,17 +291,46 @@ fn shape(layout: &KvLayout, num_blocks: usize) -> KvShape {
     }
 }
 
-/// The activations quantized when any of `ws` needs them (the CPU backend's rule).
-fn quantized(
-    g: &Gpu,
-    x: &CudaSlice<f32>,
+/// The products of one step of `rows` rows: through cuBLAS when the step is large enough and
+/// cuBLAS is loaded, else in the matrix-vector kernels.
+struct Products<'a> {
+    g: &'a Gpu,
     rows: usize,
-    cols: usize,
-    ws: &[&GpuWeight],
-) -> std::result::Result<Option<super::runtime::GpuQActs>, String> {
-    if ws.iter().any(|w| wants_q(w.dtype)) {
-        g.quantize(x, rows, cols).map(Some)
-    } else {
-        Ok(None)
+    gemm: bool,
+}
+
+impl<'a> Products<'a> {
+    fn new(g: &'a Gpu, gemm_rows: Option<usize>, rows: usize) -> Self {
+        let gemm = g.blas().is_some() && gemm_rows.is_some_and(|m| rows >= m);
+        Self { g, rows, gemm }
+    }
+
+    /// The activations quantized when the matrix-vector kernels run and any of `ws` needs
+    /// them (the CPU backend's rule).
+    fn quantized(
+        &self,
+        x: &CudaSlice<f32>,
+        cols: usize,
+        ws: &[&GpuWeight],
+    ) -> std::result::Result<Option<GpuQActs>, String> {
+        if !self.gemm && ws.iter().any(|w| wants_q(w.dtype)) {
+            self.g.quantize(x, self.rows, cols).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn run(
+        &self,
+        w: &GpuWeight,
+        x: &CudaSlice<f32>,
+        q: Option<&GpuQActs>,
+        out: &mut CudaSlice<f32>,
+    ) -> std::result::Result<(), String> {
+        if self.gemm {
+            self.g.gemm(w, x, self.rows, out)
+        } else {
+            self.g.matvec(w, x, q, self.rows, out)
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! run them with `cargo test -p joule-engine --features cuda -- --ignored gpu_`). Tolerances:
 //! exact where both sides do the same float operations in the same order (activation
 //! quantization, row expansion, KV writes); otherwise relative 1e-4 of the row's magnitude,
-//! the order of float sums being the only difference.
+//! the order of float sums being the only difference. Products through cuBLAS on weights
+//! dequantized to f16 tiles: relative 2e-3 (each weight rounded to f16, 2^-11).
 
 use cudarc::driver::CudaSlice;
 
@@ -101,6 +102,55 @@ fn gpu_matvec_matches_the_cpu_for_every_type_and_batch() {
                 &want,
                 1e-4,
             );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_gemm_matches_the_cpu_for_every_type_in_whole_and_ragged_tiles() {
+    let g = gpu();
+    assert!(g.blas().is_some(), "cuBLAS did not load");
+    let mut rng = Rng::new(12);
+    let (rows, cols) = (200, 512);
+    for dtype in TYPES {
+        let w = Weight::owned(
+            dtype,
+            rows,
+            cols,
+            random_data(dtype, rows * cols, 0.5, &mut rng),
+        );
+        let gw = g.weight(&w).unwrap();
+        let kind = super::gemm::Kind::for_weight(g.compute, dtype);
+        let tiled = !matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
+        let tol = if tiled && kind != super::gemm::Kind::F32 {
+            2e-3
+        } else {
+            1e-4
+        };
+        for n in [1, 64, 129] {
+            let x = floats(&mut rng, n * cols, 2.0);
+            let mut want = vec![0f32; n * rows];
+            let mut row = vec![0f32; cols];
+            for r in 0..rows {
+                dequantize_row(dtype, w.row(r), &mut row);
+                for t in 0..n {
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    want[t * rows + r] = row.iter().zip(xt).map(|(a, b)| a * b).sum();
+                }
+            }
+            let gx = up(&g, &x);
+            // One tile of every row, and tiles of 7 rows with a ragged last one.
+            for tile in [super::gemm::TILE_ELEMS, 7 * cols] {
+                let mut out = g.zeros::<f32>(n * rows).unwrap();
+                g.gemm_tiled(&gw, &gx, n, &mut out, tile).unwrap();
+                close(
+                    &format!("{dtype:?} ({kind:?}) x {n}, tile {tile}"),
+                    &g.download(&out).unwrap(),
+                    &want,
+                    tol,
+                );
+            }
         }
     }
 }
@@ -393,6 +443,44 @@ fn greedy_cpu(model: &crate::Model, prompt: &[u32], steps: usize) -> Vec<u32> {
         logits = model.forward(&[t], &mut cache, Logits::Last).unwrap();
     }
     out
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_prefill_through_cublas_and_through_the_matvec_kernels_agree() {
+    use crate::kv::DEFAULT_BLOCK_SIZE;
+    use crate::model::{Logits, SeqChunk};
+    let path = crate::testkit::default_model_path();
+    let dir = std::env::temp_dir().join("joule-kernel-cache");
+    let mut gm = super::forward::CudaModel::load(
+        &path,
+        0,
+        &dir,
+        DEFAULT_BLOCK_SIZE,
+        KvDType::F32,
+        super::forward::KvSize::Blocks(16),
+    )
+    .unwrap();
+    let prompt: Vec<u32> = (0..100).map(|i| (i * 37 + 11) % 2000).collect();
+    let blocks: Vec<u32> = (0..prompt.len().div_ceil(DEFAULT_BLOCK_SIZE) as u32).collect();
+    let mut logits = Vec::new();
+    for rows in [None, Some(1)] {
+        gm.set_gemm_rows(rows);
+        let chunk = SeqChunk {
+            tokens: &prompt,
+            start: 0,
+            blocks: &blocks,
+            logits: Logits::Last,
+        };
+        logits.push(gm.forward_batch(&[chunk]).unwrap());
+    }
+    close(
+        "last logits, cuBLAS vs matvec",
+        &logits[1],
+        &logits[0],
+        2e-2,
+    );
+    assert_eq!(argmax(&logits[1]), argmax(&logits[0]));
 }
 
 /// Greedy tokens after each prompt on the GPU, every sequence in one batch per step.

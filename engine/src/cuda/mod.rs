@@ -2,9 +2,10 @@
 //! type each architecture gets ([`arch`]), and the kernels in CUDA C ([`KERNEL_SOURCE`]),
 //! compiled at first use by NVRTC for the card's own architecture and cached on disk
 //! ([`nvrtc`], with the `cuda` feature), and a GPU opened with a typed launcher per kernel
-//! (`runtime`, with the `cuda` feature), and the forward pass over them with the KV cache in
-//! device memory (`forward::CudaModel`). The batch engine does not use it yet: serving still
-//! runs on the CPU backend.
+//! (`runtime`, with the `cuda` feature), products of many rows through cuBLAS (`gemm`), and the
+//! forward pass over them with the weights and KV cache in device memory
+//! (`forward::CudaModel`, a [`crate::backend::Backend`] the batch engine and the worker run on
+//! with `--device cuda:N`).
 //!
 //! The CUDA libraries are loaded at run time (cudarc's dynamic loading), so the binary builds
 //! without a CUDA toolkit and runs on a machine without a driver: there [`probe`] answers
@@ -16,6 +17,8 @@ pub mod arch;
 mod device;
 #[cfg(feature = "cuda")]
 pub mod forward;
+#[cfg(feature = "cuda")]
+pub mod gemm;
 #[cfg(all(test, feature = "cuda"))]
 mod gpu_tests;
 #[cfg(feature = "cuda")]
@@ -24,6 +27,12 @@ pub mod nvrtc;
 pub mod runtime;
 
 use std::fmt;
+
+/// Steps of at least this many rows multiply through cuBLAS on dequantized tiles (`gemm`);
+/// smaller ones in the matrix-vector kernels. At 64 rows those kernels read every weight 8
+/// times (one read serves 8 rows); a dequantized tile is read once from memory and once more
+/// from L2.
+pub const DEFAULT_GEMM_ROWS: usize = 64;
 
 /// Every kernel, in one compilation unit (NVRTC gets no include path: the wheel that carries
 /// libnvrtc ships no CUDA headers, so the sources need none).
@@ -49,6 +58,27 @@ pub struct GpuInfo {
     pub memory_free: u64,
     /// The driver's CUDA version, e.g. "12.8".
     pub driver: String,
+    /// Where it sits on PCI: how NVML's device for it is found (NVML numbers GPUs in PCI
+    /// order, CUDA fastest first, so the two indices can differ on a mixed machine).
+    pub pci: PciAddress,
+}
+
+/// A GPU's PCI domain, bus and device numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PciAddress {
+    pub domain: u32,
+    pub bus: u32,
+    pub device: u32,
+}
+
+impl fmt::Display for PciAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}",
+            self.domain, self.bus, self.device
+        )
+    }
 }
 
 impl GpuInfo {
@@ -185,7 +215,13 @@ mod tests {
             memory_total: 24 << 30,
             memory_free: 23 << 30,
             driver: "12.2".into(),
+            pci: PciAddress {
+                domain: 0,
+                bus: 0x3b,
+                device: 0,
+            },
         };
+        assert_eq!(g.pci.to_string(), "0000:3b:00");
         assert_eq!(g.describe(), "Tesla P40, sm_61, 24.0 GiB, driver 12.2");
     }
 }

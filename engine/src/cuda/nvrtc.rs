@@ -138,6 +138,14 @@ mod tests {
         for arch in ARCHS {
             let cubin = compile(crate::cuda::KERNEL_SOURCE, arch).unwrap_or_else(|e| panic!("{e}"));
             assert!(cubin.starts_with(b"\x7fELF"), "{arch}: not an ELF CUBIN");
+            // Every kernel the runtime loads by name is a symbol of the module.
+            for name in crate::cuda::runtime::KERNELS {
+                let sym = format!("\0{name}\0");
+                assert!(
+                    cubin.windows(sym.len()).any(|w| w == sym.as_bytes()),
+                    "{arch}: the CUBIN exports no kernel {name}"
+                );
+            }
         }
     }
 

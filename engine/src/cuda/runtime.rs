@@ -16,7 +16,7 @@ use super::{GpuInfo, KERNEL_SOURCE, arch, nvrtc, probe};
 use crate::tensor::{DType, Weight};
 
 /// Every kernel the module exports.
-const KERNELS: &[&str] = &[
+pub(crate) const KERNELS: &[&str] = &[
     "quantize_acts",
     "matvec_q8_0",
     "matvec_q4_0",
@@ -34,6 +34,16 @@ const KERNELS: &[&str] = &[
     "rows_q4_1",
     "rows_q4_k",
     "rows_q6_k",
+    "tile_f32",
+    "tile_f16",
+    "tile_bf16",
+    "tile_q8_0",
+    "tile_q4_0",
+    "tile_q4_1",
+    "tile_q4_k",
+    "tile_q6_k",
+    "split_acts",
+    "add2",
     "rms_norm",
     "add",
     "add_bias",
@@ -45,11 +55,11 @@ const KERNELS: &[&str] = &[
     "attention_f16",
 ];
 
-fn err(e: DriverError) -> String {
+pub(crate) fn err(e: DriverError) -> String {
     format!("CUDA: {e}")
 }
 
-fn suffix(d: DType) -> &'static str {
+pub(crate) fn suffix(d: DType) -> &'static str {
     match d {
         DType::F32 => "f32",
         DType::F16 => "f16",
@@ -68,6 +78,13 @@ pub struct GpuWeight {
     pub rows: usize,
     pub cols: usize,
     data: CudaSlice<u8>,
+}
+
+impl GpuWeight {
+    /// The stored bytes.
+    pub fn data(&self) -> &CudaSlice<u8> {
+        &self.data
+    }
 }
 
 /// Activations quantized for the integer matrix-vector kernels: per value a hi and a lo byte,
@@ -90,6 +107,9 @@ pub struct Gpu {
     pub compute: arch::ComputeType,
     stream: Arc<CudaStream>,
     fns: HashMap<&'static str, CudaFunction>,
+    /// `None` when libcublas could not be loaded: every product then runs in the
+    /// matrix-vector kernels.
+    blas: Option<cudarc::cublas::CudaBlas>,
 }
 
 /// Launches an element-wise kernel: one thread per element; the kernel checks i < n and its
@@ -100,7 +120,7 @@ fn launch_elems(b: &mut cudarc::driver::LaunchArgs<'_>, n: usize) -> Result<(), 
     Ok(())
 }
 
-fn grid(n: usize, per: usize) -> u32 {
+pub(crate) fn grid(n: usize, per: usize) -> u32 {
     n.div_ceil(per) as u32
 }
 
@@ -124,11 +144,18 @@ impl Gpu {
         for name in KERNELS {
             fns.insert(*name, module.load_function(name).map_err(err)?);
         }
+        let stream = ctx.default_stream();
+        let blas = super::gemm::open_blas(&stream)
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "large batches will use the matrix-vector kernels"),
+            )
+            .ok();
         Ok(Self {
             info,
             compute,
-            stream: ctx.default_stream(),
+            stream,
             fns,
+            blas,
         })
     }
 
@@ -141,7 +168,12 @@ impl Gpu {
         &self.stream
     }
 
-    fn f(&self, name: &str) -> &CudaFunction {
+    /// cuBLAS, when it could be loaded.
+    pub fn blas(&self) -> Option<&cudarc::cublas::CudaBlas> {
+        self.blas.as_ref()
+    }
+
+    pub(crate) fn f(&self, name: &str) -> &CudaFunction {
         &self.fns[name]
     }
 

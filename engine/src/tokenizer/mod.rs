@@ -66,6 +66,15 @@ impl Tokenizer {
         gguf_vocab::from_gguf(f)
     }
 
+    /// The tokenizer of a model at `path`: a GGUF file's own, or an HF directory's.
+    pub fn load(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            Self::from_dir(path)
+        } else {
+            Self::from_gguf(&GgufFile::open(path)?)
+        }
+    }
+
     /// The tokenizer of an HF model directory (`tokenizer.json`, optional `tokenizer_config.json`).
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");

@@ -119,19 +119,34 @@ pub struct EstimateConfig {
     pub busy_watts: f64,
 }
 
-/// Opens the sensors for `choice`. Auto: RAPL if readable, else the estimate. (The engine runs
-/// on CPU for now; NVML GPUs are reported separately, see [`gpus`].) Nvml: every GPU NVML sees,
-/// error if none/no driver. Rapl: error if /sys/class/powercap has no readable intel-rapl
-/// domain. Estimate: always works.
+/// Opens the sensors for `choice`. Auto, serving on the GPU at PCI address `gpu`: that GPU
+/// through NVML, plus RAPL where readable (the host drives the GPU); serving on the CPU, or
+/// when NVML cannot open that GPU: RAPL if readable, else the estimate. Nvml: every GPU NVML
+/// sees, error if none/no driver. Rapl: error if /sys/class/powercap has no readable
+/// intel-rapl domain. Estimate: always works.
 ///
 /// Errors are a clear String a user can act on.
 pub fn open(
     choice: SensorChoice,
     est: &EstimateConfig,
+    gpu: Option<(u32, u32, u32)>,
 ) -> Result<Vec<Box<dyn PowerSensor>>, String> {
     let fallback = || -> Vec<Box<dyn PowerSensor>> {
         vec![Box::new(estimate::EstimateSensor::new(est.clone()))]
     };
+    if let (SensorChoice::Auto, Some(pci)) = (choice, gpu) {
+        match std::panic::catch_unwind(|| nvml::open_at(pci)) {
+            Ok(Ok(g)) => {
+                let mut sensors: Vec<Box<dyn PowerSensor>> = vec![Box::new(g)];
+                if let Ok(cpu) = rapl::open_all(Path::new(rapl::POWERCAP_ROOT)) {
+                    sensors.extend(boxed(cpu));
+                }
+                return Ok(sensors);
+            }
+            Ok(Err(e)) => tracing::warn!("power: the serving GPU cannot be metered: {e}"),
+            Err(_) => tracing::warn!("power: NVML panicked while opening the serving GPU"),
+        }
+    }
     match choice {
         SensorChoice::Auto => match rapl::open_all(Path::new(rapl::POWERCAP_ROOT)) {
             Ok(sensors) => Ok(boxed(sensors)),
@@ -200,7 +215,7 @@ mod tests {
             idle_watts: 10.0,
             busy_watts: 60.0,
         };
-        let sensors = open(SensorChoice::Estimate, &est).unwrap();
+        let sensors = open(SensorChoice::Estimate, &est, None).unwrap();
         assert_eq!(sensors.len(), 1);
         assert_eq!(sensors[0].source(), Source::Estimated);
         assert_eq!(sensors[0].name(), "estimate");

@@ -114,6 +114,27 @@ impl NvmlSensor {
     }
 }
 
+/// The GPU at PCI address (domain, bus, device): the one CUDA serves on.
+pub fn open_at(pci: (u32, u32, u32)) -> Result<NvmlSensor, String> {
+    let nvml = Arc::new(Nvml::init().map_err(init_error)?);
+    let count = nvml
+        .device_count()
+        .map_err(|e| format!("NVML could not count GPUs: {e}"))?;
+    let index = (0..count)
+        .find(|&i| {
+            nvml.device_by_index(i)
+                .and_then(|d| d.pci_info())
+                .is_ok_and(|p| (p.domain, p.bus, p.device) == pci)
+        })
+        .ok_or_else(|| {
+            format!(
+                "NVML sees no GPU at PCI {:04x}:{:02x}:{:02x}",
+                pci.0, pci.1, pci.2
+            )
+        })?;
+    NvmlSensor::open(nvml, index)
+}
+
 /// Opens every GPU NVML sees. Err when the driver is missing or there is no usable GPU.
 pub fn open_all() -> Result<Vec<NvmlSensor>, String> {
     let nvml = Arc::new(Nvml::init().map_err(init_error)?);

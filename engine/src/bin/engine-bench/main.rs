@@ -14,6 +14,7 @@
 //! JSON object per line, so the last line is one JSON object.
 
 mod llamacpp;
+mod nvml;
 mod run;
 mod workload;
 
@@ -96,6 +97,9 @@ struct Args {
     /// With a GPU: the share of its free memory (after the weights) the KV cache takes.
     #[arg(long, default_value_t = 0.9)]
     gpu_memory_fraction: f64,
+    /// With a GPU: steps of at least this many rows multiply through cuBLAS (0: never).
+    #[arg(long, default_value_t = joule_engine::cuda::DEFAULT_GEMM_ROWS)]
+    gemm_rows: usize,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +131,6 @@ fn measure(
     concurrency: usize,
     jobs: &[workload::Job],
 ) -> Result<RunResult, String> {
-    let (model, tk) = load(&a.model, threads)?;
     let cfg = EngineConfig {
         max_batched_tokens: a.max_batched_tokens,
         max_seqs: a.max_seqs.unwrap_or(concurrency.max(64)),
@@ -136,14 +139,30 @@ fn measure(
         prefix_caching: !a.no_prefix_caching,
         ..Default::default()
     };
+    // A GPU backend reads the weights itself: the CPU's copy is never loaded.
     let engine = match a.device {
-        Device::Cpu => EngineHandle::start(model, tk, cfg),
-        Device::Cuda(n) => {
-            gpu_backend(a, n, &cfg).and_then(|b| EngineHandle::start_on(model, tk, cfg, None, b))
+        Device::Cpu => {
+            let (model, tk) = load(&a.model, threads)?;
+            EngineHandle::start(model, tk, cfg)
         }
+        Device::Cuda(n) => Tokenizer::load(&a.model)
+            .and_then(|tk| Ok((tk, gpu_backend(a, n, &cfg)?)))
+            .and_then(|(tk, b)| EngineHandle::start_on(tk, cfg, None, b)),
     }
     .map_err(|e| e.to_string())?;
-    let r = run::run(&engine, jobs, concurrency);
+    // On a GPU the run's energy comes from NVML's counter, read around it.
+    let counter = match a.device {
+        Device::Cuda(n) => nvml::Counter::open(n)
+            .inspect_err(|e| eprintln!("energy not measured: {e}"))
+            .ok(),
+        Device::Cpu => None,
+    };
+    let before = counter.as_ref().and_then(|c| c.millijoules().ok());
+    let mut r = run::run(&engine, jobs, concurrency);
+    let after = counter.as_ref().and_then(|c| c.millijoules().ok());
+    r.joules = before
+        .zip(after)
+        .map(|(b, e)| e.saturating_sub(b) as f64 / 1000.0);
     engine.shutdown();
     if let Some(f) = r.failures.first() {
         return Err(format!("{} requests failed; first: {f}", r.failures.len()));
@@ -159,14 +178,16 @@ fn gpu_backend(
 ) -> joule_engine::Result<Box<dyn joule_engine::backend::Backend>> {
     use joule_engine::cuda::forward::{CudaModel, KvSize};
     let cache = std::env::temp_dir().join("joule-kernel-cache");
-    Ok(Box::new(CudaModel::load(
+    let mut m = CudaModel::load(
         &a.model,
         ordinal,
         &cache,
         cfg.block_size,
         cfg.kv_dtype,
         KvSize::FreeFraction(a.gpu_memory_fraction),
-    )?))
+    )?;
+    m.set_gemm_rows((a.gemm_rows > 0).then_some(a.gemm_rows));
+    Ok(Box::new(m))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -244,8 +265,18 @@ fn level(a: &Args, c: &Config, threads: usize, n: usize) -> Result<serde_json::V
         "preemptions": med(&|r| r.preemptions as f64),
         "kv_blocks": runs[0].kv_blocks,
         "device": a.device.to_string(),
-        "energy": "not measured (the engine bench has no power sensor; the worker meters it)",
     });
+    if runs.iter().all(|r| r.joules.is_some()) {
+        v["energy"] = json!("measured: the GPU's NVML energy counter, whole board, over each run");
+        v["joules_per_output_token"] = json!(med(
+            &|r| r.joules.unwrap_or(0.0) / r.output_tokens.max(1) as f64
+        ));
+        v["watts"] = json!(med(&|r| r.joules.unwrap_or(0.0) / r.wall.as_secs_f64()));
+    } else {
+        v["energy"] = json!(
+            "not measured (no GPU energy counter here; on the CPU the worker meters it with RAPL)"
+        );
+    }
     if let Device::Cuda(ordinal) = a.device
         && n == 1
     {

@@ -25,6 +25,9 @@ pub struct RunResult {
     /// Blocks in the engine's KV pool.
     pub kv_blocks: usize,
     pub failures: Vec<String>,
+    /// The GPU's energy over the run, from its NVML counter (measured); `None` on the CPU or
+    /// where NVML has no counter.
+    pub joules: Option<f64>,
 }
 
 impl RunResult {
@@ -95,6 +98,7 @@ pub fn run(engine: &EngineHandle, jobs: &[Job], concurrency: usize) -> RunResult
         preemptions: after.preemptions_total - before.preemptions_total,
         kv_blocks: engine.kv_blocks(),
         failures: g.failures,
+        joules: None,
     }
 }
 

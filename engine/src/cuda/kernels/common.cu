@@ -26,6 +26,24 @@ __device__ __forceinline__ u16 f2h(float f) {
 
 __device__ __forceinline__ float bf2f(u16 b) { return __uint_as_float(((u32)b) << 16); }
 
+// Round to nearest even (weights and activations are finite).
+__device__ __forceinline__ u16 f2bf(float f) {
+    u32 u = __float_as_uint(f);
+    return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// Element i of a buffer of `kind`: 0 f32, 1 f16, 2 bf16.
+__device__ __forceinline__ void store(void* out, long i, int kind, float v) {
+    if (kind == 0) ((float*)out)[i] = v;
+    else if (kind == 1) ((u16*)out)[i] = f2h(v);
+    else ((u16*)out)[i] = f2bf(v);
+}
+__device__ __forceinline__ float load(const void* p, long i, int kind) {
+    if (kind == 0) return ((const float*)p)[i];
+    if (kind == 1) return h2f(((const u16*)p)[i]);
+    return bf2f(((const u16*)p)[i]);
+}
+
 // Little-endian loads from byte addresses (quantized blocks are not 4-byte aligned).
 __device__ __forceinline__ float ld_f16(const u8* p) { return h2f((u16)(p[0] | (p[1] << 8))); }
 __device__ __forceinline__ int ld_i32(const u8* p) {

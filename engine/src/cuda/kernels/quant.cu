@@ -206,8 +206,9 @@ MATVEC_F(matvec_f16, u16, h2f)
 MATVEC_F(matvec_bf16, u16, bf2f)
 
 // ---- whole rows to floats: embedding lookups and tiles for cuBLAS --------------------------
-// Row ids[i] (or first + i when ids is null) of the weight, expanded into out[i * cols ..].
-// grid (ceil(cols / 256), n), block 256: one thread per value.
+// rows_T: row ids[i] (or first + i when ids is null) of the weight, expanded into f32
+// out[i * cols ..]. tile_T: rows first..first + n, expanded into `kind` (0 f32, 1 f16, 2 bf16)
+// for cuBLAS. grid (ceil(cols / 256), n), block 256: one thread per value.
 
 __device__ float value_q8_0(const u8* row, int c) {
     const u8* blk = row + (c / 32) * 34;
@@ -249,11 +250,11 @@ __device__ float value_bf16(const u8* row, int c) { return bf2f((u16)(row[2 * c]
         long r = ids ? (long)ids[i] : (long)(first + i);                                          \
         out[(long)i * cols + c] = value_##TYPE(w + r * row_bytes, c);                             \
     }                                                                                             \
-    extern "C" __global__ void rows_##TYPE##_h(const u8* w, long row_bytes, int first, int n,     \
-                                               int cols, u16* out) {                              \
+    extern "C" __global__ void tile_##TYPE(const u8* w, long row_bytes, int first, int n,         \
+                                           int cols, void* out, int kind) {                       \
         int c = blockIdx.x * blockDim.x + threadIdx.x, i = blockIdx.y;                           \
         if (c >= cols || i >= n) return;                                                          \
-        out[(long)i * cols + c] = f2h(value_##TYPE(w + (long)(first + i) * row_bytes, c));       \
+        store(out, (long)i * cols + c, kind, value_##TYPE(w + (long)(first + i) * row_bytes, c)); \
     }
 
 DEQUANT(f32)
@@ -264,3 +265,21 @@ DEQUANT(q4_0)
 DEQUANT(q4_1)
 DEQUANT(q4_k)
 DEQUANT(q6_k)
+
+// ---- activations for cuBLAS ----------------------------------------------------------------
+// x (n values) as two 16-bit halves of `kind` (1 f16, 2 bf16): out[i] = hi = round(x),
+// out[n + i] = lo = round(x - hi). One product over [hi | lo] then keeps about twice the
+// bits of one 16-bit copy, so only the weights' own rounding is lost.
+extern "C" __global__ void split_acts(const float* x, long n, void* out, int kind) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = x[i];
+    store(out, i, kind, v);
+    store(out, n + i, kind, v - load(out, i, kind));
+}
+
+// out = a + b over n values (the hi and lo halves of a split product).
+extern "C" __global__ void add2(const float* a, const float* b, float* out, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = a[i] + b[i];
+}

@@ -239,4 +239,20 @@ mod tests {
             assert_eq!(s.source(), Source::Measured);
         }
     }
+
+    #[test]
+    fn auto_on_a_gpu_nvml_cannot_open_falls_back_to_the_cpus_sensors() {
+        let est = EstimateConfig {
+            idle_watts: 40.0,
+            busy_watts: 120.0,
+        };
+        // No GPU sits at this address (and without a driver NVML cannot start at all): the
+        // worker still starts, metering the CPU as it would without a GPU.
+        let sensors = open(SensorChoice::Auto, &est, Some((0xffff, 0xff, 31))).unwrap();
+        let cpu = open(SensorChoice::Auto, &est, None).unwrap();
+        let names = |v: &[Box<dyn PowerSensor>]| v.iter().map(|s| s.name()).collect::<Vec<_>>();
+        assert!(!sensors.is_empty());
+        assert_eq!(names(&sensors), names(&cpu));
+        assert!(sensors.iter().all(|s| !s.name().starts_with("nvml:")));
+    }
 }

@@ -46,6 +46,19 @@ fn close(what: &str, got: &[f32], want: &[f32], rel: f32) {
     }
 }
 
+/// A random weight on the host and its copy on the GPU.
+fn weight_pair(
+    g: &Gpu,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    rng: &mut Rng,
+) -> (Weight, super::runtime::GpuWeight) {
+    let w = Weight::owned(dtype, rows, cols, random_data(dtype, rows * cols, 0.5, rng));
+    let gw = g.weight(&w).unwrap();
+    (w, gw)
+}
+
 fn up(g: &Gpu, v: &[f32]) -> CudaSlice<f32> {
     g.upload(v).unwrap()
 }
@@ -76,13 +89,7 @@ fn gpu_matvec_matches_the_cpu_for_every_type_and_batch() {
     let mut rng = Rng::new(11);
     let (rows, cols) = (72, 512);
     for dtype in TYPES {
-        let w = Weight::owned(
-            dtype,
-            rows,
-            cols,
-            random_data(dtype, rows * cols, 0.5, &mut rng),
-        );
-        let gw = g.weight(&w).unwrap();
+        let (w, gw) = weight_pair(&g, dtype, rows, cols, &mut rng);
         for n in [1, 5, 11] {
             let x = floats(&mut rng, n * cols, 2.0);
             let mut acts = Acts {
@@ -114,13 +121,7 @@ fn gpu_gemm_matches_the_cpu_for_every_type_in_whole_and_ragged_tiles() {
     let mut rng = Rng::new(12);
     let (rows, cols) = (200, 512);
     for dtype in TYPES {
-        let w = Weight::owned(
-            dtype,
-            rows,
-            cols,
-            random_data(dtype, rows * cols, 0.5, &mut rng),
-        );
-        let gw = g.weight(&w).unwrap();
+        let (w, gw) = weight_pair(&g, dtype, rows, cols, &mut rng);
         let kind = super::gemm::Kind::for_weight(g.compute, dtype);
         let tiled = !matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
         let tol = if tiled && kind != super::gemm::Kind::F32 {
@@ -445,22 +446,25 @@ fn greedy_cpu(model: &crate::Model, prompt: &[u32], steps: usize) -> Vec<u32> {
     out
 }
 
+/// The default model on GPU 0 with an f32 KV cache of `blocks` blocks.
+fn default_model_on_gpu(blocks: usize) -> super::forward::CudaModel {
+    super::forward::CudaModel::load(
+        &crate::testkit::default_model_path(),
+        0,
+        &std::env::temp_dir().join("joule-kernel-cache"),
+        crate::kv::DEFAULT_BLOCK_SIZE,
+        KvDType::F32,
+        super::forward::KvSize::Blocks(blocks),
+    )
+    .unwrap()
+}
+
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
 fn gpu_prefill_through_cublas_and_through_the_matvec_kernels_agree() {
     use crate::kv::DEFAULT_BLOCK_SIZE;
     use crate::model::{Logits, SeqChunk};
-    let path = crate::testkit::default_model_path();
-    let dir = std::env::temp_dir().join("joule-kernel-cache");
-    let mut gm = super::forward::CudaModel::load(
-        &path,
-        0,
-        &dir,
-        DEFAULT_BLOCK_SIZE,
-        KvDType::F32,
-        super::forward::KvSize::Blocks(16),
-    )
-    .unwrap();
+    let mut gm = default_model_on_gpu(16);
     let prompt: Vec<u32> = (0..100).map(|i| (i * 37 + 11) % 2000).collect();
     let blocks: Vec<u32> = (0..prompt.len().div_ceil(DEFAULT_BLOCK_SIZE) as u32).collect();
     let mut logits = Vec::new();
@@ -536,7 +540,6 @@ fn greedy_gpu(
 #[ignore = "needs an NVIDIA GPU"]
 fn gpu_greedy_continuations_of_the_default_model_match_the_cpu_alone_and_in_a_batch_of_32() {
     use crate::gguf::GgufFile;
-    use crate::kv::DEFAULT_BLOCK_SIZE;
     use crate::tokenizer::Tokenizer;
     let path = crate::testkit::default_model_path();
     let file = GgufFile::open(&path).expect("the default model (deploy/fetch-default-model.sh)");
@@ -554,16 +557,7 @@ fn gpu_greedy_continuations_of_the_default_model_match_the_cpu_alone_and_in_a_ba
     .collect();
     const STEPS: usize = 32;
     let want: Vec<Vec<u32>> = prompts.iter().map(|p| greedy_cpu(&cpu, p, STEPS)).collect();
-    let dir = std::env::temp_dir().join("joule-kernel-cache");
-    let mut gm = super::forward::CudaModel::load(
-        &path,
-        0,
-        &dir,
-        DEFAULT_BLOCK_SIZE,
-        KvDType::F32,
-        super::forward::KvSize::Blocks(32 * 8),
-    )
-    .unwrap();
+    let mut gm = default_model_on_gpu(32 * 8);
     for (i, p) in prompts.iter().enumerate() {
         let got = greedy_gpu(&mut gm, std::slice::from_ref(p), STEPS);
         assert_eq!(got[0], want[i], "prompt {i} alone");

@@ -247,6 +247,7 @@ impl CudaModel {
                 n,
                 max_len,
                 &mut att,
+                super::runtime::ATTENTION_SCRATCH,
             )?;
             let qa = mm.quantized(&att, qd, &[&l.wo])?;
             mm.run(&l.wo, &att, qa.as_ref(), &mut proj)?;

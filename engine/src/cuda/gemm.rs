@@ -8,7 +8,10 @@
 //!   no TF32), which loses nothing.
 //! - With 16-bit inputs the activations are split into two halves, hi = round(x) and
 //!   lo = round(x - hi), and multiplied as one product over twice the columns, then summed:
-//!   about 22 bits of each activation survive, so only the weights' own rounding is lost.
+//!   about 22 bits of each activation survive (for |x| above 2^-3; below, lo is subnormal and
+//!   the absolute error is about 3e-8), so only the weights' own rounding is lost. Known
+//!   limit: an activation of 65520 or more overflows f16 (a per-row power-of-two scale would
+//!   remove it; not done yet).
 //!   Products with many rows are bound by reading the weights, so the extra columns cost little.
 //!
 //! A tile holds at most [`TILE_ELEMS`] values (16 MiB in f16), small enough to stay in L2 on
@@ -55,7 +58,7 @@ impl Kind {
         }
     }
     /// Whether a weight of `dtype` is already in this type (no tile needed).
-    fn stored_as(self, dtype: DType) -> bool {
+    pub(crate) fn stored_as(self, dtype: DType) -> bool {
         matches!(
             (self, dtype),
             (Kind::F32, DType::F32) | (Kind::F16, DType::F16) | (Kind::Bf16, DType::BF16)
@@ -80,7 +83,7 @@ pub fn open_blas(
 
 impl Gpu {
     /// out[t * rows + r] = dot(w row r, x row t) for t < ntok, through cuBLAS (see the module
-    /// doc). Errors when cuBLAS is not loaded; the caller falls back to [`Gpu::matvec`].
+    /// doc). Errors when cuBLAS is not loaded; callers check [`Gpu::blas`] first.
     pub fn gemm(
         &self,
         w: &GpuWeight,
@@ -101,8 +104,14 @@ impl Gpu {
         tile_elems: usize,
     ) -> Result<(), String> {
         let blas = self.blas().ok_or("cuBLAS is not loaded")?;
+        // cuBLAS calls run in the calling thread's current context (kernel launches bind it
+        // themselves; these do not).
+        self.stream()
+            .context()
+            .bind_to_thread()
+            .map_err(super::runtime::err)?;
         let (rows, cols) = (w.rows, w.cols);
-        if out.len() < ntok * rows || x.len() < ntok * cols || ntok == 0 {
+        if out.len() < ntok * rows || x.len() < ntok * cols || ntok == 0 || rows == 0 || cols == 0 {
             return Err(format!(
                 "gemm {rows}x{cols} over {ntok} tokens: buffers of {} and {} values are too small",
                 x.len(),
@@ -175,7 +184,8 @@ impl Gpu {
             let (a, _a) = w.data().device_ptr(stream);
             product(a, 0, rows)?;
         } else {
-            let per = (tile_elems / cols).clamp(1, rows);
+            // A launch has at most 65535 blocks in y: one per tile row.
+            let per = (tile_elems / cols).clamp(1, rows.min(65535));
             let mut tile = self.zeros::<u8>(per * cols * kind.bytes())?;
             let row_bytes = (cols / w.dtype.block_len() * w.dtype.block_bytes()) as i64;
             let name = format!("tile_{}", suffix(w.dtype));

@@ -451,6 +451,9 @@ pub enum GpuKv {
     },
 }
 
+/// The most floats attention's scores scratch takes (128 MiB).
+pub const ATTENTION_SCRATCH: usize = 32 << 20;
+
 /// The shape every KV launch needs.
 #[derive(Debug, Clone, Copy)]
 pub struct KvShape {
@@ -536,7 +539,8 @@ impl Gpu {
 
     /// Causal attention of `rows` new tokens over their sequences' cached keys and values.
     /// `tables`: every sequence's block table, concatenated; `table_start[t]` where row t's
-    /// starts; `pos[t]` its position. `max_len`: the longest pos + 1.
+    /// starts; `pos[t]` its position. `max_len`: the longest pos + 1. `scratch`: the most
+    /// floats the scores may take ([`ATTENTION_SCRATCH`]; tests pass less).
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -550,6 +554,7 @@ impl Gpu {
         rows: usize,
         max_len: usize,
         out: &mut CudaSlice<f32>,
+        scratch: usize,
     ) -> Result<(), String> {
         let qd = heads * shape.head_dim;
         if q.len() < rows * qd
@@ -560,7 +565,10 @@ impl Gpu {
         {
             return Err("attention: buffers too small or heads not a multiple of kv heads".into());
         }
-        let mut scores = self.zeros::<f32>(rows * heads * max_len)?;
+        // The scores scratch holds max_len floats per (row, head); long prefill chunks run in
+        // groups of rows so that it stays under `scratch` floats.
+        let per = (scratch / (heads * max_len).max(1)).clamp(1, rows.max(1));
+        let mut scores = self.zeros::<f32>(per * heads * max_len)?;
         let scale = 1.0 / (shape.head_dim as f32).sqrt();
         let (h, kh, hd, bs, ml) = (
             heads as i32,
@@ -569,36 +577,43 @@ impl Gpu {
             shape.block_size as i32,
             max_len as i32,
         );
-        let cfg = LaunchConfig {
-            grid_dim: (heads as u32, rows as u32, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
         let name = if matches!(kv, GpuKv::F16 { .. }) {
             "attention_f16"
         } else {
             "attention_f32"
         };
-        let mut b = self.stream.launch_builder(self.f(name));
-        b.arg(q);
-        match kv {
-            GpuKv::F32 { k, v } => b.arg(k).arg(v),
-            GpuKv::F16 { k, v } => b.arg(k).arg(v),
-        };
-        b.arg(tables)
-            .arg(table_start)
-            .arg(pos)
-            .arg(&h)
-            .arg(&kh)
-            .arg(&hd)
-            .arg(&bs)
-            .arg(&scale)
-            .arg(&ml)
-            .arg(&mut scores)
-            .arg(out);
-        // SAFETY: pos[t] < max_len and every table entry < num_blocks (the caller's block
-        // tables come from the KV pool); sizes checked above.
-        unsafe { b.launch(cfg) }.map_err(err)?;
+        for r0 in (0..rows).step_by(per) {
+            let n = per.min(rows - r0);
+            let cfg = LaunchConfig {
+                grid_dim: (heads as u32, n as u32, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let (q_rows, starts, positions) =
+                (q.slice(r0 * qd..), table_start.slice(r0..), pos.slice(r0..));
+            let mut o = out.slice_mut(r0 * qd..);
+            let mut b = self.stream.launch_builder(self.f(name));
+            b.arg(&q_rows);
+            match kv {
+                GpuKv::F32 { k, v } => b.arg(k).arg(v),
+                GpuKv::F16 { k, v } => b.arg(k).arg(v),
+            };
+            b.arg(tables)
+                .arg(&starts)
+                .arg(&positions)
+                .arg(&h)
+                .arg(&kh)
+                .arg(&hd)
+                .arg(&bs)
+                .arg(&scale)
+                .arg(&ml)
+                .arg(&mut scores)
+                .arg(&mut o);
+            // SAFETY: pos[t] < max_len and every table entry < num_blocks (the caller's block
+            // tables come from the KV pool); rows r0..r0 + n exist in every buffer (sizes
+            // checked above) and the scratch holds n * heads * max_len floats.
+            unsafe { b.launch(cfg) }.map_err(err)?;
+        }
         Ok(())
     }
 }

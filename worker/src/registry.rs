@@ -296,38 +296,43 @@ impl Registry {
         };
         let meter = Some(self.meter.clone());
         let (block_size, kv_dtype) = (cfg.block_size, cfg.kv_dtype);
+        // A GGUF file is opened once: its header holds the weights' layout, the tokenizer and
+        // the exact parameter count.
+        let gguf = if path.is_dir() {
+            None
+        } else {
+            Some(GgufFile::open(path).map_err(bad)?)
+        };
+        let tokenizer = || match &gguf {
+            Some(f) => Tokenizer::from_gguf(f),
+            None => Tokenizer::from_dir(path),
+        };
         // A GPU backend reads the weights itself: the CPU's copy is never loaded.
         let engine = match self.limits.device {
             joule_engine::cuda::Device::Cpu => {
-                let (model, tokenizer) = if path.is_dir() {
-                    (
-                        Model::load(path, &opts).map_err(bad)?,
-                        Tokenizer::from_dir(path).map_err(bad)?,
-                    )
-                } else {
-                    let f = GgufFile::open(path).map_err(bad)?;
-                    (
-                        Model::from_gguf(&f, &opts).map_err(bad)?,
-                        Tokenizer::from_gguf(&f).map_err(bad)?,
-                    )
-                };
-                EngineHandle::start_metered(model, tokenizer, cfg, meter).map_err(bad)?
+                let model = match &gguf {
+                    Some(f) => Model::from_gguf(f, &opts),
+                    None => Model::load(path, &opts),
+                }
+                .map_err(bad)?;
+                EngineHandle::start_metered(model, tokenizer().map_err(bad)?, cfg, meter)
             }
             joule_engine::cuda::Device::Cuda(ordinal) => {
-                let tokenizer = Tokenizer::load(path).map_err(bad)?;
+                let tokenizer = tokenizer().map_err(bad)?;
                 let gpu = self.gpu_backend(path, ordinal, &cfg).map_err(bad)?;
-                EngineHandle::start_on(tokenizer, cfg, meter, gpu).map_err(bad)?
+                EngineHandle::start_on(tokenizer, cfg, meter, gpu)
             }
-        };
-        // A GGUF file's header says exactly; an HF directory's count follows from its config.
-        let parameters = match GgufFile::open(path) {
-            Ok(f) if !path.is_dir() => f
+        }
+        .map_err(bad)?;
+        // An HF directory's count follows from its config.
+        let parameters = match &gguf {
+            Some(f) => f
                 .header
                 .tensors
                 .iter()
                 .map(|t| t.dims.iter().product::<u64>())
                 .sum(),
-            _ => estimate_parameters(engine.config()),
+            None => estimate_parameters(engine.config()),
         };
         let layout = KvLayout::for_model(engine.config(), block_size, kv_dtype);
         let kv = engine.kv_blocks() as u64 * layout.block_bytes() as u64;

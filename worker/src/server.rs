@@ -146,7 +146,7 @@ impl Worker {
             };
             joule_engine::cuda::arch::compute_type(gpu.compute_capability)
                 .map_err(|e| anyhow::anyhow!("--device {}: {e}", args.device))?;
-            serving_gpu = Some((gpu.pci.domain, gpu.pci.bus, gpu.pci.device));
+            serving_gpu = Some(gpu.pci);
         }
         // Energy is metered where the work runs: the serving GPU, or the CPU.
         let sensors =

@@ -129,7 +129,7 @@ pub struct EstimateConfig {
 pub fn open(
     choice: SensorChoice,
     est: &EstimateConfig,
-    gpu: Option<(u32, u32, u32)>,
+    gpu: Option<joule_engine::cuda::PciAddress>,
 ) -> Result<Vec<Box<dyn PowerSensor>>, String> {
     let fallback = || -> Vec<Box<dyn PowerSensor>> {
         vec![Box::new(estimate::EstimateSensor::new(est.clone()))]
@@ -248,7 +248,16 @@ mod tests {
         };
         // No GPU sits at this address (and without a driver NVML cannot start at all): the
         // worker still starts, metering the CPU as it would without a GPU.
-        let sensors = open(SensorChoice::Auto, &est, Some((0xffff, 0xff, 31))).unwrap();
+        let sensors = open(
+            SensorChoice::Auto,
+            &est,
+            Some(joule_engine::cuda::PciAddress {
+                domain: 0xffff,
+                bus: 0xff,
+                device: 31,
+            }),
+        )
+        .unwrap();
         let cpu = open(SensorChoice::Auto, &est, None).unwrap();
         let names = |v: &[Box<dyn PowerSensor>]| v.iter().map(|s| s.name()).collect::<Vec<_>>();
         assert!(!sensors.is_empty());

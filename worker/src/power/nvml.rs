@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use joule_engine::cuda::PciAddress;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::bitmasks::device::ThrottleReasons;
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
@@ -114,8 +115,8 @@ impl NvmlSensor {
     }
 }
 
-/// The GPU at PCI address (domain, bus, device): the one CUDA serves on.
-pub fn open_at(pci: (u32, u32, u32)) -> Result<NvmlSensor, String> {
+/// The GPU at PCI address `pci`: the one CUDA serves on.
+pub fn open_at(pci: PciAddress) -> Result<NvmlSensor, String> {
     let nvml = Arc::new(Nvml::init().map_err(init_error)?);
     let count = nvml
         .device_count()
@@ -124,14 +125,9 @@ pub fn open_at(pci: (u32, u32, u32)) -> Result<NvmlSensor, String> {
         .find(|&i| {
             nvml.device_by_index(i)
                 .and_then(|d| d.pci_info())
-                .is_ok_and(|p| (p.domain, p.bus, p.device) == pci)
+                .is_ok_and(|p| (p.domain, p.bus, p.device) == (pci.domain, pci.bus, pci.device))
         })
-        .ok_or_else(|| {
-            format!(
-                "NVML sees no GPU at PCI {:04x}:{:02x}:{:02x}",
-                pci.0, pci.1, pci.2
-            )
-        })?;
+        .ok_or_else(|| format!("NVML sees no GPU at PCI {pci}"))?;
     NvmlSensor::open(nvml, index)
 }
 

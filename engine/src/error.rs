@@ -36,6 +36,13 @@ pub enum EngineError {
     /// A request that cannot run as asked (prompt too long, bad sampling parameters, ...).
     #[error("{0}")]
     InvalidRequest(String),
+    /// The device (a GPU, its driver or a library on it) failed: the server's problem, never
+    /// the request's.
+    #[error("device: {0}")]
+    Device(String),
+    /// No memory for what was asked (weights or a KV cache that do not fit the device).
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
 }
 
 /// Shorthand used across the engine.

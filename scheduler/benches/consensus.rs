@@ -167,6 +167,7 @@ impl System for Joule {
             .arg("--data-dir")
             .arg(self.dir.join(format!("r{i}")))
             .env("JOULE_ADMIN_TOKEN", TOKEN)
+            .env("JOULE_PEER_TOKEN", "test-peer-token")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

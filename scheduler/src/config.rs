@@ -40,6 +40,10 @@ pub struct Args {
     /// Required of workers that register.
     #[arg(long, env = "JOULE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// The secret every replica of this cluster shares: Raft messages between replicas carry
+    /// it, and a replica refuses messages without it. The same on every replica.
+    #[arg(long, env = "JOULE_PEER_TOKEN", hide_env_values = true)]
+    pub peer_token: Option<String>,
     /// One Raft clock tick, in milliseconds.
     #[arg(long, env = "JOULE_TICK_MS", default_value_t = 50)]
     pub tick_ms: u64,
@@ -107,6 +111,16 @@ impl Args {
         if self.id == 0 {
             return Err("--id must be a positive integer".into());
         }
+        if self.admin_token.as_deref().is_none_or(str::is_empty) {
+            return Err("--admin-token (or JOULE_ADMIN_TOKEN) is required".into());
+        }
+        if self.peer_token.as_deref().is_none_or(str::is_empty) {
+            return Err(
+                "--peer-token (or JOULE_PEER_TOKEN) is required: the secret the replicas share \
+                 (the same on every replica)"
+                    .into(),
+            );
+        }
         let peers = parse_peers(&self.peers).map_err(|e| format!("--peers: {e}"))?;
         match (self.join, peers.is_empty()) {
             (true, true) => {
@@ -172,7 +186,15 @@ mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> Result<Args, clap::Error> {
-        let mut v = vec!["joule-scheduler", "--data-dir", "/tmp/x"];
+        let mut v = vec![
+            "joule-scheduler",
+            "--data-dir",
+            "/tmp/x",
+            "--admin-token",
+            "a",
+            "--peer-token",
+            "p",
+        ];
         v.extend_from_slice(extra);
         Args::try_parse_from(v)
     }
@@ -238,5 +260,26 @@ mod tests {
             (vec![1, 2, 3], Duration::from_millis(20))
         );
         assert!(args(&["--id", "1", "--peers", "1=a:1", "--tick-ms", "x"]).is_err());
+    }
+
+    #[test]
+    fn tokens_are_required() {
+        let a = Args::try_parse_from([
+            "joule-scheduler",
+            "--data-dir",
+            "/tmp/x",
+            "--id",
+            "1",
+            "--peers",
+            "1=a:1",
+            "--admin-token",
+            "a",
+        ])
+        .unwrap();
+        assert!(a.validate().unwrap_err().contains("--peer-token"));
+        let mut b = a.clone();
+        b.admin_token = Some(String::new());
+        b.peer_token = Some("p".into());
+        assert!(b.validate().unwrap_err().contains("--admin-token"));
     }
 }

@@ -6,13 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use joule_proto::internal::v1::RaftBatch;
-use joule_proto::internal::v1::raft_client::RaftClient;
 use protobuf::Message as _;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::raft::{RaftMessage, RaftNode, Transport};
 
@@ -24,6 +21,8 @@ pub struct GrpcTransport {
     id: u64,
     /// Founding replicas (from `--peers`); replicas added later come from the replicated state.
     founders: BTreeMap<u64, String>,
+    /// Sent with every batch; replicas refuse messages without it.
+    peer_token: String,
     rt: tokio::runtime::Handle,
     node: OnceLock<RaftNode>,
     links: Mutex<HashMap<u64, (String, mpsc::Sender<RaftMessage>)>>,
@@ -31,10 +30,16 @@ pub struct GrpcTransport {
 
 impl GrpcTransport {
     /// Sender tasks run on `rt` (the process's main runtime, not the Raft thread's).
-    pub fn new(id: u64, founders: BTreeMap<u64, String>, rt: tokio::runtime::Handle) -> Arc<Self> {
+    pub fn new(
+        id: u64,
+        founders: BTreeMap<u64, String>,
+        peer_token: String,
+        rt: tokio::runtime::Handle,
+    ) -> Arc<Self> {
         Arc::new(Self {
             id,
             founders,
+            peer_token,
             rt,
             node: OnceLock::new(),
             links: Mutex::new(HashMap::new()),
@@ -64,15 +69,12 @@ impl GrpcTransport {
         {
             return Some(tx.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .ok()?
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
         let (tx, rx) = mpsc::channel(QUEUE);
         // The channel's connection task belongs on the main runtime, not the Raft thread's.
         let _rt = self.rt.enter();
-        let client = RaftClient::new(endpoint.connect_lazy());
+        let client = joule_client::Connect::internal()
+            .raft(&addr, &self.peer_token)
+            .ok()?;
         let node = self.node.get().cloned();
         self.rt.spawn(pump(self.id, to, client, rx, node));
         links.insert(to, (addr, tx.clone()));
@@ -114,7 +116,7 @@ impl Transport for GrpcTransport {
 async fn pump(
     from: u64,
     to: u64,
-    mut client: RaftClient<Channel>,
+    mut client: joule_client::Raft,
     mut rx: mpsc::Receiver<RaftMessage>,
     node: Option<RaftNode>,
 ) {

@@ -1,18 +1,15 @@
 //! A 3-replica cluster of real processes survives kill -9 of its leader, again and again,
-//! under a load of writes and linearizable reads, losing no acknowledged write; a registered
-//! worker stays Ready across failovers.
-
-mod common;
+//! under a load of writes and linearizable reads, losing no acknowledged write. (A registered
+//! worker across failovers: the test kit's `tests/registry.rs`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, JOIN, authed, client};
-use common::linearizable::{self, Kind, Op};
 use joule_proto::v1;
 use joule_proto::v1::admin_client::AdminClient;
-use tonic::Request;
+use joule_testkit::cluster::{Cluster, authed, client};
+use joule_testkit::linearizable::{self, Kind, Op};
 use tonic::transport::Channel;
 
 /// One client's loop: alternately writes a unique value to the register (and a key of its
@@ -168,125 +165,4 @@ async fn kill_9_of_the_leader_loses_no_acknowledged_write_and_stays_linearizable
             assert!(r.found, "acknowledged write {k} missing on replica {id}");
         }
     }
-}
-
-async fn nodes(c: &Cluster, via: u64) -> Option<Vec<v1::NodeInfo>> {
-    let mut cl = client(c.addr(via)).await?;
-    let r = cl.list_nodes(authed(v1::ListNodesRequest {})).await.ok()?;
-    Some(r.into_inner().nodes)
-}
-
-/// Waits until some live replica lists worker `name` with `status`; returns it.
-async fn node_becomes(c: &Cluster, name: &str, status: &str, within: Duration) -> v1::NodeInfo {
-    let end = Instant::now() + within;
-    loop {
-        for r in c.replicas.iter().filter(|r| r.child.is_some()) {
-            if let Some(ns) = nodes(c, r.id).await
-                && let Some(n) = ns.into_iter().find(|n| n.name == name)
-                && n.status == status
-            {
-                return n;
-            }
-        }
-        assert!(Instant::now() < end, "worker {name} never became {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registered_worker_stays_ready_across_failover_and_is_unreachable_once_gone() {
-    let mut c = Cluster::new(3);
-    c.leader(Duration::from_secs(15), 0).await;
-
-    // A wrong join token is refused.
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr(1)))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut reg = joule_proto::internal::v1::registry_client::RegistryClient::new(ch);
-    let mut bad = Request::new(joule_proto::internal::v1::RegisterRequest::default());
-    bad.metadata_mut()
-        .insert("authorization", "Bearer nope".parse().unwrap());
-    let e = reg.register(bad).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
-
-    // A real worker (its gRPC server and agent, in this process), registering through the
-    // replicas in turn.
-    let schedulers = (1..=3)
-        .map(|i| c.addr(i).to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let args = joule_worker::Args::load_from([
-        "joule-worker",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--calibrate",
-        "false",
-        "--power-sensor",
-        "estimate",
-        "--scheduler",
-        &schedulers,
-        "--join-token",
-        JOIN,
-        "--node-name",
-        "cpu-1",
-    ])
-    .unwrap();
-    let worker = joule_worker::Worker::start(&args).await.unwrap();
-    let n = node_becomes(&c, "cpu-1", "Ready", Duration::from_secs(10)).await;
-    assert_eq!(n.address, worker.grpc_addr.to_string());
-    assert!(n.logical_cpus > 0 && !n.cpu_model.is_empty(), "{n:?}");
-    let since = n.status_since_ms;
-
-    // Cordon it: the schedule is replicated and survives the failovers below.
-    let mut admin = client(c.addr(1)).await.unwrap();
-    let end = Instant::now() + Duration::from_secs(5);
-    let cordoned = loop {
-        match admin
-            .set_node_schedule(authed(v1::SetNodeScheduleRequest {
-                name: "cpu-1".into(),
-                schedule: "Cordoned".into(),
-            }))
-            .await
-        {
-            Ok(r) => break r.into_inner(),
-            Err(e) => {
-                assert!(Instant::now() < end, "cordon failed: {e:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    assert_eq!(cordoned.schedule, "Cordoned");
-    let e = admin
-        .get_node(authed(v1::GetNodeRequest {
-            name: "nope".into(),
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound);
-    assert!(e.message().contains("cpu-1"), "{}", e.message());
-
-    // Two leader failovers: the worker stays Ready throughout (never marked Unreachable).
-    for _ in 0..2 {
-        let old = c.leader(Duration::from_secs(10), 0).await;
-        c.kill9(old);
-        c.leader(Duration::from_secs(10), old).await;
-        // Longer than the unreachable timeout, so a wrong verdict would show.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let n = node_becomes(&c, "cpu-1", "Ready", Duration::from_secs(5)).await;
-        assert_eq!(
-            n.status_since_ms, since,
-            "the worker was marked Unreachable at some point"
-        );
-        assert_eq!(n.schedule, "Cordoned");
-        c.start(old);
-    }
-
-    // The worker stops: it is Unreachable after its heartbeats stop.
-    worker.shutdown().await;
-    let n = node_becomes(&c, "cpu-1", "Unreachable", Duration::from_secs(10)).await;
-    assert!(n.status_since_ms > since);
 }

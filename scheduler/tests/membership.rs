@@ -1,12 +1,10 @@
 //! Replicas are added and removed at run time, and a replica cut off from the majority answers
 //! UNAVAILABLE and says NOT_SERVING, through the protocol (health and reflection included).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, authed, client};
 use joule_proto::v1;
+use joule_testkit::cluster::{Cluster, authed, client};
 use tonic::transport::Channel;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,6 +171,51 @@ async fn a_replica_cut_off_from_the_majority_answers_unavailable_and_says_not_se
             panic!("no descriptor for joule.v1.ClusterStatusRequest");
         };
         assert!(!files.file_descriptor_proto.is_empty());
+    }
+    {
+        // v1alpha too: grpcio-reflection and older grpcurl speak only that.
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let ch = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let reqs = [ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }];
+        let mut answers = ServerReflectionClient::new(ch)
+            .server_reflection_info(tokio_stream::iter(reqs))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("no v1alpha service list");
+        };
+        let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+        assert!(names.contains(&"joule.v1.Admin"), "{names:?}");
+    }
+    {
+        // Raft messages without the peer token are refused: nobody who merely reaches the
+        // port can inject them.
+        let mut raft = joule_client::Connect::default()
+            .raft(&addr, "wrong-peer-token")
+            .unwrap();
+        let e = raft
+            .step(joule_proto::internal::v1::RaftBatch {
+                from: 9,
+                to: survivor,
+                messages: vec![],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+        assert!(e.message().contains("--peer-token"), "{}", e.message());
     }
 
     // The two others die: the survivor is a minority of one.

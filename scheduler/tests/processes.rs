@@ -1,13 +1,11 @@
 //! Real `joule-scheduler` processes on 127.0.0.1, at start-up: bad input is refused with the
 //! reason, a damaged data dir or log refuses to start, a torn last write is cut off.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::cluster::{Cluster, TOKEN, authed, client, free_port, scheduler};
 use joule_proto::v1;
+use joule_testkit::cluster::{Cluster, PEER, TOKEN, authed, client, free_port, scheduler};
 
 #[test]
 fn bad_start_up_input_is_refused_with_the_reason() {
@@ -82,6 +80,7 @@ async fn a_damaged_log_is_refused_and_a_torn_tail_is_not() {
             .arg("--data-dir")
             .arg(&dir)
             .env("JOULE_ADMIN_TOKEN", TOKEN)
+            .env("JOULE_PEER_TOKEN", PEER)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use joule_proto::internal::v1 as pb;
-use joule_proto::internal::v1::registry_client::RegistryClient;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::hardware::Hardware;
 use crate::state::State;
@@ -77,32 +75,27 @@ impl Agent {
         l
     }
 
-    fn request<T>(&self, m: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(m);
-        if let Ok(v) = format!("Bearer {}", self.join_token).parse() {
-            r.metadata_mut().insert("authorization", v);
-        }
-        r.set_timeout(Duration::from_secs(3));
-        r
-    }
-
     /// Runs until the process ends.
     pub async fn run(self) {
-        let clients: Vec<Option<RegistryClient<Channel>>> = self
+        let connect = joule_client::Connect {
+            connect_timeout: Duration::from_millis(500),
+            timeout: Some(Duration::from_secs(3)),
+        };
+        let clients: Vec<Option<joule_client::Registry>> = self
             .schedulers
             .iter()
-            .map(|a| {
-                let url = if a.contains("://") {
-                    a.clone()
-                } else {
-                    format!("http://{a}")
-                };
-                Endpoint::from_shared(url)
-                    .ok()
-                    .map(|e| e.connect_timeout(Duration::from_millis(500)).connect_lazy())
-                    .map(RegistryClient::new)
+            .map(|a| match connect.registry(a, &self.join_token) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!("--scheduler: {e}");
+                    None
+                }
             })
             .collect();
+        if clients.iter().all(Option::is_none) {
+            tracing::error!("no usable --scheduler address; this worker stays out of the cluster");
+            return;
+        }
         let mut at = 0usize;
         let mut registered_profiles: Option<Vec<pb::ModelProfile>> = None;
         let mut interval = Duration::from_secs(1);
@@ -116,9 +109,9 @@ impl Agent {
             let profiles = self.profiles();
             if registered_profiles.as_ref() != Some(&profiles) {
                 match c
-                    .register(self.request(pb::RegisterRequest {
+                    .register(pb::RegisterRequest {
                         node: Some(self.node()),
-                    }))
+                    })
                     .await
                 {
                     Ok(r) => {
@@ -147,7 +140,7 @@ impl Agent {
                 name: self.name.clone(),
                 load: Some(self.load()),
             };
-            match c.heartbeat(self.request(hb)).await {
+            match c.heartbeat(hb).await {
                 Ok(_) => failures = 0,
                 Err(e) if e.code() == tonic::Code::NotFound => {
                     tracing::info!(scheduler = %replica, "the cluster does not know this worker; registering again");

@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod calibrate;
 pub mod config;
+pub mod convert;
 pub mod hardware;
 pub mod metrics;
 pub mod power;

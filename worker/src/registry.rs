@@ -18,21 +18,9 @@ use tonic::Status;
 
 use crate::calibrate::Profile;
 
-/// A model name: 1 to 64 of `[A-Za-z0-9._-]`, not starting with `.`.
+/// A model name, by the rule the cluster uses too ([`joule_proto::names::model`]).
 pub fn check_name(n: &str) -> Result<(), String> {
-    let ok = !n.is_empty()
-        && n.len() <= 64
-        && !n.starts_with('.')
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "model name {n:?} must be 1 to 64 letters, digits, '.', '_' or '-' (not starting \
-             with '.')"
-        ))
-    }
+    joule_proto::names::model(n)
 }
 
 /// How engines are built.
@@ -282,7 +270,7 @@ impl Registry {
             threads: self.limits.threads,
         };
         let bad = |e: EngineError| {
-            let s = joule_proto::convert::status(&e);
+            let s = crate::convert::status(&e);
             Status::new(
                 s.code(),
                 format!("cannot load {}: {}", path.display(), s.message()),

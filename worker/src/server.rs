@@ -206,11 +206,10 @@ impl Worker {
         let metrics_addr = mlis.local_addr()?;
         let stop = CancellationToken::new();
 
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(joule_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("building the reflection service")?;
+        let reflection =
+            joule_proto::reflection::v1().context("building the reflection service")?;
+        let reflection_v1alpha =
+            joule_proto::reflection::v1alpha().context("building the reflection service")?;
         let svc = WorkerService {
             state: state.clone(),
         };
@@ -219,6 +218,7 @@ impl Worker {
             let r = tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(reflection)
+                .add_service(reflection_v1alpha)
                 .add_service(WorkerServer::new(svc))
                 .serve_with_incoming_shutdown(incoming(grpc), s.cancelled())
                 .await;

@@ -1,14 +1,14 @@
 //! `joule.internal.v1.Worker` over the shared [`State`]: requests are checked and converted by
-//! `joule_proto::convert`, admitted against the model's queue limit, and streamed from the
+//! `crate::convert`, admitted against the model's queue limit, and streamed from the
 //! engine by a [`TokenStream`] each.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::convert::{self, Prompt};
 use joule_engine::batch::Request as EngineRequest;
 use joule_engine::sample::SamplingParams;
 use joule_engine::tokenizer::Message;
-use joule_proto::convert::{self, Prompt};
 use joule_proto::internal::v1 as pb;
 use joule_proto::internal::v1::worker_server::Worker;
 use joule_proto::v1;

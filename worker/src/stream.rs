@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::convert;
 use joule_engine::batch::{FinishReason, RequestStream};
-use joule_proto::convert;
 use joule_proto::v1;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio_stream::Stream;

@@ -187,9 +187,7 @@ impl EngineHandle {
         std::thread::Builder::new()
             .name("joule-step".into())
             .spawn(move || step.run())
-            .map_err(|e| {
-                EngineError::InvalidRequest(format!("cannot start the step thread: {e}"))
-            })?;
+            .map_err(|e| EngineError::Device(format!("cannot start the step thread: {e}")))?;
         Ok(Self { shared })
     }
 

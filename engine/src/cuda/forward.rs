@@ -22,7 +22,7 @@ use crate::model::weights::Weights;
 use crate::quant::wants_q;
 
 fn gpu_err(e: String) -> EngineError {
-    EngineError::InvalidRequest(e)
+    EngineError::Device(e)
 }
 
 struct Layer {
@@ -109,7 +109,7 @@ impl CudaModel {
             }
         };
         if num_blocks == 0 {
-            return Err(EngineError::InvalidRequest(format!(
+            return Err(EngineError::OutOfMemory(format!(
                 "no room for a KV cache on {}: one block of {block_size} tokens takes {} bytes \
                  (raise the memory fraction, or use a smaller model or block)",
                 gpu.info.describe(),

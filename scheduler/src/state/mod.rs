@@ -5,7 +5,8 @@
 //! the same snapshot bytes. A command that does not fit the state (a node that is not there) is
 //! still committed; it changes nothing and its proposer gets the reason.
 
-pub mod names;
+pub use joule_proto::names;
+pub mod commands;
 pub mod tenants;
 pub mod workloads;
 

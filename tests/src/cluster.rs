@@ -1,7 +1,5 @@
-//! A cluster of real `joule-scheduler` processes on 127.0.0.1 for the integration tests, and
-//! the admin client that talks to it.
-
-#![allow(dead_code)]
+//! A cluster of real `joule-scheduler` processes on 127.0.0.1, and the admin client that talks
+//! to it.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,16 +10,11 @@ use joule_proto::v1::admin_client::AdminClient;
 use tonic::Request;
 use tonic::transport::Channel;
 
+pub use crate::free_port;
+
 pub const TOKEN: &str = "test-admin-token";
 pub const JOIN: &str = "test-join-token";
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub const PEER: &str = "test-peer-token";
 
 pub struct Replica {
     pub id: u64,
@@ -34,10 +27,17 @@ pub struct Cluster {
     pub replicas: Vec<Replica>,
     pub peers: String,
     pub tmp: tempfile::TempDir,
+    /// Extra environment of every replica (flags by their `JOULE_*` variables).
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
     pub fn new(n: u64) -> Self {
+        Self::with_env(n, &[])
+    }
+
+    /// `n` replicas, each with the extra environment `env` (e.g. `JOULE_RESCHEDULE_AFTER_MS`).
+    pub fn with_env(n: u64, env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let replicas: Vec<Replica> = (1..=n)
             .map(|id| Replica {
@@ -56,6 +56,10 @@ impl Cluster {
             replicas,
             peers,
             tmp,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for id in 1..=n {
             c.start(id);
@@ -83,7 +87,7 @@ impl Cluster {
     pub fn spawn(&mut self, id: u64, join: bool) {
         let log = self.tmp.path().join(format!("r{id}.log"));
         let r = &mut self.replicas[id as usize - 1];
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_joule-scheduler"));
+        let mut cmd = Command::new(crate::bin("joule-scheduler"));
         if join {
             cmd.arg("--join");
         }
@@ -99,10 +103,12 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&r.dir)
             .env("JOULE_ADMIN_TOKEN", TOKEN)
+            .env("JOULE_PEER_TOKEN", PEER)
             .env("JOULE_JOIN_TOKEN", JOIN)
             .env("JOULE_HEARTBEAT_MS", "200")
             .env("JOULE_UNREACHABLE_AFTER_MS", "1000")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -183,9 +189,10 @@ pub async fn client(addr: &str) -> Option<AdminClient<Channel>> {
 }
 
 pub fn scheduler(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_joule-scheduler"))
+    let out = Command::new(crate::bin("joule-scheduler"))
         .args(args)
         .env("JOULE_ADMIN_TOKEN", TOKEN)
+        .env("JOULE_PEER_TOKEN", PEER)
         .output()
         .unwrap();
     (

@@ -1,16 +1,11 @@
-//! Listings as aligned tables (the default) or as JSON / YAML documents for scripts.
+//! What one worker shows: the models it serves and its engine, energy and calibration
+//! figures (`joulectl models`, `joulectl stats`).
 
 use joule_proto::internal::v1 as pb;
 use joule_proto::v1::EnergySource;
 use serde::Serialize;
 
-/// `-o table|json|yaml`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-    Yaml,
-}
+use crate::render::{Format, emit, table};
 
 #[derive(Serialize)]
 struct Model<'a> {
@@ -66,42 +61,12 @@ fn source(v: i32) -> &'static str {
     }
 }
 
-fn emit<T: Serialize>(v: &T, f: Format) -> anyhow::Result<()> {
-    match f {
-        Format::Json => println!("{}", serde_json::to_string_pretty(v)?),
-        Format::Yaml => print!("{}", serde_norway::to_string(v)?),
-        Format::Table => unreachable!("tables are printed by the caller"),
-    }
-    Ok(())
-}
-
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
-            .collect();
-        println!("{}", s.join("   ").trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r);
-    }
-}
-
 fn mib(b: u64) -> String {
     format!("{:.0}Mi", b as f64 / (1u64 << 20) as f64)
 }
 
 pub fn models(ms: &[pb::ModelInfo], f: Format) -> anyhow::Result<()> {
-    if f != Format::Table {
+    if !f.is_table() {
         let v: Vec<Model> = ms
             .iter()
             .map(|m| Model {
@@ -116,7 +81,7 @@ pub fn models(ms: &[pb::ModelInfo], f: Format) -> anyhow::Result<()> {
                 path: &m.path,
             })
             .collect();
-        return emit(&v, f);
+        return emit(&serde_json::json!({ "items": v }), f);
     }
     table(
         &[
@@ -185,7 +150,7 @@ pub fn stats(s: &pb::StatsResponse, f: Format) -> anyhow::Result<()> {
             })
             .collect(),
     };
-    if f != Format::Table {
+    if !f.is_table() {
         return emit(&v, f);
     }
     println!(

@@ -10,7 +10,7 @@ use joule_engine::batch::{Event, Finish, FinishReason, Usage};
 use joule_engine::sample::{SamplingParams, TokenLogprobs};
 use tonic::Status;
 
-use crate::v1;
+use joule_proto::v1;
 
 /// The engine's sampling settings for `p`: unset fields take the engine's defaults, and the
 /// result is validated (a refusal names the field and the accepted range).
@@ -90,6 +90,9 @@ pub fn status(e: &EngineError) -> Status {
         EngineError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             Status::not_found(msg)
         }
+        EngineError::OutOfMemory(_) => Status::resource_exhausted(msg),
+        // A GPU or driver failure is the server's problem, never the request's.
+        EngineError::Device(_) => Status::internal(msg),
         _ => Status::internal(msg),
     }
 }
@@ -375,5 +378,9 @@ mod tests {
             status(&EngineError::Tokenizer("x".into())).code(),
             Code::Internal
         );
+        let gpu = EngineError::Device("CUDA_ERROR_ILLEGAL_ADDRESS".into());
+        assert_eq!(status(&gpu).code(), Code::Internal);
+        let oom = EngineError::OutOfMemory("no room for a KV cache".into());
+        assert_eq!(status(&oom).code(), Code::ResourceExhausted);
     }
 }

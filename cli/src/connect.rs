@@ -1,0 +1,60 @@
+//! Connections: one worker (`--worker`), or the cluster's replicas (`--server`, `--token`)
+//! with failover to the next replica when one cannot be reached. All through `joule-client`.
+
+use anyhow::Context as _;
+use joule_client::{Connect, Servers};
+
+use crate::args::Cli;
+
+/// A connected worker client (connected now, so "cannot reach" is reported up front).
+pub async fn worker(addr: &str) -> anyhow::Result<joule_client::Worker> {
+    let connect = Connect::streaming();
+    connect
+        .connect(addr)
+        .await
+        .with_context(|| format!("--worker {addr}"))?;
+    Ok(connect.worker(addr, "")?)
+}
+
+/// The cluster: its replicas and the admin token.
+pub struct Cluster {
+    servers: Servers,
+    token: String,
+}
+
+impl Cluster {
+    pub fn new(cli: &Cli) -> anyhow::Result<Self> {
+        let addrs = joule_client::address::parse_list(&cli.server).context("--server")?;
+        let token = cli.token.clone().unwrap_or_default();
+        if token.is_empty() {
+            anyhow::bail!("--token (or JOULE_TOKEN) is required: the cluster's admin token");
+        }
+        Ok(Self {
+            servers: Servers::new(addrs),
+            token,
+        })
+    }
+
+    /// Calls `f` with an admin client of each replica in turn until one answers.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> anyhow::Result<T>
+    where
+        F: FnMut(joule_client::Admin) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let connect = Connect::default();
+        let r = self
+            .servers
+            .call(|addr| {
+                let c = connect.admin(&addr, &self.token);
+                let fut = c.map(&mut f);
+                async move {
+                    match fut {
+                        Ok(fut) => fut.await.map(tonic::Response::into_inner),
+                        Err(e) => Err(tonic::Status::invalid_argument(e.to_string())),
+                    }
+                }
+            })
+            .await;
+        r.map_err(crate::status)
+    }
+}

@@ -1,0 +1,129 @@
+//! The one `Render` seam for every listing: `-o table` (aligned columns), `-o wide` (more
+//! columns), `-o json` and `-o yaml`. A list prints as `{"items": [...]}` in JSON/YAML, one
+//! named object as the object itself, as kubectl does. Views (what a row shows) live in
+//! [`crate::views`]; this module only lays them out.
+
+use serde::Serialize;
+
+/// `-o table|wide|json|yaml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Wide,
+    Json,
+    Yaml,
+}
+
+impl Format {
+    pub fn is_table(self) -> bool {
+        matches!(self, Self::Table | Self::Wide)
+    }
+}
+
+/// A thing that prints as a table row, and as itself in JSON/YAML.
+pub trait Render: Serialize {
+    /// Column headers; `wide` adds columns.
+    fn headers(wide: bool) -> Vec<&'static str>;
+    fn row(&self, wide: bool) -> Vec<String>;
+}
+
+#[derive(Serialize)]
+struct Items<'a, T> {
+    items: &'a [T],
+}
+
+/// A list: a table, or `{"items": [...]}`.
+pub fn list<T: Render>(items: &[T], f: Format) -> anyhow::Result<()> {
+    if f.is_table() {
+        let wide = f == Format::Wide;
+        table(
+            &T::headers(wide),
+            items.iter().map(|i| i.row(wide)).collect(),
+        );
+        Ok(())
+    } else {
+        emit(&Items { items }, f)
+    }
+}
+
+/// One named object: a one-row table, or the object itself.
+pub fn one<T: Render>(item: &T, f: Format) -> anyhow::Result<()> {
+    if f.is_table() {
+        list(std::slice::from_ref(item), f)
+    } else {
+        emit(item, f)
+    }
+}
+
+/// Any value as JSON or YAML.
+pub fn emit<T: Serialize + ?Sized>(v: &T, f: Format) -> anyhow::Result<()> {
+    match f {
+        Format::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        Format::Yaml => print!("{}", serde_norway::to_string(v)?),
+        Format::Table | Format::Wide => anyhow::bail!("tables are printed with list() or one()"),
+    }
+    Ok(())
+}
+
+/// Aligned columns under a header.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < w.len() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w.get(i).copied().unwrap_or(0)))
+            .collect();
+        println!("{}", s.join("   ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+/// Bytes as a human size: "512Mi", "3.1Gi".
+pub fn bytes(b: u64) -> String {
+    const GI: f64 = (1u64 << 30) as f64;
+    const MI: f64 = (1u64 << 20) as f64;
+    if b as f64 >= GI {
+        format!("{:.1}Gi", b as f64 / GI)
+    } else {
+        format!("{:.0}Mi", b as f64 / MI)
+    }
+}
+
+/// Milliseconds since the epoch as an age: "5s", "3m", "2h", "4d".
+pub fn age(since_ms: i64, now_ms: i64) -> String {
+    if since_ms <= 0 {
+        return "-".into();
+    }
+    let s = ((now_ms - since_ms) / 1000).max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_ages_read_as_kubectl_prints_them() {
+        assert_eq!(bytes(512 << 20), "512Mi");
+        assert_eq!(bytes(3 << 30), "3.0Gi");
+        assert_eq!(age(1_000, 6_000), "5s");
+        assert_eq!(age(0, 6_000), "-");
+        assert_eq!(age(1, 1 + 7_200_000), "2h");
+    }
+}

@@ -1,0 +1,12 @@
+//! What each resource shows in a table row, in `describe`, and in JSON/YAML. Views are plain
+//! serialisable structs built from API messages; they never call the API themselves.
+
+pub mod node;
+pub mod worker;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,177 @@
+//! The worker registry (`joule.internal.v1.Registry`). A worker registers through any replica:
+//! its record is committed through the store. It then heartbeats to any replica; a follower
+//! passes the heartbeat on to the leader, which keeps the liveness records
+//! ([`crate::liveness`]). Every call needs the join token.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use joule_proto::internal::v1 as pb;
+use joule_proto::internal::v1::registry_server::Registry;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result};
+use crate::liveness::Liveness;
+use crate::state::commands;
+use crate::store::Store;
+
+/// The service, on every replica.
+pub struct RegistryService<S> {
+    pub store: S,
+    /// `None`: this cluster takes no workers (every call is refused).
+    pub join_token: Option<String>,
+    pub heartbeat: Duration,
+    pub live: Arc<Liveness>,
+    /// Client of the leader for passing heartbeats on, by its address.
+    pub leader_link: Mutex<Option<(String, joule_client::Registry)>>,
+}
+
+impl<S: Store> RegistryService<S> {
+    pub fn new(
+        store: S,
+        join_token: Option<String>,
+        heartbeat: Duration,
+        live: Arc<Liveness>,
+    ) -> Self {
+        Self {
+            store,
+            join_token: join_token.filter(|t| !t.is_empty()),
+            heartbeat,
+            live,
+            leader_link: Mutex::new(None),
+        }
+    }
+
+    fn auth<T>(&self, req: &Request<T>, call: &'static str) -> Result<()> {
+        let Some(token) = &self.join_token else {
+            return Err(Error::Unauthenticated(
+                "this scheduler takes no workers: start it with --join-token".into(),
+            ));
+        };
+        super::auth::check_bearer(req, token, call, "join")
+    }
+
+    fn leader_client(&self, addr: &str) -> Result<joule_client::Registry> {
+        let mut link = self.leader_link.lock().expect("link lock");
+        if let Some((a, c)) = link.as_ref()
+            && a == addr
+        {
+            return Ok(c.clone());
+        }
+        let token = self.join_token.as_deref().unwrap_or_default();
+        let mut connect = joule_client::Connect::internal();
+        connect.timeout = Some(Duration::from_secs(2));
+        let c = connect
+            .registry(addr, token)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        *link = Some((addr.to_string(), c.clone()));
+        Ok(c)
+    }
+}
+
+pub fn check_node(n: &pb::Node) -> Result<()> {
+    let name_ok = !n.name.is_empty()
+        && n.name.len() <= 253
+        && n.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+    if !name_ok {
+        return Err(Error::Invalid(format!(
+            "node.name: {:?} must be 1 to 253 letters, digits, '-', '.' or '_'",
+            n.name
+        )));
+    }
+    crate::config::check_address(&n.address)
+        .map_err(|e| Error::Invalid(format!("node.address: {e}")))?;
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl<S: Store> Registry for RegistryService<S> {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        self.auth(&req, "Register")?;
+        let mut n = req
+            .into_inner()
+            .node
+            .ok_or_else(|| Error::Invalid("node: required".into()))?;
+        check_node(&n)?;
+        n.registered_at_ms = commands::now_ms();
+        let name = n.name.clone();
+        let index = self
+            .store
+            .propose(commands::register_node(n))
+            .await
+            .map_err(|e| self.store.error(e))?;
+        self.live.touch(&name, pb::WorkerLoad::default());
+        tracing::info!(node = %name, index, "worker registered");
+        Ok(Response::new(pb::RegisterResponse {
+            heartbeat_interval_ms: self.heartbeat.as_millis() as u32,
+            index,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.auth(&req, "Heartbeat")?;
+        let hb = req.into_inner();
+        let l = self.store.leadership();
+        if !l.is_leader() {
+            // Pass it on to the leader, who keeps the liveness records.
+            let addr = self
+                .store
+                .address(l.leader)
+                .filter(|_| l.leader != 0)
+                .ok_or_else(|| {
+                    Error::Unavailable(format!("replica {} knows no leader right now; retry", l.me))
+                })?;
+            let mut c = self.leader_client(&addr)?;
+            return c.heartbeat(hb).await;
+        }
+        let status = self
+            .store
+            .read_local(|sm| sm.state().nodes.get(&hb.name).map(|n| n.status));
+        let Some(status) = status else {
+            return Err(Error::NotFound(format!(
+                "the cluster does not know a worker named {:?}; register again",
+                hb.name
+            ))
+            .into());
+        };
+        self.live.touch(&hb.name, hb.load.unwrap_or_default());
+        if status != pb::NodeStatus::Ready as i32 {
+            self.store
+                .propose(commands::set_node_status(&hb.name, pb::NodeStatus::Ready))
+                .await
+                .map_err(|e| self.store.error(e))?;
+            tracing::info!(node = %hb.name, "worker is back: Ready");
+        }
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_and_addresses_are_checked() {
+        let mut n = pb::Node {
+            name: "gpu-1.rack2".into(),
+            address: "10.0.0.5:50061".into(),
+            ..Default::default()
+        };
+        assert!(check_node(&n).is_ok());
+        n.name = "bad name".into();
+        let e: Status = check_node(&n).unwrap_err().into();
+        assert!(e.message().contains("node.name"));
+        n.name = "ok".into();
+        n.address = "nowhere".into();
+        let e: Status = check_node(&n).unwrap_err().into();
+        assert!(e.message().contains("node.address"));
+    }
+}

@@ -1,0 +1,113 @@
+//! Whether each worker is alive, as the leader sees it. The leader alone keeps when it last
+//! heard from each worker (in memory: heartbeats are not replicated) and what load it reported,
+//! and commits the transitions: Unreachable after `--unreachable-after` without a heartbeat,
+//! Ready again at the next one. A new leader gives every worker a full grace period before
+//! judging it, so a failover marks nobody Unreachable.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use joule_proto::internal::v1 as pb;
+
+use crate::state::commands;
+use crate::store::Store;
+
+/// When the leader last heard from each worker, and what it said.
+#[derive(Default)]
+pub struct Liveness {
+    inner: Mutex<LiveInner>,
+}
+
+#[derive(Default)]
+struct LiveInner {
+    /// The term this replica's records belong to (records from an older leadership are void).
+    term: u64,
+    seen: HashMap<String, (Instant, pb::WorkerLoad)>,
+}
+
+impl Liveness {
+    /// The latest load each worker reported (on the leader).
+    pub fn loads(&self) -> HashMap<String, pb::WorkerLoad> {
+        let l = self.inner.lock().expect("liveness lock");
+        l.seen.iter().map(|(k, v)| (k.clone(), v.1)).collect()
+    }
+
+    /// How long ago each worker was last heard from (on the leader, this term).
+    pub fn silence(&self) -> HashMap<String, Duration> {
+        let l = self.inner.lock().expect("liveness lock");
+        let now = Instant::now();
+        l.seen
+            .iter()
+            .map(|(k, v)| (k.clone(), now.saturating_duration_since(v.0)))
+            .collect()
+    }
+
+    pub fn touch(&self, name: &str, load: pb::WorkerLoad) {
+        let mut l = self.inner.lock().expect("liveness lock");
+        l.seen.insert(name.to_string(), (Instant::now(), load));
+    }
+
+    /// The workers not heard from within `after` (a new term first resets every record).
+    fn late(&self, term: u64, nodes: Vec<(String, i32)>, after: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let mut l = self.inner.lock().expect("liveness lock");
+        if l.term != term {
+            // A new leadership: everyone starts with a full grace period.
+            l.term = term;
+            l.seen.clear();
+        }
+        let mut late = Vec::new();
+        for (name, status) in nodes {
+            let seen = l
+                .seen
+                .entry(name.clone())
+                .or_insert((now, pb::WorkerLoad::default()))
+                .0;
+            if status == pb::NodeStatus::Ready as i32 && now - seen > after {
+                late.push(name);
+            }
+        }
+        late
+    }
+}
+
+/// On the leader, every `every`: commits Unreachable for each Ready worker not heard from
+/// within `after`. Runs on every replica; does nothing while it does not lead.
+pub async fn watch_workers<S: Store>(
+    store: S,
+    live: std::sync::Arc<Liveness>,
+    every: Duration,
+    after: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if store.is_stopped() {
+            return;
+        }
+        let l = store.leadership();
+        if !l.is_leader() {
+            continue;
+        }
+        let nodes: Vec<(String, i32)> = store.read_local(|sm| {
+            sm.state()
+                .nodes
+                .values()
+                .map(|n| (n.name.clone(), n.status))
+                .collect()
+        });
+        for name in live.late(l.term, nodes, after) {
+            let cmd = commands::set_node_status(&name, pb::NodeStatus::Unreachable);
+            match store.propose(cmd).await {
+                Ok(_) => {
+                    tracing::warn!(node = %name, after_ms = after.as_millis() as u64, "worker missed its heartbeats: Unreachable")
+                }
+                Err(e) => {
+                    tracing::debug!(node = %name, error = %e, "could not mark the worker Unreachable")
+                }
+            }
+        }
+    }
+}

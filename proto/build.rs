@@ -5,9 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("joule_descriptor.bin"))
-        // The replicated state's maps iterate in key order, so every replica encodes the same
-        // snapshot bytes for the same state.
-        .btree_map(".joule.internal.v1.ClusterState")
+        // Every map iterates in key order: every replica encodes the same snapshot bytes for
+        // the same state (labels, selectors and reasons are inside it), and listings are
+        // stable.
+        .btree_map(".")
         .compile_protos(
             &[
                 "joule/v1/inference.proto",

@@ -62,6 +62,20 @@ pub struct Args {
     /// Applied entries between snapshots.
     #[arg(long, env = "JOULE_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
     pub snapshot_entries: u64,
+    /// A worker silent this long loses its placements to other workers, in milliseconds.
+    #[arg(long, env = "JOULE_RESCHEDULE_AFTER_MS", default_value_t = 10_000)]
+    pub reschedule_after_ms: u64,
+    /// How often the leader runs placement (it also runs when the state changes), ms.
+    #[arg(long, env = "JOULE_PLACEMENT_INTERVAL_MS", default_value_t = 1000)]
+    pub placement_interval_ms: u64,
+    /// Memory reserved per replica for its KV cache on top of the model file, bytes (match
+    /// the workers' --kv-budget).
+    #[arg(long, env = "JOULE_KV_RESERVE_BYTES", default_value_t = 512 << 20)]
+    pub kv_reserve_bytes: u64,
+    /// A running placement moves only when another node would serve it for this fraction
+    /// fewer joules per token (0 to 1).
+    #[arg(long, env = "JOULE_CHURN_THRESHOLD", default_value_t = 0.25)]
+    pub churn_threshold: f64,
 }
 
 /// The founding replicas, by id.
@@ -106,6 +120,16 @@ pub fn parse_peers(s: &str) -> Result<Peers, String> {
 }
 
 impl Args {
+    /// The placement loop's settings.
+    pub fn control(&self) -> crate::control::Settings {
+        crate::control::Settings {
+            reschedule_after: Duration::from_millis(self.reschedule_after_ms),
+            interval: Duration::from_millis(self.placement_interval_ms),
+            kv_reserve_bytes: self.kv_reserve_bytes,
+            churn_threshold: self.churn_threshold,
+        }
+    }
+
     /// Checks the flags together; returns the founding peers.
     pub fn validate(&self) -> Result<Peers, String> {
         if self.id == 0 {
@@ -155,6 +179,21 @@ impl Args {
         }
         if self.tick_ms == 0 {
             return Err("--tick-ms must be at least 1".into());
+        }
+        if self.reschedule_after_ms < self.unreachable_after_ms {
+            return Err(format!(
+                "--reschedule-after-ms ({}) must be at least --unreachable-after-ms ({})",
+                self.reschedule_after_ms, self.unreachable_after_ms
+            ));
+        }
+        if self.placement_interval_ms == 0 {
+            return Err("--placement-interval-ms must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.churn_threshold) {
+            return Err(format!(
+                "--churn-threshold ({}) must be from 0 to 1",
+                self.churn_threshold
+            ));
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return Err(format!(

@@ -7,13 +7,17 @@
 //! - [`state`]: the replicated state machine and the commands that change it.
 //! - [`api`]: the gRPC services; [`error`] maps every failure to a gRPC status, once.
 //! - [`liveness`]: the leader's view of which workers answer.
+//! - [`placement`]: the pure placement function; [`control`]: the leader's loop that runs it
+//!   and commits the result.
 //! - [`run`] starts one replica on a listener until a shutdown future resolves; `main.rs` only
 //!   parses flags, so tests start replicas in-process.
 
 pub mod api;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod liveness;
+pub mod placement;
 pub mod raft;
 pub mod state;
 pub mod store;
@@ -70,6 +74,7 @@ pub async fn run(
         heartbeat / 2,
         Duration::from_millis(args.unreachable_after_ms),
     ));
+    tokio::spawn(control::run(store.clone(), live.clone(), args.control()));
     let admin = AdminService {
         store: store.clone(),
         token: admin_token,

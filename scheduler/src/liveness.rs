@@ -30,7 +30,10 @@ impl Liveness {
     /// The latest load each worker reported (on the leader).
     pub fn loads(&self) -> HashMap<String, pb::WorkerLoad> {
         let l = self.inner.lock().expect("liveness lock");
-        l.seen.iter().map(|(k, v)| (k.clone(), v.1)).collect()
+        l.seen
+            .iter()
+            .map(|(k, v)| (k.clone(), v.1.clone()))
+            .collect()
     }
 
     /// How long ago each worker was last heard from (on the leader, this term).

@@ -1,6 +1,7 @@
 //! The worker's side of the cluster: with `--scheduler`, it registers with whichever scheduler
-//! replica answers (name, address, hardware, calibration profiles), then heartbeats its load
-//! every interval the scheduler asked for. A replica that does not answer is left for the next
+//! replica answers (name, address, labels, hardware, memory and power figures, calibration
+//! profiles), then heartbeats its load and its placements' progress every interval the
+//! scheduler asked for, and hands the assignment in each reply to the [`Follower`]. A replica that does not answer is left for the next
 //! one in the list; a scheduler that no longer knows the worker (NOT_FOUND) gets a fresh
 //! registration, as do changed calibration profiles. It never gives up: a worker outlives
 //! scheduler failovers and restarts.
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use joule_proto::internal::v1 as pb;
 
+use crate::follow::Follower;
 use crate::hardware::Hardware;
 use crate::state::State;
 
@@ -23,6 +25,13 @@ pub struct Agent {
     pub hardware: Hardware,
     pub fingerprint: String,
     pub state: Arc<State>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The power figures placement weighs (from --idle-watts/--busy-watts).
+    pub idle_watts: f64,
+    pub busy_watts: f64,
+    /// "cpu" or "cuda:N".
+    pub device: String,
+    pub follower: Arc<Follower>,
 }
 
 impl Agent {
@@ -39,8 +48,14 @@ impl Agent {
                 simd: hw.simd.clone(),
                 gpus: hw.gpus.clone(),
                 fingerprint: self.fingerprint.clone(),
+                model_memory_bytes: self.state.models.memory_budget(),
+                idle_watts: self.idle_watts,
+                busy_watts: self.busy_watts,
+                mem_bandwidth_gbs: 0.0,
+                device: self.device.clone(),
             }),
             profiles: self.profiles(),
+            labels: self.labels.clone(),
             ..Default::default()
         }
     }
@@ -71,6 +86,12 @@ impl Agent {
             l.running += s.running as u32;
             l.waiting += s.waiting as u32;
             l.output_tokens_per_s += s.tokens_per_s;
+            l.models.push(pb::ModelLoad {
+                model: m.name.clone(),
+                running: s.running as u32,
+                waiting: s.waiting as u32,
+                output_tokens_per_s: s.tokens_per_s,
+            });
         }
         l
     }
@@ -96,6 +117,8 @@ impl Agent {
             tracing::error!("no usable --scheduler address; this worker stays out of the cluster");
             return;
         }
+        // Serve the last assignment again before registering, so that the leader sees no gap.
+        self.follower.restore(Duration::from_secs(120)).await;
         let mut at = 0usize;
         let mut registered_profiles: Option<Vec<pb::ModelProfile>> = None;
         let mut interval = Duration::from_secs(1);
@@ -139,9 +162,13 @@ impl Agent {
             let hb = pb::HeartbeatRequest {
                 name: self.name.clone(),
                 load: Some(self.load()),
+                placements: self.follower.reports(),
             };
             match c.heartbeat(hb).await {
-                Ok(_) => failures = 0,
+                Ok(r) => {
+                    failures = 0;
+                    self.follower.apply(&r.into_inner().assignments);
+                }
                 Err(e) if e.code() == tonic::Code::NotFound => {
                     tracing::info!(scheduler = %replica, "the cluster does not know this worker; registering again");
                     registered_profiles = None;

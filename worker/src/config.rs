@@ -180,6 +180,20 @@ pub struct Args {
     #[arg(long, env = "JOULE_ADVERTISE")]
     pub advertise: Option<String>,
 
+    /// This worker's labels, `KEY=VALUE,...` (e.g. `gpu=p40,zone=a`): deployments select
+    /// workers by them.
+    #[arg(long, env = "JOULE_LABELS", default_value = "")]
+    pub labels: String,
+
+    /// How much the model cache (downloaded model files, under --cache-dir) may hold, e.g.
+    /// `50GiB`; least recently used files are evicted past it. 0: no limit.
+    #[arg(long, env = "JOULE_CACHE_BUDGET", default_value = "0")]
+    pub cache_budget: String,
+
+    /// A model download that connects, or receives, nothing for this long fails (seconds).
+    #[arg(long, env = "JOULE_FETCH_TIMEOUT_S", default_value_t = 30)]
+    pub fetch_timeout_s: u64,
+
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG also works.
     #[arg(long, env = "JOULE_LOG", default_value = "info")]
     pub log: String,
@@ -282,6 +296,11 @@ impl Args {
         if self.power_interval_ms == 0 {
             return Err("--power-interval-ms must be at least 1".into());
         }
+        joule_proto::names::parse_labels(&self.labels).map_err(|e| format!("--labels: {e}"))?;
+        parse_size(&self.cache_budget).map_err(|e| format!("--cache-budget: {e}"))?;
+        if self.fetch_timeout_s == 0 {
+            return Err("--fetch-timeout-s must be at least 1".into());
+        }
         if !(self.gpu_memory_fraction > 0.0 && self.gpu_memory_fraction <= 1.0) {
             return Err(format!(
                 "--gpu-memory-fraction must be in (0, 1], got {}",
@@ -298,6 +317,47 @@ impl Args {
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(default_cache_dir)
     }
+
+    /// The labels (checked by `validate`).
+    pub fn labels(&self) -> std::collections::BTreeMap<String, String> {
+        joule_proto::names::parse_labels(&self.labels).unwrap_or_default()
+    }
+
+    /// The model cache's settings.
+    pub fn fetch(&self) -> crate::fetch::Settings {
+        crate::fetch::Settings {
+            dir: self.cache_dir().join("models"),
+            budget: parse_size(&self.cache_budget).unwrap_or(0),
+            timeout: Duration::from_secs(self.fetch_timeout_s),
+            attempts: 3,
+        }
+    }
+}
+
+/// A size in bytes: `1234`, `512MiB`, `50GiB`, `2TiB` (also `KB`/`MB`/`GB`/`TB` in powers of
+/// ten).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512MiB or 50GiB"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024.0f64.powi(4),
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (use MiB, GiB, TiB)")),
+    };
+    Ok((n * mult) as u64)
 }
 
 fn explicit(m: &ArgMatches, id: &str) -> bool {

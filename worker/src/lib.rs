@@ -16,6 +16,8 @@ pub mod agent;
 pub mod calibrate;
 pub mod config;
 pub mod convert;
+pub mod fetch;
+pub mod follow;
 pub mod hardware;
 pub mod metrics;
 pub mod power;

@@ -44,8 +44,20 @@ pub fn load(
     path: &Path,
     sha256: Option<&str>,
 ) -> Result<Arc<Served>, Status> {
+    load_with(state, name, path, sha256, &|| {})
+}
+
+/// [`load`], calling `calibrating` when the weights are in and calibration starts.
+pub fn load_with(
+    state: &State,
+    name: Option<&str>,
+    path: &Path,
+    sha256: Option<&str>,
+    calibrating: &(dyn Fn() + Sync),
+) -> Result<Arc<Served>, Status> {
     let prepare = |s: &Arc<Served>| -> Result<(), Status> {
         if let Some(cal) = &state.calibration {
+            calibrating();
             match calibrate::profile(s, state.power.as_ref(), &state.hardware, cal) {
                 Ok(p) => {
                     *s.calibration.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
@@ -285,6 +297,13 @@ impl Worker {
                     grpc_addr.to_string()
                 }
             });
+            let cache =
+                Arc::new(crate::fetch::Cache::new(args.fetch()).map_err(anyhow::Error::msg)?);
+            let follower = crate::follow::Follower::new(
+                state.clone(),
+                cache,
+                args.cache_dir().join("assignment.json"),
+            );
             let agent = crate::agent::Agent {
                 schedulers: args.schedulers.clone(),
                 join_token: args.join_token.clone().unwrap_or_default(),
@@ -296,6 +315,11 @@ impl Worker {
                 hardware: hw.clone(),
                 fingerprint: state.hardware.clone(),
                 state: state.clone(),
+                labels: args.labels(),
+                idle_watts: args.idle_watts,
+                busy_watts: args.busy_watts,
+                device: args.device.to_string(),
+                follower,
             };
             tasks.push(tokio::spawn(agent.run()));
         }

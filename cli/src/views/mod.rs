@@ -1,7 +1,10 @@
 //! What each resource shows in a table row, in `describe`, and in JSON/YAML. Views are plain
 //! serialisable structs built from API messages; they never call the API themselves.
 
+pub mod deployment;
+pub mod model;
 pub mod node;
+pub mod placement;
 pub mod worker;
 
 /// Unix milliseconds now.

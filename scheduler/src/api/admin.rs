@@ -9,6 +9,7 @@ use joule_proto::v1;
 use joule_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
+use super::workloads;
 use crate::error::{Error, Result};
 use crate::liveness::Liveness;
 use crate::state::commands;
@@ -39,9 +40,22 @@ pub fn schedule_name(s: i32) -> &'static str {
     }
 }
 
-fn node_info(n: &pb::Node, load: Option<&pb::WorkerLoad>) -> v1::NodeInfo {
+fn node_info(st: &pb::ClusterState, n: &pb::Node, load: Option<&pb::WorkerLoad>) -> v1::NodeInfo {
     let hw = n.hardware.clone().unwrap_or_default();
-    let load = load.copied().unwrap_or_default();
+    let load = load.cloned().unwrap_or_default();
+    let placements: Vec<v1::PlacementInfo> = st
+        .placements
+        .values()
+        .filter(|p| p.node == n.name)
+        .map(workloads::placement_info)
+        .collect();
+    let placed_bytes = st
+        .placements
+        .values()
+        .filter(|p| p.node == n.name && p.state != pb::PlacementState::Failed as i32)
+        .filter_map(|p| st.models.get(&p.model))
+        .map(|m| m.size_bytes)
+        .sum();
     v1::NodeInfo {
         name: n.name.clone(),
         address: n.address.clone(),
@@ -57,6 +71,10 @@ fn node_info(n: &pb::Node, load: Option<&pb::WorkerLoad>) -> v1::NodeInfo {
         running: load.running,
         output_tokens_per_s: load.output_tokens_per_s,
         watts: load.watts,
+        labels: n.labels.clone(),
+        placements,
+        model_memory_bytes: hw.model_memory_bytes,
+        placed_bytes,
     }
 }
 
@@ -83,16 +101,25 @@ impl<S: Store> AdminService<S> {
     }
 
     async fn nodes(&self) -> Result<Vec<v1::NodeInfo>> {
-        let nodes = self
-            .store
-            .read(|sm| sm.state().nodes.values().cloned().collect::<Vec<_>>())
-            .await
-            .map_err(|e| self.store.error(e))?;
         let loads = self.live.loads();
-        Ok(nodes
-            .iter()
-            .map(|n| node_info(n, loads.get(&n.name)))
-            .collect())
+        self.read(move |st| {
+            st.nodes
+                .values()
+                .map(|n| node_info(st, n, loads.get(&n.name)))
+                .collect()
+        })
+        .await
+    }
+
+    /// A linearizable read of the state.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&pb::ClusterState) -> T + Send + 'static,
+    ) -> Result<T> {
+        self.store
+            .read(move |sm| f(sm.state()))
+            .await
+            .map_err(|e| self.store.error(e))
     }
 
     async fn one(&self, name: &str) -> Result<v1::NodeInfo> {
@@ -250,5 +277,155 @@ impl<S: Store> Admin for AdminService<S> {
             .await?;
         tracing::info!(node = %r.name, schedule = schedule_name(schedule as i32), "node schedule set");
         Ok(Response::new(self.one(&r.name).await?))
+    }
+
+    async fn apply_model(
+        &self,
+        req: Request<v1::ModelSpec>,
+    ) -> Result<Response<v1::ModelInfo>, Status> {
+        self.auth(&req, "ApplyModel")?;
+        let m = workloads::model(req.into_inner())?;
+        let name = m.name.clone();
+        self.propose(commands::put_model(m)).await?;
+        tracing::info!(model = %name, "model applied");
+        let info = self
+            .read(move |st| workloads::find_model(st, &name))
+            .await??;
+        Ok(Response::new(info))
+    }
+
+    async fn get_model(
+        &self,
+        req: Request<v1::GetModelRequest>,
+    ) -> Result<Response<v1::ModelInfo>, Status> {
+        self.auth(&req, "GetModel")?;
+        let name = req.into_inner().name;
+        let info = self
+            .read(move |st| workloads::find_model(st, &name))
+            .await??;
+        Ok(Response::new(info))
+    }
+
+    async fn list_models(
+        &self,
+        req: Request<v1::ListModelsRequest>,
+    ) -> Result<Response<v1::ListModelsResponse>, Status> {
+        self.auth(&req, "ListModels")?;
+        let models = self
+            .read(|st| {
+                st.models
+                    .values()
+                    .map(|m| workloads::model_info(st, m))
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(v1::ListModelsResponse { models }))
+    }
+
+    async fn delete_model(
+        &self,
+        req: Request<v1::DeleteModelRequest>,
+    ) -> Result<Response<v1::DeleteModelResponse>, Status> {
+        self.auth(&req, "DeleteModel")?;
+        let name = req.into_inner().name;
+        let n = name.clone();
+        self.read(move |st| workloads::find_model(st, &n)).await??;
+        self.propose(commands::delete_model(&name)).await?;
+        tracing::info!(model = %name, "model deleted");
+        Ok(Response::new(v1::DeleteModelResponse {}))
+    }
+
+    async fn apply_deployment(
+        &self,
+        req: Request<v1::DeploymentSpec>,
+    ) -> Result<Response<v1::DeploymentInfo>, Status> {
+        self.auth(&req, "ApplyDeployment")?;
+        let spec = req.into_inner();
+        let d = self
+            .read(move |st| workloads::deployment(spec, st))
+            .await??;
+        let name = d.name.clone();
+        self.propose(commands::put_deployment(d)).await?;
+        tracing::info!(deployment = %name, "deployment applied");
+        let info = self
+            .read(move |st| workloads::find_deployment(st, &name))
+            .await??;
+        Ok(Response::new(info))
+    }
+
+    async fn get_deployment(
+        &self,
+        req: Request<v1::GetDeploymentRequest>,
+    ) -> Result<Response<v1::DeploymentInfo>, Status> {
+        self.auth(&req, "GetDeployment")?;
+        let name = req.into_inner().name;
+        let info = self
+            .read(move |st| workloads::find_deployment(st, &name))
+            .await??;
+        Ok(Response::new(info))
+    }
+
+    async fn list_deployments(
+        &self,
+        req: Request<v1::ListDeploymentsRequest>,
+    ) -> Result<Response<v1::ListDeploymentsResponse>, Status> {
+        self.auth(&req, "ListDeployments")?;
+        let deployments = self
+            .read(|st| {
+                st.deployments
+                    .values()
+                    .map(|d| workloads::deployment_info(st, d))
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(v1::ListDeploymentsResponse { deployments }))
+    }
+
+    async fn delete_deployment(
+        &self,
+        req: Request<v1::DeleteDeploymentRequest>,
+    ) -> Result<Response<v1::DeleteDeploymentResponse>, Status> {
+        self.auth(&req, "DeleteDeployment")?;
+        let name = req.into_inner().name;
+        let n = name.clone();
+        self.read(move |st| workloads::find_deployment(st, &n))
+            .await??;
+        self.propose(commands::delete_deployment(&name)).await?;
+        tracing::info!(deployment = %name, "deployment deleted");
+        Ok(Response::new(v1::DeleteDeploymentResponse {}))
+    }
+
+    async fn list_placements(
+        &self,
+        req: Request<v1::ListPlacementsRequest>,
+    ) -> Result<Response<v1::ListPlacementsResponse>, Status> {
+        self.auth(&req, "ListPlacements")?;
+        let r = req.into_inner();
+        let placements = self
+            .read(move |st| -> Result<Vec<v1::PlacementInfo>> {
+                if !r.deployment.is_empty() && !st.deployments.contains_key(&r.deployment) {
+                    return Err(Error::NotFound(format!(
+                        "no deployment named {:?}; deployments: {}",
+                        r.deployment,
+                        workloads::known(st.deployments.keys())
+                    )));
+                }
+                if !r.node.is_empty() && !st.nodes.contains_key(&r.node) {
+                    return Err(Error::NotFound(format!(
+                        "no node named {:?}; nodes: {}",
+                        r.node,
+                        workloads::known(st.nodes.keys())
+                    )));
+                }
+                Ok(st
+                    .placements
+                    .values()
+                    .filter(|p| r.deployment.is_empty() || p.deployment == r.deployment)
+                    .filter(|p| r.node.is_empty() || p.node == r.node)
+                    .map(workloads::placement_info)
+                    .collect())
+            })
+            .await??;
+        Ok(Response::new(v1::ListPlacementsResponse { placements }))
     }
 }

@@ -9,3 +9,4 @@ pub mod admin;
 pub mod auth;
 pub mod raft;
 pub mod registry;
+pub mod workloads;

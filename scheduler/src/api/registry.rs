@@ -142,7 +142,9 @@ impl<S: Store> Registry for RegistryService<S> {
             ))
             .into());
         };
-        self.live.touch(&hb.name, hb.load.unwrap_or_default());
+        self.live
+            .touch(&hb.name, hb.load.clone().unwrap_or_default());
+        self.record_reports(&hb).await?;
         if status != pb::NodeStatus::Ready as i32 {
             self.store
                 .propose(commands::set_node_status(&hb.name, pb::NodeStatus::Ready))
@@ -150,7 +152,74 @@ impl<S: Store> Registry for RegistryService<S> {
                 .map_err(|e| self.store.error(e))?;
             tracing::info!(node = %hb.name, "worker is back: Ready");
         }
-        Ok(Response::new(pb::HeartbeatResponse {}))
+        let assignments = self
+            .store
+            .read_local(|sm| assignments(sm.state(), &hb.name));
+        Ok(Response::new(pb::HeartbeatResponse { assignments }))
+    }
+}
+
+/// Every deployment placed on `node` (retiring ones too: they serve until replaced), except
+/// placements that failed (the leader backs off before it asks again).
+pub fn assignments(st: &pb::ClusterState, node: &str) -> Vec<pb::Assignment> {
+    st.placements
+        .values()
+        .filter(|p| p.node == node && p.state != pb::PlacementState::Failed as i32)
+        .filter_map(|p| {
+            let m = st.models.get(&p.model)?;
+            Some(pb::Assignment {
+                deployment: p.deployment.clone(),
+                model: m.name.clone(),
+                source: m.source.clone(),
+                sha256: m.sha256.clone(),
+                size_bytes: m.size_bytes,
+                attempt: p.failures,
+            })
+        })
+        .collect()
+}
+
+/// The reports that change what the state says of a placement: its state, its message, or
+/// fetch progress by a tenth. Stale reports (an earlier attempt) are ignored.
+pub fn changed_reports(
+    st: &pb::ClusterState,
+    node: &str,
+    reports: &[pb::PlacementReport],
+) -> Vec<pb::Command> {
+    reports
+        .iter()
+        .filter_map(|r| {
+            let p = st.placements.get(&format!("{}/{node}", r.deployment))?;
+            if r.attempt != p.failures || p.state == pb::PlacementState::Failed as i32 {
+                return None;
+            }
+            let moved = (r.progress - p.progress).abs() >= 0.1;
+            if p.state == r.state && p.message == r.message && !moved {
+                return None;
+            }
+            let state = pb::PlacementState::try_from(r.state).ok()?;
+            let mut c =
+                commands::set_placement_state(&r.deployment, node, state, r.message.clone());
+            if let Some(pb::command::Kind::SetPlacementState(s)) = c.kind.as_mut() {
+                s.progress = r.progress;
+            }
+            Some(c)
+        })
+        .collect()
+}
+
+impl<S: Store> RegistryService<S> {
+    async fn record_reports(&self, hb: &pb::HeartbeatRequest) -> Result<()> {
+        let cmds = self
+            .store
+            .read_local(|sm| changed_reports(sm.state(), &hb.name, &hb.placements));
+        for c in cmds {
+            self.store
+                .propose(c)
+                .await
+                .map_err(|e| self.store.error(e))?;
+        }
+        Ok(())
     }
 }
 

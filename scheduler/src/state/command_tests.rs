@@ -65,6 +65,7 @@ fn place(d: &str, generation: u64, nodes: &[&str], at: i64) -> Kind {
         generation,
         nodes: nodes.iter().map(|n| n.to_string()).collect(),
         at_ms: at,
+        ..Default::default()
     })
 }
 
@@ -106,6 +107,7 @@ fn models_deployments_and_placements_follow_their_rules() {
             state: SERVING,
             message: String::new(),
             at_ms: 30,
+            progress: 1.0,
         }),
     )
     .unwrap();
@@ -114,7 +116,7 @@ fn models_deployments_and_placements_follow_their_rules() {
     assert!(
         run(&mut sm, place("chat", 1, &["w1", "w2", "w3"], 40))
             .unwrap_err()
-            .contains("asks for 2 replicas")
+            .contains("asks for at most 2 replicas")
     );
     assert!(
         run(&mut sm, place("chat", 1, &["w9"], 40))
@@ -237,6 +239,7 @@ fn a_model_change_sends_placements_back_to_pending() {
             state: SERVING,
             message: String::new(),
             at_ms: 2,
+            progress: 1.0,
         }),
     )
     .unwrap();
@@ -452,4 +455,105 @@ fn a_snapshot_carries_every_kind_of_state() {
         ),
         (1, 1, 1, 1, 1)
     );
+}
+
+fn report(d: &str, n: &str, state: pb::PlacementState, msg: &str) -> Kind {
+    Kind::SetPlacementState(pb::SetPlacementState {
+        deployment: d.into(),
+        node: n.into(),
+        state: state as i32,
+        message: msg.into(),
+        at_ms: 9,
+        progress: 0.0,
+    })
+}
+
+#[test]
+fn a_drain_keeps_the_old_placement_retiring_and_failures_stay_on_record() {
+    let mut sm = StateMachine::default();
+    for n in ["w1", "w2", "w3"] {
+        node(&mut sm, n);
+    }
+    run(&mut sm, model("a")).unwrap();
+    run(&mut sm, deployment("d", "a", 1, 0)).unwrap();
+    run(&mut sm, place("d", 1, &["w1"], 1)).unwrap();
+    run(&mut sm, report("d", "w1", pb::PlacementState::Serving, "")).unwrap();
+    // Make-before-break: w2 is the new replica, w1 stays (retiring) beside it, over the count.
+    let retire = Kind::SetPlacements(pb::SetPlacements {
+        deployment: "d".into(),
+        generation: 1,
+        nodes: vec!["w2".into()],
+        retiring: vec!["w1".into()],
+        reasons: [("w2".to_string(), "w2: best".to_string())].into(),
+        at_ms: 2,
+        ..Default::default()
+    });
+    run(&mut sm, retire).unwrap();
+    let ps = &sm.state().placements;
+    assert!(ps["d/w1"].retiring && ps["d/w1"].state == SERVING);
+    assert_eq!(
+        (ps["d/w2"].state, ps["d/w2"].reason.as_str()),
+        (PENDING, "w2: best")
+    );
+    // Only a placement in force can be kept retiring.
+    let bad = Kind::SetPlacements(pb::SetPlacements {
+        deployment: "d".into(),
+        generation: 1,
+        nodes: vec!["w2".into()],
+        retiring: vec!["w3".into()],
+        ..Default::default()
+    });
+    assert!(
+        run(&mut sm, bad)
+            .unwrap_err()
+            .contains("only a placement in force")
+    );
+
+    // w2 fails: counted once however often it is reported; kept on record while backing off.
+    run(
+        &mut sm,
+        report("d", "w2", pb::PlacementState::Failed, "sha256 mismatch"),
+    )
+    .unwrap();
+    run(
+        &mut sm,
+        report("d", "w2", pb::PlacementState::Failed, "sha256 mismatch"),
+    )
+    .unwrap();
+    assert_eq!(sm.state().placements["d/w2"].failures, 1);
+    let keep_failed = Kind::SetPlacements(pb::SetPlacements {
+        deployment: "d".into(),
+        generation: 1,
+        nodes: vec!["w3".into()],
+        failed: vec!["w2".into()],
+        at_ms: 3,
+        ..Default::default()
+    });
+    run(&mut sm, keep_failed).unwrap();
+    let ps = &sm.state().placements;
+    assert!(
+        !ps.contains_key("d/w1"),
+        "the retiring one is gone once not kept"
+    );
+    assert_eq!(ps["d/w2"].message, "sha256 mismatch");
+    assert_eq!(ps["d/w3"].state, PENDING);
+    // Placed on w2 again after the backoff: Pending, the failure count kept.
+    run(&mut sm, place("d", 1, &["w2"], 4)).unwrap();
+    let p = &sm.state().placements["d/w2"];
+    assert_eq!((p.state, p.failures, p.message.as_str()), (PENDING, 1, ""));
+    run(&mut sm, report("d", "w2", pb::PlacementState::Serving, "")).unwrap();
+    assert_eq!(
+        sm.state().placements["d/w2"].failures,
+        0,
+        "a success resets it"
+    );
+    // A serving placement cannot be kept as failed.
+    let bad = Kind::SetPlacements(pb::SetPlacements {
+        deployment: "d".into(),
+        generation: 1,
+        nodes: vec![],
+        failed: vec!["w2".into()],
+        ..Default::default()
+    });
+    assert!(run(&mut sm, bad).unwrap_err().contains("has not failed"));
 }

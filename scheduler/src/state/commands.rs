@@ -78,6 +78,7 @@ pub fn set_placements(deployment: &str, generation: u64, nodes: Vec<String>) -> 
         generation,
         nodes,
         at_ms: now_ms(),
+        ..Default::default()
     }))
 }
 
@@ -93,5 +94,6 @@ pub fn set_placement_state(
         state: state as i32,
         message,
         at_ms: now_ms(),
+        progress: 0.0,
     }))
 }

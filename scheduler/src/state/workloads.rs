@@ -56,11 +56,22 @@ pub fn put_deployment(s: &mut pb::ClusterState, c: &pb::PutDeployment) -> Result
             d.name, d.model
         ));
     }
-    if d.replicas > MAX_REPLICAS {
+    if d.replicas > MAX_REPLICAS || d.max_replicas > MAX_REPLICAS {
         return Err(format!(
             "deployment {:?} asks for {} replicas; at most {MAX_REPLICAS}",
-            d.name, d.replicas
+            d.name,
+            d.replicas.max(d.max_replicas)
         ));
+    }
+    if d.autoscale && (d.max_replicas == 0 || d.min_replicas > d.max_replicas) {
+        return Err(format!(
+            "deployment {:?}: autoscale needs 0 <= min_replicas ({}) <= max_replicas ({}) and \
+             max_replicas >= 1",
+            d.name, d.min_replicas, d.max_replicas
+        ));
+    }
+    for (k, v) in &d.selector {
+        names::label_value("selector", k, v)?;
     }
     let constraints = d.constraints.get_or_insert_default();
     constraints.nodes.sort();
@@ -68,9 +79,17 @@ pub fn put_deployment(s: &mut pb::ClusterState, c: &pb::PutDeployment) -> Result
     match s.deployments.get(&d.name) {
         Some(old) => {
             d.created_at_ms = old.created_at_ms;
+            d.pending_reason.clone_from(&old.pending_reason);
             let same = old.model == d.model
                 && old.replicas == d.replicas
-                && old.constraints == d.constraints;
+                && old.constraints == d.constraints
+                && old.autoscale == d.autoscale
+                && old.min_replicas == d.min_replicas
+                && old.max_replicas == d.max_replicas
+                && old.selector == d.selector
+                && old.ttft_p95_ms == d.ttft_p95_ms
+                && old.itl_p95_ms == d.itl_p95_ms
+                && old.priority == d.priority;
             d.generation = old.generation + u64::from(!same);
         }
         None => {
@@ -105,19 +124,25 @@ pub fn set_placements(s: &mut pb::ClusterState, c: &pb::SetPlacements) -> Result
             c.generation, c.deployment, d.generation
         ));
     }
-    if c.nodes.len() > d.replicas as usize {
+    let most = if d.autoscale {
+        d.max_replicas
+    } else {
+        d.replicas
+    };
+    if c.nodes.len() > most as usize {
         return Err(format!(
-            "{} placements for {:?}, which asks for {} replicas",
+            "{} placements for {:?}, which asks for at most {most} replicas",
             c.nodes.len(),
-            c.deployment,
-            d.replicas
+            c.deployment
         ));
     }
     let mut seen = std::collections::BTreeSet::new();
-    for n in &c.nodes {
+    for n in c.nodes.iter().chain(&c.retiring).chain(&c.failed) {
         if !seen.insert(n.as_str()) {
             return Err(format!("worker {n:?} is named twice"));
         }
+    }
+    for n in &c.nodes {
         let node = s
             .nodes
             .get(n)
@@ -129,7 +154,28 @@ pub fn set_placements(s: &mut pb::ClusterState, c: &pb::SetPlacements) -> Result
             ));
         }
     }
+    for n in c.retiring.iter().chain(&c.failed) {
+        if !s.placements.contains_key(&placement_key(&d.name, n)) {
+            return Err(format!(
+                "worker {n:?} does not run {:?}: only a placement in force can be kept",
+                d.name
+            ));
+        }
+    }
+    for n in &c.failed {
+        let p = &s.placements[&placement_key(&d.name, n)];
+        if p.state != pb::PlacementState::Failed as i32 {
+            return Err(format!(
+                "the placement of {:?} on {n:?} has not failed",
+                d.name
+            ));
+        }
+    }
     let (name, model, generation) = (d.name.clone(), d.model.clone(), d.generation);
+    let pending = c.pending_reason.clone();
+    if let Some(d) = s.deployments.get_mut(&name) {
+        d.pending_reason = pending;
+    }
     s.placements
         .retain(|_, p| p.deployment != name || seen.contains(p.node.as_str()));
     for n in &c.nodes {
@@ -142,14 +188,26 @@ pub fn set_placements(s: &mut pb::ClusterState, c: &pb::SetPlacements) -> Result
                 model: model.clone(),
                 ..Default::default()
             });
-        if p.model != model || p.state == pb::PlacementState::Unspecified as i32 {
-            // A new placement, or the deployment moved to another model: load again.
+        let failed = p.state == pb::PlacementState::Failed as i32;
+        if p.model != model || p.state == pb::PlacementState::Unspecified as i32 || failed {
+            // A new placement, the deployment moved to another model, or a retry after a
+            // failure: load again.
             p.model = model.clone();
             p.state = pb::PlacementState::Pending as i32;
             p.message.clear();
+            p.progress = 0.0;
             p.since_ms = c.at_ms;
         }
+        p.retiring = false;
         p.generation = generation;
+        if let Some(r) = c.reasons.get(n) {
+            p.reason.clone_from(r);
+        }
+    }
+    for n in &c.retiring {
+        if let Some(p) = s.placements.get_mut(&placement_key(&name, n)) {
+            p.retiring = true;
+        }
     }
     Ok(())
 }
@@ -177,9 +235,16 @@ pub fn set_placement_state(
         })?;
     if p.state != c.state {
         p.since_ms = c.at_ms;
+        if c.state == pb::PlacementState::Failed as i32 {
+            p.failures += 1;
+        }
+    }
+    if c.state == pb::PlacementState::Serving as i32 {
+        p.failures = 0;
     }
     p.state = c.state;
     p.message.clone_from(&c.message);
+    p.progress = c.progress.clamp(0.0, 1.0);
     Ok(())
 }
 

@@ -1,0 +1,101 @@
+//! The leader's control loop: it runs placement ([`crate::placement::place`]) whenever the
+//! inputs may have changed (and every `--placement-interval-ms`), and commits what changed
+//! through the state machine's `SetPlacements` rules. Workers learn their assignment from the
+//! heartbeat reply and report each placement's progress the same way.
+//!
+//! - [`inputs`]: the replicated state and the leader's liveness records → the placement
+//!   function's input (nodes silent past `--reschedule-after` count as unreachable; failed
+//!   placements back off).
+//! - [`decide`]: the plan and the state → the commands to commit: make-before-break for a
+//!   drain (the old placement is kept, retiring, until its replacement serves), failed
+//!   placements kept on record while backing off, nothing when nothing changed.
+//!
+//! Only the leader acts; every replica runs the loop, so a new leader carries on an unfinished
+//! rollout from the replicated state. It never talks to workers itself.
+
+pub mod decide;
+pub mod inputs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::liveness::Liveness;
+use crate::placement::{self, Options};
+use crate::state::commands;
+use crate::store::Store;
+
+/// How the loop runs (from the daemon's flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub reschedule_after: Duration,
+    pub interval: Duration,
+    pub kv_reserve_bytes: u64,
+    pub churn_threshold: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            reschedule_after: Duration::from_secs(10),
+            interval: Duration::from_secs(1),
+            kv_reserve_bytes: 512 << 20,
+            churn_threshold: 0.25,
+        }
+    }
+}
+
+/// Runs on every replica until the store stops; acts only while this replica leads.
+pub async fn run<S: Store>(store: S, live: Arc<Liveness>, s: Settings) {
+    let mut tick = tokio::time::interval(s.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let opts = Options {
+        churn_threshold: s.churn_threshold,
+        ..Options::default()
+    };
+    let mut last_applied = 0;
+    let mut idle_ticks = 0u32;
+    loop {
+        tick.tick().await;
+        if store.is_stopped() {
+            return;
+        }
+        if !store.leadership().is_leader() {
+            last_applied = 0;
+            continue;
+        }
+        // Run when the state moved, and at least every 5 ticks (liveness and backoffs change
+        // with time alone).
+        let applied = store.read_local(|sm| sm.applied());
+        idle_ticks += 1;
+        if applied == last_applied && idle_ticks < 5 {
+            continue;
+        }
+        idle_ticks = 0;
+        last_applied = applied;
+        let now = commands::now_ms();
+        let silence = live.silence();
+        let loads = live.loads();
+        let cmds = store.read_local(|sm| {
+            let st = sm.state();
+            let view = inputs::View {
+                state: st,
+                silence: &silence,
+                loads: &loads,
+                now_ms: now,
+                settings: &s,
+            };
+            let (input, health) = inputs::build(&view);
+            let plan = placement::place(&input, &opts);
+            decide::commands(st, &plan, &health)
+        });
+        for cmd in cmds {
+            match store.propose(cmd).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "placement not committed; the next run retries");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The worker follows its assignment: the cluster's leader says, in each heartbeat reply,
+//! which deployments this worker serves and from which model file. For each new one the
+//! follower fetches the file ([`crate::fetch`]), loads it under the deployment's name (the
+//! name clients ask for), calibrates it, and serves it; it unloads what is no longer assigned.
+//! Each placement's progress (Pending, Fetching with progress, Loading, Calibrating, Ready,
+//! Failed with the reason) goes back with the next heartbeat.
+//!
+//! The last assignment is kept on disk, so a restarted worker loads it again before it
+//! registers, and the leader sees no gap. A failed load is reported and left alone: the leader
+//! decides when to ask again (a higher `attempt`). It never unloads a model it did not load
+//! (a `--model` given at start stays).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use joule_proto::internal::v1 as pb;
+use serde::{Deserialize, Serialize};
+use tonic_health::ServingStatus;
+
+use crate::fetch::{Cache, Pinned, Source};
+use crate::state::State;
+
+/// One assigned deployment, as this worker handles it.
+#[derive(Debug)]
+struct Local {
+    a: Saved,
+    state: pb::PlacementState,
+    message: String,
+    progress: f64,
+    /// The model file, kept from eviction while it serves.
+    file: Option<Pinned>,
+}
+
+/// An assignment as kept on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Saved {
+    deployment: String,
+    model: String,
+    source: String,
+    sha256: String,
+    size_bytes: u64,
+    attempt: u32,
+}
+
+impl From<&pb::Assignment> for Saved {
+    fn from(a: &pb::Assignment) -> Self {
+        Self {
+            deployment: a.deployment.clone(),
+            model: a.model.clone(),
+            source: a.source.clone(),
+            sha256: a.sha256.clone(),
+            size_bytes: a.size_bytes,
+            attempt: a.attempt,
+        }
+    }
+}
+
+impl Saved {
+    fn same_file(&self, o: &Saved) -> bool {
+        self.sha256 == o.sha256 && self.source == o.source
+    }
+}
+
+pub struct Follower {
+    state: Arc<State>,
+    cache: Arc<Cache>,
+    /// Where the last assignment is kept.
+    path: PathBuf,
+    rt: tokio::runtime::Handle,
+    locals: Mutex<BTreeMap<String, Local>>,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower").finish_non_exhaustive()
+    }
+}
+
+impl Follower {
+    /// Needs a Tokio runtime.
+    pub fn new(state: Arc<State>, cache: Arc<Cache>, path: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            state,
+            cache,
+            path,
+            rt: tokio::runtime::Handle::current(),
+            locals: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Local>> {
+        self.locals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts on the assignment kept from the last run; waits (up to `within`) until each is
+    /// served or failed, so the first heartbeat already reports them Ready.
+    pub async fn restore(self: &Arc<Self>, within: Duration) {
+        let saved: Vec<Saved> = match std::fs::read(&self.path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(file = %self.path.display(), error = %e, "ignoring a damaged saved assignment");
+                Vec::new()
+            }),
+            Err(_) => return,
+        };
+        if saved.is_empty() {
+            return;
+        }
+        tracing::info!(
+            deployments = saved.len(),
+            "serving the assignment kept from the last run"
+        );
+        self.apply_saved(saved);
+        let end = Instant::now() + within;
+        while Instant::now() < end && self.busy() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.lock().values().any(|l| {
+            !matches!(
+                l.state,
+                pb::PlacementState::Serving | pb::PlacementState::Failed
+            )
+        })
+    }
+
+    /// Follows the assignment from a heartbeat reply.
+    pub fn apply(self: &Arc<Self>, assignments: &[pb::Assignment]) {
+        self.apply_saved(assignments.iter().map(Saved::from).collect());
+    }
+
+    fn apply_saved(self: &Arc<Self>, want: Vec<Saved>) {
+        let mut start = Vec::new();
+        let mut stop = Vec::new();
+        {
+            let mut locals = self.lock();
+            let wanted: BTreeMap<&str, &Saved> =
+                want.iter().map(|a| (a.deployment.as_str(), a)).collect();
+            locals.retain(|name, _| {
+                let keep = wanted.contains_key(name.as_str());
+                if !keep {
+                    stop.push(name.clone());
+                }
+                keep
+            });
+            for a in &want {
+                let fresh = match locals.get(&a.deployment) {
+                    None => true,
+                    Some(l) if !l.a.same_file(a) => true,
+                    // The leader asks again after a failure.
+                    Some(l) => l.state == pb::PlacementState::Failed && a.attempt != l.a.attempt,
+                };
+                if fresh {
+                    locals.insert(
+                        a.deployment.clone(),
+                        Local {
+                            a: a.clone(),
+                            state: pb::PlacementState::Pending,
+                            message: String::new(),
+                            progress: 0.0,
+                            file: None,
+                        },
+                    );
+                    start.push(a.clone());
+                } else if let Some(l) = locals.get_mut(&a.deployment) {
+                    l.a.attempt = a.attempt;
+                }
+            }
+        }
+        for name in stop {
+            self.unload(&name);
+        }
+        for a in start {
+            let me = Arc::clone(self);
+            self.rt.spawn_blocking(move || me.bring_up(a));
+        }
+        self.save(&want);
+    }
+
+    fn save(&self, want: &[Saved]) {
+        let write = serde_json::to_vec_pretty(want)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                let tmp = self.path.with_extension("tmp");
+                std::fs::write(&tmp, b)
+                    .and_then(|()| std::fs::rename(&tmp, &self.path))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = write {
+            tracing::warn!(file = %self.path.display(), error = %e, "cannot keep the assignment on disk");
+        }
+    }
+
+    fn unload(&self, name: &str) {
+        if self.state.models.get(name).is_ok() {
+            match self.state.models.unload(name) {
+                Ok(()) => tracing::info!(deployment = name, "no longer assigned: unloaded"),
+                Err(e) => tracing::warn!(deployment = name, error = %e.message(), "cannot unload"),
+            }
+            let health = self.state.health.clone();
+            let name = name.to_string();
+            self.rt.spawn(async move {
+                health
+                    .set_service_status(&name, ServingStatus::NotServing)
+                    .await;
+            });
+        }
+    }
+
+    /// Updates a local placement if it is still the one `a` started (not replaced meanwhile).
+    fn set(&self, a: &Saved, f: impl FnOnce(&mut Local)) -> bool {
+        let mut locals = self.lock();
+        match locals.get_mut(&a.deployment) {
+            Some(l) if l.a.same_file(a) => {
+                f(l);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Fetches, loads and calibrates one assignment (blocking).
+    fn bring_up(self: Arc<Self>, a: Saved) {
+        let name = a.deployment.clone();
+        let r = self.try_bring_up(&a);
+        match r {
+            Ok(file) => {
+                let current = self.set(&a, |l| {
+                    l.state = pb::PlacementState::Serving;
+                    l.message.clear();
+                    l.progress = 1.0;
+                    l.file = Some(file);
+                });
+                if current {
+                    tracing::info!(deployment = %name, model = %a.model, "assigned deployment serving");
+                    let health = self.state.health.clone();
+                    self.rt.spawn(async move {
+                        health
+                            .set_service_status(&name, ServingStatus::Serving)
+                            .await;
+                    });
+                } else {
+                    // Unassigned (or changed) while it loaded.
+                    self.unload(&name);
+                }
+            }
+            Err(e) => {
+                tracing::error!(deployment = %name, model = %a.model, error = %e, "assigned deployment failed");
+                self.set(&a, |l| {
+                    l.state = pb::PlacementState::Failed;
+                    l.message = e;
+                });
+            }
+        }
+    }
+
+    fn try_bring_up(&self, a: &Saved) -> Result<Pinned, String> {
+        let source = Source::parse(&a.source)?;
+        if matches!(source, Source::Http(_)) {
+            self.set(a, |l| l.state = pb::PlacementState::Fetching);
+        }
+        let mut last = -1.0;
+        let file = self
+            .cache
+            .fetch(&source, &a.sha256, a.size_bytes, &mut |p| {
+                if p - last >= 0.05 || p >= 1.0 {
+                    last = p;
+                    self.set(a, |l| l.progress = p);
+                }
+            })?;
+        // Already serving this file under this name (a restart with --model, a repeat).
+        if let Ok(m) = self.state.models.get(&a.deployment) {
+            if m.sha256 == a.sha256 {
+                return Ok(file);
+            }
+            self.unload(&a.deployment);
+        }
+        self.set(a, |l| l.state = pb::PlacementState::Loading);
+        crate::server::load_with(
+            &self.state,
+            Some(&a.deployment),
+            &file.path,
+            Some(&a.sha256),
+            &|| {
+                self.set(a, |l| l.state = pb::PlacementState::Calibrating);
+            },
+        )
+        .map_err(|e| e.message().to_string())?;
+        Ok(file)
+    }
+
+    /// Each placement's progress, for the next heartbeat.
+    pub fn reports(&self) -> Vec<pb::PlacementReport> {
+        self.lock()
+            .values()
+            .map(|l| pb::PlacementReport {
+                deployment: l.a.deployment.clone(),
+                state: l.state as i32,
+                message: l.message.clone(),
+                progress: l.progress,
+                attempt: l.a.attempt,
+            })
+            .collect()
+    }
+}

@@ -71,11 +71,22 @@ impl Sampling {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// List cluster resources: nodes (no), models (mo), deployments (deploy), placements (pl).
+    /// List cluster resources: nodes (no), models (mo), deployments (deploy), placements (pl;
+    /// NAME filters by deployment).
     Get {
         resource: String,
         name: Option<String>,
+        /// Placements of this node only.
+        #[arg(long)]
+        node: Option<String>,
     },
+    /// Create or update the Models and Deployments in a YAML or JSON file (`-` for stdin).
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// Delete a model or a deployment.
+    Delete { resource: String, name: String },
     /// Show one resource in detail.
     Describe { resource: String, name: String },
     /// Mark a node unschedulable: no new placements; what runs there stays.

@@ -14,7 +14,7 @@ mod views;
 use clap::Parser as _;
 
 use args::{Cli, Cmd};
-use commands::{get, schedule, worker};
+use commands::{apply, delete, get, schedule, worker};
 
 /// A gRPC status as an error a user reads: the code, then the server's message.
 pub fn status(s: tonic::Status) -> anyhow::Error {
@@ -25,9 +25,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let f = cli.output;
     let w = cli.worker.as_str();
     match &cli.cmd {
-        Cmd::Get { resource, name } => {
+        Cmd::Get {
+            resource,
+            name,
+            node,
+        } => {
             let c = connect::Cluster::new(&cli)?;
-            get::get(&c, resource.parse()?, name.as_deref(), f).await
+            get::get(&c, resource.parse()?, name.as_deref(), node.as_deref(), f).await
+        }
+        Cmd::Apply { file } => {
+            let c = connect::Cluster::new(&cli)?;
+            apply::apply(&c, file).await
+        }
+        Cmd::Delete { resource, name } => {
+            let c = connect::Cluster::new(&cli)?;
+            delete::delete(&c, resource.parse()?, name).await
         }
         Cmd::Describe { resource, name } => {
             let c = connect::Cluster::new(&cli)?;

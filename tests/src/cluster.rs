@@ -200,3 +200,112 @@ pub fn scheduler(args: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+impl Cluster {
+    /// The addresses of the replicas running now, comma-separated (a worker's --scheduler).
+    pub fn live_addrs(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| r.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Calls `f` on an admin client of each running replica in turn until one answers
+    /// anything but UNAVAILABLE (a replica without a leader, or one just killed), retrying
+    /// for up to `within`.
+    pub async fn admin<T, F, Fut>(&self, within: Duration, mut f: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(joule_client::Admin) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let end = Instant::now() + within;
+        loop {
+            let mut last = None;
+            for r in self.replicas.iter().filter(|r| r.child.is_some()) {
+                let c = joule_client::Connect::default()
+                    .admin(&r.addr, TOKEN)
+                    .expect("replica address");
+                match f(c).await {
+                    Ok(v) => return Ok(v.into_inner()),
+                    Err(e) if e.code() == tonic::Code::Unavailable => last = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            if Instant::now() >= end {
+                return Err(last.unwrap_or_else(|| tonic::Status::unavailable("no replica")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The placements of `deployment` (empty when no replica answers).
+    pub async fn placements(&self, deployment: &str) -> Vec<v1::PlacementInfo> {
+        let d = deployment.to_string();
+        self.admin(Duration::from_secs(5), |mut a| {
+            let d = d.clone();
+            async move {
+                a.list_placements(v1::ListPlacementsRequest {
+                    deployment: d,
+                    node: String::new(),
+                })
+                .await
+            }
+        })
+        .await
+        .map(|r| r.placements)
+        .unwrap_or_default()
+    }
+
+    /// Waits until `cond` holds of the deployment's placements; returns them, or panics with
+    /// what they were.
+    pub async fn placements_until(
+        &self,
+        deployment: &str,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(&[v1::PlacementInfo]) -> bool,
+    ) -> Vec<v1::PlacementInfo> {
+        let end = Instant::now() + within;
+        loop {
+            let ps = self.placements(deployment).await;
+            if cond(&ps) {
+                return ps;
+            }
+            assert!(
+                Instant::now() < end,
+                "{deployment}: not {what} after {within:?}; placements: {}",
+                describe(&ps)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Placements on one line each, for a failing test's message.
+pub fn describe(ps: &[v1::PlacementInfo]) -> String {
+    ps.iter()
+        .map(|p| {
+            format!(
+                "\n  {} on {}: {}{} ({}) [{}]",
+                p.deployment,
+                p.node,
+                p.state,
+                if p.retiring { ",retiring" } else { "" },
+                p.message,
+                p.reason
+            )
+        })
+        .collect()
+}
+
+/// The nodes whose placement is Ready (and not retiring), sorted.
+pub fn ready_nodes(ps: &[v1::PlacementInfo]) -> Vec<String> {
+    let mut v: Vec<String> = ps
+        .iter()
+        .filter(|p| p.state == "Ready" && !p.retiring)
+        .map(|p| p.node.clone())
+        .collect();
+    v.sort();
+    v
+}

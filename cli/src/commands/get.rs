@@ -5,40 +5,115 @@ use joule_proto::v1;
 use super::Resource;
 use crate::connect::Cluster;
 use crate::render::{self, Format};
+use crate::views::deployment::{self, Deployment};
+use crate::views::model::{self, Model};
 use crate::views::node::{self, Node};
+use crate::views::placement::Placement;
 
-pub async fn get(c: &Cluster, r: Resource, name: Option<&str>, f: Format) -> anyhow::Result<()> {
+pub async fn get(
+    c: &Cluster,
+    r: Resource,
+    name: Option<&str>,
+    node_filter: Option<&str>,
+    f: Format,
+) -> anyhow::Result<()> {
     match (r, name) {
         (Resource::Nodes, None) => {
-            let nodes = c
+            let v = c
                 .call(|mut a| async move { a.list_nodes(v1::ListNodesRequest {}).await })
                 .await?
                 .nodes;
-            let v: Vec<Node> = nodes.into_iter().map(Node::from).collect();
-            render::list(&v, f)
+            render::list(&v.into_iter().map(Node::from).collect::<Vec<_>>(), f)
         }
         (Resource::Nodes, Some(n)) => render::one(&Node::from(get_node(c, n).await?), f),
+        (Resource::Models, None) => {
+            let v = c
+                .call(|mut a| async move { a.list_models(v1::ListModelsRequest {}).await })
+                .await?
+                .models;
+            render::list(&v.into_iter().map(Model::from).collect::<Vec<_>>(), f)
+        }
+        (Resource::Models, Some(n)) => render::one(&Model::from(get_model(c, n).await?), f),
+        (Resource::Deployments, None) => {
+            let v = c
+                .call(
+                    |mut a| async move { a.list_deployments(v1::ListDeploymentsRequest {}).await },
+                )
+                .await?
+                .deployments;
+            render::list(&v.into_iter().map(Deployment::from).collect::<Vec<_>>(), f)
+        }
+        (Resource::Deployments, Some(n)) => {
+            render::one(&Deployment::from(get_deployment(c, n).await?), f)
+        }
+        (Resource::Placements, name) => {
+            let req = v1::ListPlacementsRequest {
+                deployment: name.unwrap_or_default().to_string(),
+                node: node_filter.unwrap_or_default().to_string(),
+            };
+            let v = c
+                .call(|mut a| {
+                    let req = req.clone();
+                    async move { a.list_placements(req).await }
+                })
+                .await?
+                .placements;
+            render::list(&v.into_iter().map(Placement::from).collect::<Vec<_>>(), f)
+        }
     }
 }
 
 pub async fn describe(c: &Cluster, r: Resource, name: &str, f: Format) -> anyhow::Result<()> {
-    match r {
+    let text = match r {
         Resource::Nodes => {
             let n = Node::from(get_node(c, name).await?);
-            if f.is_table() {
-                print!("{}", node::describe(&n));
-                Ok(())
-            } else {
-                render::emit(&n, f)
+            if !f.is_table() {
+                return render::emit(&n, f);
             }
+            node::describe(&n)
         }
-    }
+        Resource::Models => {
+            let m = Model::from(get_model(c, name).await?);
+            if !f.is_table() {
+                return render::emit(&m, f);
+            }
+            model::describe(&m)
+        }
+        Resource::Deployments => {
+            let d = Deployment::from(get_deployment(c, name).await?);
+            if !f.is_table() {
+                return render::emit(&d, f);
+            }
+            deployment::describe(&d)
+        }
+        Resource::Placements => {
+            anyhow::bail!("describe a deployment or a node to see its placements")
+        }
+    };
+    print!("{text}");
+    Ok(())
 }
 
 async fn get_node(c: &Cluster, name: &str) -> anyhow::Result<v1::NodeInfo> {
     c.call(|mut a| {
         let name = name.to_string();
         async move { a.get_node(v1::GetNodeRequest { name }).await }
+    })
+    .await
+}
+
+async fn get_model(c: &Cluster, name: &str) -> anyhow::Result<v1::ModelInfo> {
+    c.call(|mut a| {
+        let name = name.to_string();
+        async move { a.get_model(v1::GetModelRequest { name }).await }
+    })
+    .await
+}
+
+async fn get_deployment(c: &Cluster, name: &str) -> anyhow::Result<v1::DeploymentInfo> {
+    c.call(|mut a| {
+        let name = name.to_string();
+        async move { a.get_deployment(v1::GetDeploymentRequest { name }).await }
     })
     .await
 }

@@ -1,6 +1,8 @@
 //! One file per verb. Each takes the parsed flags, calls the API through [`crate::connect`]
 //! and prints through [`crate::render`]; none of them formats a table by hand.
 
+pub mod apply;
+pub mod delete;
 pub mod get;
 pub mod schedule;
 pub mod worker;
@@ -9,6 +11,9 @@ pub mod worker;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
     Nodes,
+    Models,
+    Deployments,
+    Placements,
 }
 
 impl std::str::FromStr for Resource {
@@ -17,8 +22,12 @@ impl std::str::FromStr for Resource {
     fn from_str(s: &str) -> anyhow::Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "nodes" | "node" | "no" => Ok(Self::Nodes),
+            "models" | "model" | "mo" => Ok(Self::Models),
+            "deployments" | "deployment" | "deploy" => Ok(Self::Deployments),
+            "placements" | "placement" | "pl" => Ok(Self::Placements),
             other => anyhow::bail!(
-                "the server doesn't have a resource type {other:?}; known: nodes (no)"
+                "the server doesn't have a resource type {other:?}; known: nodes (no), models \
+                 (mo), deployments (deploy), placements (pl)"
             ),
         }
     }
@@ -33,6 +42,9 @@ mod tests {
         for n in ["nodes", "node", "no", "NODES"] {
             assert_eq!(n.parse::<Resource>().unwrap(), Resource::Nodes);
         }
+        assert_eq!("deploy".parse::<Resource>().unwrap(), Resource::Deployments);
+        assert_eq!("pl".parse::<Resource>().unwrap(), Resource::Placements);
+        assert_eq!("mo".parse::<Resource>().unwrap(), Resource::Models);
         let e = "pods".parse::<Resource>().unwrap_err().to_string();
         assert!(e.contains("\"pods\"") && e.contains("nodes"), "{e}");
     }

@@ -1,0 +1,335 @@
+//! `apply -f FILE` (YAML or JSON, several documents, `-f -` for stdin): Model and Deployment
+//! objects shaped as kubectl users expect (`apiVersion: joule/v1`, `kind`, `metadata.name`,
+//! `spec`). The whole file is parsed and checked before anything is sent; an unknown field,
+//! a bad value or malformed YAML is refused naming the file, line and field.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+
+use anyhow::Context as _;
+use joule_proto::v1;
+use serde::Deserialize;
+
+use crate::connect::Cluster;
+
+/// One object of an applied file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Model(v1::ModelSpec),
+    Deployment(v1::DeploymentSpec),
+}
+
+impl Object {
+    pub fn kind_name(&self) -> (&'static str, &str) {
+        match self {
+            Self::Model(m) => ("model", &m.name),
+            Self::Deployment(d) => ("deployment", &d.name),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Doc<S> {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    metadata: Metadata,
+    spec: S,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ModelDoc {
+    source: String,
+    sha256: String,
+    #[serde(default)]
+    size_bytes: Option<u64>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ReplicasDoc {
+    Count(u32),
+    Word(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct LatencyDoc {
+    #[serde(default)]
+    ttft_p95_ms: u32,
+    #[serde(default)]
+    itl_p95_ms: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DeploymentDoc {
+    model: String,
+    #[serde(default)]
+    replicas: Option<ReplicasDoc>,
+    #[serde(default)]
+    min_replicas: Option<u32>,
+    #[serde(default)]
+    max_replicas: Option<u32>,
+    #[serde(default)]
+    node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    latency: Option<LatencyDoc>,
+    #[serde(default)]
+    priority: i32,
+}
+
+/// `FILE:LINE:COLUMN: message` from a YAML error in the document starting at `first_line`.
+fn located(file: &str, first_line: usize, e: &serde_norway::Error) -> anyhow::Error {
+    let msg = e.to_string();
+    // The library appends " at line L column C" for the document; say it for the file.
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    match e.location() {
+        Some(l) => anyhow::anyhow!("{file}:{}:{}: {msg}", first_line + l.line() - 1, l.column()),
+        None => anyhow::anyhow!("{file}: document at line {first_line}: {msg}"),
+    }
+}
+
+/// Splits a YAML stream at `---` lines: (first line number, text) per document.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            if !cur.trim().is_empty() {
+                out.push((start, std::mem::take(&mut cur)));
+            }
+            cur.clear();
+            start = i + 2;
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+    }
+    if !cur.trim().is_empty() {
+        out.push((start, cur));
+    }
+    out
+}
+
+/// Parses every object of `text` (named `file` in errors); nothing is sent.
+pub fn parse(file: &str, text: &str) -> anyhow::Result<Vec<Object>> {
+    let mut objects = Vec::new();
+    for (line, doc) in documents(text) {
+        let head: Head = serde_norway::from_str(&doc).map_err(|e| located(file, line, &e))?;
+        let at = format!("{file}: document at line {line}");
+        match head.api_version.as_deref() {
+            Some("joule/v1") => {}
+            Some(v) => anyhow::bail!("{at}: apiVersion {v:?} is not joule/v1"),
+            None => anyhow::bail!("{at}: apiVersion is missing (joule/v1)"),
+        }
+        let obj = match head.kind.as_deref() {
+            Some("Model") => {
+                let d: Doc<ModelDoc> =
+                    serde_norway::from_str(&doc).map_err(|e| located(file, line, &e))?;
+                Object::Model(v1::ModelSpec {
+                    size_bytes: match d.spec.size_bytes {
+                        Some(n) => n,
+                        None => local_size(&d.spec.source).with_context(|| {
+                            format!("{at}: spec.sizeBytes is needed for {:?}", d.spec.source)
+                        })?,
+                    },
+                    name: d.metadata.name,
+                    source: d.spec.source,
+                    sha256: d.spec.sha256,
+                    format: d.spec.format.unwrap_or_default(),
+                })
+            }
+            Some("Deployment") => {
+                let d: Doc<DeploymentDoc> =
+                    serde_norway::from_str(&doc).map_err(|e| located(file, line, &e))?;
+                Object::Deployment(deployment(d, &at)?)
+            }
+            Some(k) => anyhow::bail!("{at}: kind {k:?} is not Model or Deployment"),
+            None => anyhow::bail!("{at}: kind is missing (Model or Deployment)"),
+        };
+        objects.push(obj);
+    }
+    if objects.is_empty() {
+        anyhow::bail!("{file}: no objects to apply");
+    }
+    Ok(objects)
+}
+
+fn deployment(d: Doc<DeploymentDoc>, at: &str) -> anyhow::Result<v1::DeploymentSpec> {
+    let s = d.spec;
+    let (replicas, autoscale) = match s.replicas {
+        None => (1, false),
+        Some(ReplicasDoc::Count(n)) => (n, false),
+        Some(ReplicasDoc::Word(w)) if w == "auto" => (0, true),
+        Some(ReplicasDoc::Word(w)) => {
+            anyhow::bail!("{at}: spec.replicas {w:?} is not a number or \"auto\"")
+        }
+    };
+    if !autoscale && (s.min_replicas.is_some() || s.max_replicas.is_some()) {
+        anyhow::bail!("{at}: spec.minReplicas and spec.maxReplicas need spec.replicas: auto");
+    }
+    let latency = s.latency.unwrap_or(LatencyDoc {
+        ttft_p95_ms: 0,
+        itl_p95_ms: 0,
+    });
+    Ok(v1::DeploymentSpec {
+        name: d.metadata.name,
+        model: s.model,
+        replicas,
+        autoscale,
+        min_replicas: s.min_replicas.unwrap_or(if autoscale { 1 } else { 0 }),
+        max_replicas: s.max_replicas.unwrap_or(0),
+        selector: s.node_selector,
+        ttft_p95_ms: latency.ttft_p95_ms,
+        itl_p95_ms: latency.itl_p95_ms,
+        priority: s.priority,
+    })
+}
+
+/// The size of a `file://` source on this machine (the workers must have the same file).
+fn local_size(source: &str) -> anyhow::Result<u64> {
+    let path = source
+        .strip_prefix("file://")
+        .context("the size of an http(s) source cannot be read here: give spec.sizeBytes")?;
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("{path} is not on this machine: give spec.sizeBytes"))?
+        .len())
+}
+
+/// Reads `-f FILE` (or stdin for `-`).
+pub fn read(file: &str) -> anyhow::Result<String> {
+    if file == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))
+    }
+}
+
+pub async fn apply(c: &Cluster, file: &str) -> anyhow::Result<()> {
+    let objects = parse(if file == "-" { "<stdin>" } else { file }, &read(file)?)?;
+    for o in objects {
+        let (kind, name) = o.kind_name();
+        let name = name.to_string();
+        match o {
+            Object::Model(m) => {
+                c.call(|mut a| {
+                    let m = m.clone();
+                    async move { a.apply_model(m).await }
+                })
+                .await
+                .with_context(|| format!("model/{name}"))?;
+            }
+            Object::Deployment(d) => {
+                c.call(|mut a| {
+                    let d = d.clone();
+                    async move { a.apply_deployment(d).await }
+                })
+                .await
+                .with_context(|| format!("deployment/{name}"))?;
+            }
+        }
+        println!("{kind}/{name} configured");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"apiVersion: joule/v1
+kind: Model
+metadata: {name: smollm2}
+spec: {source: "https://example.invalid/m.gguf", sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", sizeBytes: 100}
+---
+apiVersion: joule/v1
+kind: Deployment
+metadata: {name: smollm2}
+spec:
+  model: smollm2
+  replicas: auto
+  minReplicas: 1
+  maxReplicas: 3
+  nodeSelector: {gpu: p40}
+  latency: {itlP95Ms: 50}
+"#;
+
+    #[test]
+    fn several_documents_parse_into_specs() {
+        let o = parse("f.yaml", GOOD).unwrap();
+        assert_eq!(o.len(), 2);
+        let Object::Deployment(d) = &o[1] else {
+            panic!("{o:?}")
+        };
+        assert!(d.autoscale && d.min_replicas == 1 && d.max_replicas == 3);
+        assert_eq!((d.itl_p95_ms, d.selector["gpu"].as_str()), (50, "p40"));
+        let json = r#"{"apiVersion": "joule/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"model": "m", "replicas": 2}}"#;
+        let Object::Deployment(d) = &parse("f.json", json).unwrap()[0] else {
+            panic!()
+        };
+        assert_eq!(d.replicas, 2);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_yaml_are_refused_with_file_and_line() {
+        let bad = GOOD.replace("  priority_typo: 1\n", "").replace(
+            "  latency: {itlP95Ms: 50}\n",
+            "  latency: {itlP95Ms: 50}\n  replcas: 2\n",
+        );
+        let e = parse("f.yaml", &bad).unwrap_err().to_string();
+        assert!(e.starts_with("f.yaml:16:") && e.contains("replcas"), "{e}");
+        let e = parse(
+            "f.yaml",
+            "apiVersion: joule/v1\nkind: Model\nmetadata: {name: [}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("f.yaml:3:"), "{e}");
+        let e = parse("f.yaml", "apiVersion: v2\nkind: Model\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("joule/v1"), "{e}");
+        let e = parse("f.yaml", "apiVersion: joule/v1\nkind: Pod\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"Pod\""), "{e}");
+        let e = parse(
+            "f.yaml",
+            "apiVersion: joule/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {model: m, replicas: many}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("\"many\""), "{e}");
+        assert!(
+            parse("f.yaml", "\n")
+                .unwrap_err()
+                .to_string()
+                .contains("no objects")
+        );
+    }
+}

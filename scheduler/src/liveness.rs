@@ -24,6 +24,19 @@ struct LiveInner {
     /// The term this replica's records belong to (records from an older leadership are void).
     term: u64,
     seen: HashMap<String, (Instant, pb::WorkerLoad)>,
+    /// The term in which this replica, leading, has applied everything committed before it
+    /// (see [`synced`]).
+    synced: u64,
+}
+
+impl LiveInner {
+    /// A new leadership: everyone starts with a full grace period.
+    fn sync(&mut self, term: u64) {
+        if self.term != term {
+            self.term = term;
+            self.seen.clear();
+        }
+    }
 }
 
 impl Liveness {
@@ -36,9 +49,10 @@ impl Liveness {
             .collect()
     }
 
-    /// How long ago each worker was last heard from (on the leader, this term).
-    pub fn silence(&self) -> HashMap<String, Duration> {
-        let l = self.inner.lock().expect("liveness lock");
+    /// How long ago each worker was last heard from in leadership `term`.
+    pub fn silence(&self, term: u64) -> HashMap<String, Duration> {
+        let mut l = self.inner.lock().expect("liveness lock");
+        l.sync(term);
         let now = Instant::now();
         l.seen
             .iter()
@@ -46,8 +60,10 @@ impl Liveness {
             .collect()
     }
 
-    pub fn touch(&self, name: &str, load: pb::WorkerLoad) {
+    /// Notes a sign of life from `name`, heard by the leader of `term`.
+    pub fn touch(&self, term: u64, name: &str, load: pb::WorkerLoad) {
         let mut l = self.inner.lock().expect("liveness lock");
+        l.sync(term);
         l.seen.insert(name.to_string(), (Instant::now(), load));
     }
 
@@ -55,11 +71,7 @@ impl Liveness {
     fn late(&self, term: u64, nodes: Vec<(String, i32)>, after: Duration) -> Vec<String> {
         let now = Instant::now();
         let mut l = self.inner.lock().expect("liveness lock");
-        if l.term != term {
-            // A new leadership: everyone starts with a full grace period.
-            l.term = term;
-            l.seen.clear();
-        }
+        l.sync(term);
         let mut late = Vec::new();
         for (name, status) in nodes {
             let seen = l
@@ -73,6 +85,19 @@ impl Liveness {
         }
         late
     }
+}
+
+/// Resolves once this replica, leading in its current term, has applied every entry committed
+/// before that term (a linearizable read does it): before that its state may lag the log, and
+/// neither an assignment nor a placement decision may be made from it.
+pub async fn synced<S: Store>(store: &S, live: &Liveness) -> Result<(), crate::store::StoreError> {
+    let term = store.leadership().term;
+    if live.inner.lock().expect("liveness lock").synced == term {
+        return Ok(());
+    }
+    store.read(|_| ()).await?;
+    live.inner.lock().expect("liveness lock").synced = term;
+    Ok(())
 }
 
 /// On the leader, every `every`: commits Unreachable for each Ready worker not heard from

@@ -21,22 +21,24 @@ impl Drop for HttpServer {
 /// `python3 -m http.server` serving `dir` on a free port of 127.0.0.1.
 async fn http_server(dir: &std::path::Path) -> (HttpServer, u16) {
     let port = joule_testkit::free_port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server");
+    let server = HttpServer(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server"),
+    );
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (HttpServer(child), port);
+            return (server, port);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -3,8 +3,9 @@
 //! estimated, no calibration), so that the leader's placement has a clear best pair.
 //! The deployment lands on the two nodes with the best tokens per joule and both serve; a
 //! killed node's replica moves within --reschedule-after plus the load time; a drain is
-//! make-before-break; a leader killed during a rollout leaves it to the next leader; a model
-//! whose sha256 is wrong fails with the reason, backs off, and disturbs nothing else.
+//! make-before-break; a leader killed during a rollout leaves it to the next leader; a worker
+//! restarted with its assignment unchanged shows no gap; a model whose sha256 is wrong fails
+//! with the reason, backs off, and disturbs nothing else.
 
 use std::time::{Duration, Instant};
 
@@ -127,7 +128,7 @@ async fn the_leader_places_by_tokens_per_joule_and_the_workers_follow() {
     );
     c.leader(Duration::from_secs(15), 0).await;
     // Estimated power: "green" and "amber" cost the fewest joules per token, "red" the most.
-    let mut ws = vec![
+    let mut ws = [
         worker(&c, "green", "10", "40"),
         worker(&c, "amber", "20", "70"),
         worker(&c, "red", "60", "240"),
@@ -248,6 +249,29 @@ async fn the_leader_places_by_tokens_per_joule_and_the_workers_follow() {
         .await;
     assert_eq!(ps.len(), 2, "{}", describe(&ps));
     c.start(leader);
+
+    // amber restarts (kill -9, at once) with its assignment unchanged: it serves it again
+    // before it heartbeats, so its placement never leaves Ready and never moves.
+    let before = ps.iter().find(|p| p.node == "amber").unwrap().since_ms;
+    ws[1].kill9();
+    ws[1].restart();
+    ws[1].wait_serving("smollm2", Duration::from_secs(30)).await;
+    generate(&ws[1], "smollm2")
+        .await
+        .expect("amber serves again");
+    tokio::time::sleep(Duration::from_millis(RESCHEDULE_MS)).await;
+    let ps = c.placements("smollm2").await;
+    let amber = ps
+        .iter()
+        .find(|p| p.node == "amber")
+        .expect("still on amber");
+    assert_eq!(
+        (amber.state.as_str(), amber.since_ms),
+        ("Ready", before),
+        "the restart showed as a gap: {}",
+        describe(&ps)
+    );
+    assert_eq!(ready_nodes(&ps), ["amber", "green"]);
 
     // A model whose sha256 is wrong: Failed with the reason, retried with backoff, never in a
     // hot loop, and nothing else disturbed.

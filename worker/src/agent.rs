@@ -117,8 +117,9 @@ impl Agent {
             tracing::error!("no usable --scheduler address; this worker stays out of the cluster");
             return;
         }
-        // Serve the last assignment again before registering, so that the leader sees no gap.
-        self.follower.restore(Duration::from_secs(120)).await;
+        // Serve the last assignment again before registering, so that the leader sees no gap;
+        // a load that takes longer than this goes on while the heartbeats start.
+        self.follower.restore(Duration::from_secs(3)).await;
         let mut at = 0usize;
         let mut registered_profiles: Option<Vec<pb::ModelProfile>> = None;
         let mut interval = Duration::from_secs(1);

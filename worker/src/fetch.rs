@@ -69,6 +69,8 @@ pub struct Cache {
     s: Settings,
     /// Files in use, by sha256, with how many placements use each.
     pinned: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// One download at a time per file: two placements of one model share it.
+    inflight: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
 }
 
 /// A file the caller uses; unpinned (evictable again) on drop.
@@ -102,6 +104,7 @@ impl Cache {
         Ok(Self {
             s,
             pinned: Arc::new(Mutex::new(BTreeMap::new())),
+            inflight: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -151,12 +154,23 @@ impl Cache {
             Source::Http(u) => u,
         };
         let done = self.final_path(sha256);
+        // Pinned first, so that no eviction on another thread removes it after the check.
+        let pin = self.pin(sha256, done.clone());
+        let gate = Arc::clone(
+            self.inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(sha256.to_string())
+                .or_default(),
+        );
+        let _one_download = gate.lock().unwrap_or_else(|e| e.into_inner());
         if done.is_file() {
             touch(&done);
-            return Ok(self.pin(sha256, done));
+            return Ok(pin);
         }
-        self.make_room(size, sha256)?;
         let partial = self.partial_path(sha256);
+        let have = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        self.make_room(size.saturating_sub(have), sha256)?;
         let mut last = String::new();
         for attempt in 1..=self.s.attempts.max(1) {
             match self.download(url, &partial, size, progress) {
@@ -188,7 +202,7 @@ impl Cache {
         }
         fs::rename(&partial, &done).map_err(|e| format!("{}: {e}", done.display()))?;
         tracing::info!(url, file = %done.display(), "model downloaded and verified");
-        Ok(self.pin(sha256, done))
+        Ok(pin)
     }
 
     /// Evicts least recently used files (not pinned, not `keep`) until `need` more bytes fit.
@@ -219,6 +233,10 @@ impl Cache {
                 continue;
             };
             let Ok(meta) = e.metadata() else { continue };
+            if stem == keep {
+                // This model's own partial download: `need` is what it still lacks.
+                continue;
+            }
             used += meta.len();
             if p.extension().is_some_and(|x| x == "gguf")
                 && stem != keep
@@ -277,6 +295,11 @@ impl Cache {
         let status = resp.status().as_u16();
         let (append, start) = match status {
             206 if have > 0 => (true, have),
+            // Everything was there already (it broke off at the very end): check it.
+            416 if have > 0 => {
+                progress(1.0);
+                return Ok(());
+            }
             200 => (false, 0),
             404 | 410 => return Err(Failure::Final(format!("GET {url}: {status} Not Found"))),
             s if (400..500).contains(&s) => {

@@ -26,6 +26,8 @@ use crate::state::State;
 #[derive(Debug)]
 struct Local {
     a: Saved,
+    /// Which bring-up this is: a task started for an earlier one never touches it.
+    epoch: u64,
     state: pb::PlacementState,
     message: String,
     progress: f64,
@@ -70,6 +72,7 @@ pub struct Follower {
     path: PathBuf,
     rt: tokio::runtime::Handle,
     locals: Mutex<BTreeMap<String, Local>>,
+    epochs: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Follower {
@@ -87,6 +90,7 @@ impl Follower {
             path,
             rt: tokio::runtime::Handle::current(),
             locals: Mutex::new(BTreeMap::new()),
+            epochs: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -94,8 +98,9 @@ impl Follower {
         self.locals.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts on the assignment kept from the last run; waits (up to `within`) until each is
-    /// served or failed, so the first heartbeat already reports them Ready.
+    /// Starts on the assignment kept from the last run; waits (up to `within`, which should
+    /// stay under the cluster's unreachable timeout) until each is served or failed, so that
+    /// the first heartbeat already reports them Ready. What takes longer reports Loading.
     pub async fn restore(self: &Arc<Self>, within: Duration) {
         let saved: Vec<Saved> = match std::fs::read(&self.path) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
@@ -154,17 +159,21 @@ impl Follower {
                     Some(l) => l.state == pb::PlacementState::Failed && a.attempt != l.a.attempt,
                 };
                 if fresh {
+                    let epoch = self
+                        .epochs
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     locals.insert(
                         a.deployment.clone(),
                         Local {
                             a: a.clone(),
+                            epoch,
                             state: pb::PlacementState::Pending,
                             message: String::new(),
                             progress: 0.0,
                             file: None,
                         },
                     );
-                    start.push(a.clone());
+                    start.push((a.clone(), epoch));
                 } else if let Some(l) = locals.get_mut(&a.deployment) {
                     l.a.attempt = a.attempt;
                 }
@@ -173,9 +182,9 @@ impl Follower {
         for name in stop {
             self.unload(&name);
         }
-        for a in start {
+        for (a, epoch) in start {
             let me = Arc::clone(self);
-            self.rt.spawn_blocking(move || me.bring_up(a));
+            self.rt.spawn_blocking(move || me.bring_up(a, epoch));
         }
         self.save(&want);
     }
@@ -210,11 +219,12 @@ impl Follower {
         }
     }
 
-    /// Updates a local placement if it is still the one `a` started (not replaced meanwhile).
-    fn set(&self, a: &Saved, f: impl FnOnce(&mut Local)) -> bool {
+    /// Updates a local placement if it is still bring-up `epoch` of `name` (not unassigned
+    /// or replaced meanwhile).
+    fn set(&self, name: &str, epoch: u64, f: impl FnOnce(&mut Local)) -> bool {
         let mut locals = self.lock();
-        match locals.get_mut(&a.deployment) {
-            Some(l) if l.a.same_file(a) => {
+        match locals.get_mut(name) {
+            Some(l) if l.epoch == epoch => {
                 f(l);
                 true
             }
@@ -222,13 +232,18 @@ impl Follower {
         }
     }
 
+    fn current(&self, name: &str, epoch: u64) -> bool {
+        self.set(name, epoch, |_| {})
+    }
+
     /// Fetches, loads and calibrates one assignment (blocking).
-    fn bring_up(self: Arc<Self>, a: Saved) {
+    fn bring_up(self: Arc<Self>, a: Saved, epoch: u64) {
         let name = a.deployment.clone();
-        let r = self.try_bring_up(&a);
+        let r = self.try_bring_up(&a, epoch);
         match r {
-            Ok(file) => {
-                let current = self.set(&a, |l| {
+            Ok(None) => {}
+            Ok(Some(file)) => {
+                let current = self.set(&name, epoch, |l| {
                     l.state = pb::PlacementState::Serving;
                     l.message.clear();
                     l.progress = 1.0;
@@ -242,14 +257,15 @@ impl Follower {
                             .set_service_status(&name, ServingStatus::Serving)
                             .await;
                     });
-                } else {
-                    // Unassigned (or changed) while it loaded.
+                } else if !self.lock().contains_key(&name) {
+                    // Unassigned while it loaded. (Reassigned meanwhile: the newer bring-up
+                    // adopts this model, or replaces it if the file differs.)
                     self.unload(&name);
                 }
             }
             Err(e) => {
                 tracing::error!(deployment = %name, model = %a.model, error = %e, "assigned deployment failed");
-                self.set(&a, |l| {
+                self.set(&name, epoch, |l| {
                     l.state = pb::PlacementState::Failed;
                     l.message = e;
                 });
@@ -257,10 +273,12 @@ impl Follower {
         }
     }
 
-    fn try_bring_up(&self, a: &Saved) -> Result<Pinned, String> {
+    /// `Ok(None)`: unassigned (or replaced) meanwhile: it stops before loading.
+    fn try_bring_up(&self, a: &Saved, epoch: u64) -> Result<Option<Pinned>, String> {
+        let name = a.deployment.as_str();
         let source = Source::parse(&a.source)?;
         if matches!(source, Source::Http(_)) {
-            self.set(a, |l| l.state = pb::PlacementState::Fetching);
+            self.set(name, epoch, |l| l.state = pb::PlacementState::Fetching);
         }
         let mut last = -1.0;
         let file = self
@@ -268,28 +286,40 @@ impl Follower {
             .fetch(&source, &a.sha256, a.size_bytes, &mut |p| {
                 if p - last >= 0.05 || p >= 1.0 {
                     last = p;
-                    self.set(a, |l| l.progress = p);
+                    self.set(name, epoch, |l| l.progress = p);
                 }
             })?;
-        // Already serving this file under this name (a restart with --model, a repeat).
-        if let Ok(m) = self.state.models.get(&a.deployment) {
-            if m.sha256 == a.sha256 {
-                return Ok(file);
+        // An earlier bring-up of this name may still be loading: wait for it, then serve
+        // what it loaded if it is this file.
+        let until = Instant::now() + Duration::from_secs(600);
+        loop {
+            if !self.current(name, epoch) {
+                return Ok(None);
             }
-            self.unload(&a.deployment);
+            match self.state.models.get(name) {
+                Ok(m) if m.sha256 == a.sha256 => return Ok(Some(file)),
+                Ok(_) => {
+                    self.unload(name);
+                    break;
+                }
+                Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(_) => break,
+            }
         }
-        self.set(a, |l| l.state = pb::PlacementState::Loading);
+        self.set(name, epoch, |l| l.state = pb::PlacementState::Loading);
         crate::server::load_with(
             &self.state,
-            Some(&a.deployment),
+            Some(name),
             &file.path,
             Some(&a.sha256),
             &|| {
-                self.set(a, |l| l.state = pb::PlacementState::Calibrating);
+                self.set(name, epoch, |l| l.state = pb::PlacementState::Calibrating);
             },
         )
         .map_err(|e| e.message().to_string())?;
-        Ok(file)
+        Ok(Some(file))
     }
 
     /// Each placement's progress, for the next heartbeat.
@@ -302,6 +332,7 @@ impl Follower {
                 message: l.message.clone(),
                 progress: l.progress,
                 attempt: l.a.attempt,
+                sha256: l.a.sha256.clone(),
             })
             .collect()
     }

@@ -143,18 +143,6 @@ pub fn describe(d: &Deployment) -> String {
     if !d.pending_reason.is_empty() {
         kv("Pending", d.pending_reason.clone());
     }
-    s.push_str("Placements:\n");
-    if d.placements.is_empty() {
-        s.push_str("  none\n");
-    }
-    for p in &d.placements {
-        s.push_str(&format!("  {:<20} {}\n", p.node, p.state_column()));
-        if !p.reason.is_empty() {
-            s.push_str(&format!("    reason:  {}\n", p.reason));
-        }
-        if !p.message.is_empty() {
-            s.push_str(&format!("    message: {}\n", p.message));
-        }
-    }
+    s.push_str(&super::placement::describe(&d.placements, |p| &p.node));
     s
 }

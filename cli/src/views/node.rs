@@ -22,6 +22,10 @@ pub struct Node {
     pub running: u32,
     pub output_tokens_per_s: f64,
     pub watts: f64,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub model_memory_bytes: u64,
+    pub placed_bytes: u64,
+    pub placements: Vec<super::placement::Placement>,
 }
 
 impl From<v1::NodeInfo> for Node {
@@ -41,6 +45,14 @@ impl From<v1::NodeInfo> for Node {
             running: n.running,
             output_tokens_per_s: n.output_tokens_per_s,
             watts: n.watts,
+            labels: n.labels,
+            model_memory_bytes: n.model_memory_bytes,
+            placed_bytes: n.placed_bytes,
+            placements: n
+                .placements
+                .into_iter()
+                .map(super::placement::Placement::from)
+                .collect(),
         }
     }
 }
@@ -128,5 +140,28 @@ pub fn describe(n: &Node) -> String {
             n.models.join(", ")
         },
     );
+    kv(
+        "Labels",
+        if n.labels.is_empty() {
+            "none".into()
+        } else {
+            n.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+    );
+    kv(
+        "Model memory",
+        format!(
+            "{} placed of {}",
+            bytes(n.placed_bytes),
+            bytes(n.model_memory_bytes)
+        ),
+    );
+    s.push_str(&super::placement::describe(&n.placements, |p| {
+        &p.deployment
+    }));
     s
 }

@@ -80,3 +80,21 @@ impl Render for Placement {
         r
     }
 }
+
+/// The "Placements:" block of `describe`, each named by `name` (its node, or its deployment).
+pub fn describe(ps: &[Placement], name: fn(&Placement) -> &str) -> String {
+    let mut s = String::from("Placements:\n");
+    if ps.is_empty() {
+        s.push_str("  none\n");
+    }
+    for p in ps {
+        s.push_str(&format!("  {:<20} {}\n", name(p), p.state_column()));
+        if !p.reason.is_empty() {
+            s.push_str(&format!("    reason:  {}\n", p.reason));
+        }
+        if !p.message.is_empty() {
+            s.push_str(&format!("    message: {}\n", p.message));
+        }
+    }
+    s
+}

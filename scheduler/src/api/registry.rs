@@ -105,7 +105,10 @@ impl<S: Store> Registry for RegistryService<S> {
             .propose(commands::register_node(n))
             .await
             .map_err(|e| self.store.error(e))?;
-        self.live.touch(&name, pb::WorkerLoad::default());
+        let l = self.store.leadership();
+        if l.is_leader() {
+            self.live.touch(l.term, &name, pb::WorkerLoad::default());
+        }
         tracing::info!(node = %name, index, "worker registered");
         Ok(Response::new(pb::RegisterResponse {
             heartbeat_interval_ms: self.heartbeat.as_millis() as u32,
@@ -142,9 +145,12 @@ impl<S: Store> Registry for RegistryService<S> {
             ))
             .into());
         };
+        crate::liveness::synced(&self.store, &self.live)
+            .await
+            .map_err(|e| self.store.error(e))?;
         self.live
-            .touch(&hb.name, hb.load.clone().unwrap_or_default());
-        self.record_reports(&hb).await?;
+            .touch(l.term, &hb.name, hb.load.clone().unwrap_or_default());
+        self.record_reports(&hb).await;
         if status != pb::NodeStatus::Ready as i32 {
             self.store
                 .propose(commands::set_node_status(&hb.name, pb::NodeStatus::Ready))
@@ -198,28 +204,24 @@ pub fn changed_reports(
                 return None;
             }
             let state = pb::PlacementState::try_from(r.state).ok()?;
-            let mut c =
-                commands::set_placement_state(&r.deployment, node, state, r.message.clone());
-            if let Some(pb::command::Kind::SetPlacementState(s)) = c.kind.as_mut() {
-                s.progress = r.progress;
-            }
+            let c = commands::set_placement_state(&r.deployment, node, r, state);
             Some(c)
         })
         .collect()
 }
 
 impl<S: Store> RegistryService<S> {
-    async fn record_reports(&self, hb: &pb::HeartbeatRequest) -> Result<()> {
+    async fn record_reports(&self, hb: &pb::HeartbeatRequest) {
         let cmds = self
             .store
             .read_local(|sm| changed_reports(sm.state(), &hb.name, &hb.placements));
         for c in cmds {
-            self.store
-                .propose(c)
-                .await
-                .map_err(|e| self.store.error(e))?;
+            // Stale, the placement moved meanwhile, or no quorum: the heartbeat still answers
+            // (the worker needs its assignment), and the next one says it again.
+            if let Err(e) = self.store.propose(c).await {
+                tracing::debug!(node = %hb.name, error = %e, "placement report not applied");
+            }
         }
-        Ok(())
     }
 }
 

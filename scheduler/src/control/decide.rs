@@ -37,7 +37,9 @@ pub fn commands(st: &pb::ClusterState, plan: &Plan, gone: &Gone) -> Vec<pb::Comm
             })
         };
         let nodes: BTreeSet<&str> = o.placed.iter().map(|x| x.node.as_str()).collect();
-        let all_serving = nodes.iter().all(|n| serving(n));
+        // A replica the plan could not place (or whose node failed) is not a replacement:
+        // the retiring ones wait for it.
+        let all_serving = o.pending == 0 && nodes.iter().all(|n| serving(n));
         let failed: BTreeSet<&str> = mine
             .iter()
             .filter(|p| {
@@ -76,7 +78,13 @@ pub fn commands(st: &pb::ClusterState, plan: &Plan, gone: &Gone) -> Vec<pb::Comm
             .collect();
         let pending = o.pending_reason.clone().unwrap_or_default();
         let retry = nodes.iter().any(|n| now_failed.contains(n));
-        let same = now_nodes == nodes
+        // A spec change (a new generation, another model) rolls out even on the same nodes.
+        let current = mine
+            .iter()
+            .filter(|p| nodes.contains(p.node.as_str()))
+            .all(|p| p.generation == d.generation && p.model == d.model);
+        let same = current
+            && now_nodes == nodes
             && !retry
             && now_failed == failed
             && now_retiring == retiring

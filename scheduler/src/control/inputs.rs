@@ -78,7 +78,12 @@ pub fn build(v: &View) -> (pl::Input, Gone) {
 fn node(v: &View, n: &pb::Node) -> (pl::Node, bool) {
     let hw = n.hardware.clone().unwrap_or_default();
     let after = v.settings.reschedule_after;
+    // Silent since the last heartbeat this leader heard, but never longer than since the
+    // worker last (re)registered or came back.
+    let since_ready = (n.status == pb::NodeStatus::Ready as i32)
+        .then(|| Duration::from_millis(v.now_ms.saturating_sub(n.status_since_ms).max(0) as u64));
     let silent = v.silence.get(&n.name).copied().unwrap_or_default();
+    let silent = since_ready.map_or(silent, |r| silent.min(r));
     let unreachable_for = if n.status == pb::NodeStatus::Unreachable as i32 {
         Duration::from_millis(v.now_ms.saturating_sub(n.status_since_ms).max(0) as u64)
     } else {
@@ -103,6 +108,16 @@ fn node(v: &View, n: &pb::Node) -> (pl::Node, bool) {
     } else {
         (hw.memory_bytes as f64 * RAM_SHARE) as u64
     };
+    // Retiring placements still hold their memory until they unload.
+    let retiring: u64 = v
+        .state
+        .placements
+        .values()
+        .filter(|p| p.node == n.name && p.retiring)
+        .filter_map(|p| v.state.models.get(&p.model))
+        .map(|m| m.size_bytes.saturating_add(v.settings.kv_reserve_bytes))
+        .sum();
+    let memory = memory.saturating_sub(retiring);
     let class = if gpu {
         hw.gpus.first().cloned().unwrap_or_default()
     } else {

@@ -52,28 +52,23 @@ pub async fn run<S: Store>(store: S, live: Arc<Liveness>, s: Settings) {
         churn_threshold: s.churn_threshold,
         ..Options::default()
     };
-    let mut last_applied = 0;
-    let mut idle_ticks = 0u32;
     loop {
         tick.tick().await;
         if store.is_stopped() {
             return;
         }
-        if !store.leadership().is_leader() {
-            last_applied = 0;
+        let l = store.leadership();
+        if !l.is_leader() {
             continue;
         }
-        // Run when the state moved, and at least every 5 ticks (liveness and backoffs change
-        // with time alone).
-        let applied = store.read_local(|sm| sm.applied());
-        idle_ticks += 1;
-        if applied == last_applied && idle_ticks < 5 {
+        // A new leader first applies what its predecessor committed.
+        if let Err(e) = crate::liveness::synced(&store, &live).await {
+            tracing::debug!(error = %e, "not yet caught up with the log; placement waits");
             continue;
         }
-        idle_ticks = 0;
-        last_applied = applied;
+        // Every tick: liveness and backoffs change with time alone, and a run is cheap.
         let now = commands::now_ms();
-        let silence = live.silence();
+        let silence = live.silence(l.term);
         let loads = live.loads();
         let cmds = store.read_local(|sm| {
             let st = sm.state();

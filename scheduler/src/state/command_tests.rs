@@ -108,6 +108,7 @@ fn models_deployments_and_placements_follow_their_rules() {
             message: String::new(),
             at_ms: 30,
             progress: 1.0,
+            ..Default::default()
         }),
     )
     .unwrap();
@@ -240,6 +241,7 @@ fn a_model_change_sends_placements_back_to_pending() {
             message: String::new(),
             at_ms: 2,
             progress: 1.0,
+            ..Default::default()
         }),
     )
     .unwrap();
@@ -458,13 +460,18 @@ fn a_snapshot_carries_every_kind_of_state() {
 }
 
 fn report(d: &str, n: &str, state: pb::PlacementState, msg: &str) -> Kind {
+    report_on(d, n, state, msg, 0)
+}
+
+fn report_on(d: &str, n: &str, state: pb::PlacementState, msg: &str, attempt: u32) -> Kind {
     Kind::SetPlacementState(pb::SetPlacementState {
         deployment: d.into(),
         node: n.into(),
         state: state as i32,
         message: msg.into(),
         at_ms: 9,
-        progress: 0.0,
+        attempt,
+        ..Default::default()
     })
 }
 
@@ -515,11 +522,11 @@ fn a_drain_keeps_the_old_placement_retiring_and_failures_stay_on_record() {
         report("d", "w2", pb::PlacementState::Failed, "sha256 mismatch"),
     )
     .unwrap();
-    run(
+    let again = run(
         &mut sm,
         report("d", "w2", pb::PlacementState::Failed, "sha256 mismatch"),
-    )
-    .unwrap();
+    );
+    assert!(again.unwrap_err().contains("stale report"));
     assert_eq!(sm.state().placements["d/w2"].failures, 1);
     let keep_failed = Kind::SetPlacements(pb::SetPlacements {
         deployment: "d".into(),
@@ -541,7 +548,30 @@ fn a_drain_keeps_the_old_placement_retiring_and_failures_stay_on_record() {
     run(&mut sm, place("d", 1, &["w2"], 4)).unwrap();
     let p = &sm.state().placements["d/w2"];
     assert_eq!((p.state, p.failures, p.message.as_str()), (PENDING, 1, ""));
-    run(&mut sm, report("d", "w2", pb::PlacementState::Serving, "")).unwrap();
+    // A late report about the first attempt is stale; one about this attempt counts.
+    let late = run(
+        &mut sm,
+        report("d", "w2", pb::PlacementState::Failed, "late"),
+    );
+    assert!(late.unwrap_err().contains("attempt 0"));
+    let other_file = Kind::SetPlacementState(pb::SetPlacementState {
+        deployment: "d".into(),
+        node: "w2".into(),
+        state: SERVING,
+        attempt: 1,
+        sha256: "ff".repeat(32),
+        ..Default::default()
+    });
+    assert!(
+        run(&mut sm, other_file)
+            .unwrap_err()
+            .contains("stale report")
+    );
+    run(
+        &mut sm,
+        report_on("d", "w2", pb::PlacementState::Serving, "", 1),
+    )
+    .unwrap();
     assert_eq!(
         sm.state().placements["d/w2"].failures,
         0,

@@ -82,18 +82,21 @@ pub fn set_placements(deployment: &str, generation: u64, nodes: Vec<String>) -> 
     }))
 }
 
+/// A worker's report on its placement of `deployment`, about `attempt` of file `sha256`.
 pub fn set_placement_state(
     deployment: &str,
     node: &str,
+    r: &pb::PlacementReport,
     state: pb::PlacementState,
-    message: String,
 ) -> pb::Command {
     cmd(Kind::SetPlacementState(pb::SetPlacementState {
         deployment: deployment.to_string(),
         node: node.to_string(),
         state: state as i32,
-        message,
+        message: r.message.clone(),
         at_ms: now_ms(),
-        progress: 0.0,
+        progress: r.progress,
+        attempt: r.attempt,
+        sha256: r.sha256.clone(),
     }))
 }

@@ -226,13 +226,32 @@ pub fn set_placement_state(
     }
     let p = s
         .placements
-        .get_mut(&placement_key(&c.deployment, &c.node))
+        .get(&placement_key(&c.deployment, &c.node))
         .ok_or_else(|| {
             format!(
                 "deployment {:?} is not placed on worker {:?}",
                 c.deployment, c.node
             )
         })?;
+    let file = s.models.get(&p.model).map(|m| m.sha256.as_str());
+    if c.attempt != p.failures
+        || p.state == pb::PlacementState::Failed as i32
+        || (!c.sha256.is_empty() && file.is_some_and(|f| f != c.sha256))
+    {
+        return Err(format!(
+            "stale report on the placement of {:?} on {:?}: it is about attempt {} of {}, the \
+             placement is at attempt {} of {}",
+            c.deployment,
+            c.node,
+            c.attempt,
+            if c.sha256.is_empty() { "-" } else { &c.sha256 },
+            p.failures,
+            file.unwrap_or("-")
+        ));
+    }
+    let Some(p) = s.placements.get_mut(&placement_key(&c.deployment, &c.node)) else {
+        return Ok(());
+    };
     if p.state != c.state {
         p.since_ms = c.at_ms;
         if c.state == pb::PlacementState::Failed as i32 {

@@ -83,7 +83,15 @@ pub fn commands(st: &pb::ClusterState, plan: &Plan, gone: &Gone) -> Vec<pb::Comm
             .iter()
             .filter(|p| nodes.contains(p.node.as_str()))
             .all(|p| p.generation == d.generation && p.model == d.model);
+        // A reason whose words changed (an estimate replaced by a measurement) is written
+        // again; one whose figures alone moved is not (that would write every tick).
+        let reasons_same = o.placed.iter().all(|x| {
+            mine.iter()
+                .find(|p| p.node == x.node)
+                .is_some_and(|p| words(&p.reason) == words(&x.reason))
+        });
         let same = current
+            && reasons_same
             && now_nodes == nodes
             && !retry
             && now_failed == failed
@@ -118,4 +126,11 @@ pub fn commands(st: &pb::ClusterState, plan: &Plan, gone: &Gone) -> Vec<pb::Comm
         out.push(cmd);
     }
     out
+}
+
+/// A reason without its figures.
+fn words(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_ascii_digit() && *c != '.')
+        .collect()
 }

@@ -130,7 +130,10 @@ fn node(v: &View, n: &pb::Node) -> (pl::Node, bool) {
         .filter_map(|p| {
             let cal = p.calibration.as_ref()?;
             let model = st_model_by_sha(v.state, &p.sha256)?;
-            let measured = cal.source == EnergySource::Measured as i32;
+            // The node's own calibration: its throughput is measured; its watts are
+            // measured (NVML, RAPL) or estimated from its configured figures, and the note
+            // says which.
+            let watts_measured = cal.source == EnergySource::Measured as i32;
             Some((
                 model,
                 pl::Profile {
@@ -143,15 +146,11 @@ fn node(v: &View, n: &pb::Node) -> (pl::Node, bool) {
                             watts: x.watts,
                         })
                         .collect(),
-                    source: if measured {
-                        Source::Measured
-                    } else {
-                        Source::Estimated
-                    },
-                    note: if measured {
+                    source: Source::Measured,
+                    note: if watts_measured {
                         "measured".into()
                     } else {
-                        "calibrated here, watts estimated".into()
+                        "calibrated here; watts estimated from --idle-watts/--busy-watts".into()
                     },
                 },
             ))

@@ -203,7 +203,7 @@ fn decision_reason(ctx: &Ctx<'_>, d: &Deployment, p: &Placed) -> String {
         Basis::Own => node
             .profiles
             .get(&d.model)
-            .filter(|own| own.source == Source::Estimated && !own.note.is_empty())
+            .filter(|own| !own.note.is_empty() && own.note != "measured")
             .map(|own| own.note.clone()),
         Basis::SameClass(ri) => Some(format!(
             "estimated from {} (same class {})",

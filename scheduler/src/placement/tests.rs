@@ -233,7 +233,7 @@ fn cordon_drain_and_unreachable() {
         r.starts_with("t4-1: ") && r.contains(" tok/J at batch 32 (measured), "),
         "{r}"
     );
-    assert!(r.ends_with(" GiB free"), "{r}");
+    assert!(r.contains(" GiB free"), "{r}");
 
     let running = [("d", "t4-1")];
     // (t4-1's schedule and health, running on t4-1, expected node, kept, skip)

@@ -129,77 +129,16 @@ async fn a_replica_cut_off_from_the_majority_answers_unavailable_and_says_not_se
         Duration::from_secs(5),
     )
     .await;
-    {
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
-        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        let ch = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let reqs = [
-            MessageRequest::ListServices(String::new()),
-            MessageRequest::FileContainingSymbol("joule.v1.ClusterStatusRequest".into()),
-        ]
-        .map(|m| ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(m),
-        });
-        let mut answers = ServerReflectionClient::new(ch)
-            .server_reflection_info(tokio_stream::iter(reqs))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(MessageResponse::ListServicesResponse(list)) =
-            answers.message().await.unwrap().unwrap().message_response
-        else {
-            panic!("no service list");
-        };
-        let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-        for want in [
+    joule_testkit::reflection::assert_serves(
+        &addr,
+        &[
             "joule.v1.Admin",
             "joule.internal.v1.Registry",
             "grpc.health.v1.Health",
-        ] {
-            assert!(names.contains(&want), "{names:?}");
-        }
-        let Some(MessageResponse::FileDescriptorResponse(files)) =
-            answers.message().await.unwrap().unwrap().message_response
-        else {
-            panic!("no descriptor for joule.v1.ClusterStatusRequest");
-        };
-        assert!(!files.file_descriptor_proto.is_empty());
-    }
-    {
-        // v1alpha too: grpcio-reflection and older grpcurl speak only that.
-        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        let ch = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let reqs = [ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        }];
-        let mut answers = ServerReflectionClient::new(ch)
-            .server_reflection_info(tokio_stream::iter(reqs))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(MessageResponse::ListServicesResponse(list)) =
-            answers.message().await.unwrap().unwrap().message_response
-        else {
-            panic!("no v1alpha service list");
-        };
-        let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-        assert!(names.contains(&"joule.v1.Admin"), "{names:?}");
-    }
+        ],
+        "joule.v1.ClusterStatusRequest",
+    )
+    .await;
     {
         // Raft messages without the peer token are refused: nobody who merely reaches the
         // port can inject them.

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod linearizable;
+pub mod reflection;
 pub mod workers;
 
 use std::path::PathBuf;

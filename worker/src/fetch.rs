@@ -18,8 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest, Sha256};
-
 /// Where a model file comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -192,7 +190,8 @@ impl Cache {
             let _ = fs::remove_file(&partial);
             return Err(last);
         }
-        let got = hash(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+        let got = crate::registry::sha256_file(&partial)
+            .map_err(|e| format!("{}: {e}", partial.display()))?;
         if got != sha256 {
             let _ = fs::remove_file(&partial);
             return Err(format!(
@@ -369,20 +368,6 @@ fn touch(p: &Path) {
     if let Ok(f) = File::options().append(true).open(p) {
         let _ = f.set_modified(SystemTime::now());
     }
-}
-
-fn hash(p: &Path) -> std::io::Result<String> {
-    let mut f = File::open(p)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
 }
 
 #[cfg(test)]

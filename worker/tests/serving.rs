@@ -111,46 +111,12 @@ async fn streams_generate_and_chat_with_joules_in_the_usage() {
     );
 
     // Server reflection lists the services, so grpcurl needs no .proto files.
-    {
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
-        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        let ch = tonic::transport::Channel::from_shared(w.grpc.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut r = ServerReflectionClient::new(ch);
-        let reqs = [
-            MessageRequest::ListServices(String::new()),
-            MessageRequest::FileContainingSymbol("joule.v1.GenerateRequest".into()),
-        ]
-        .map(|m| ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(m),
-        });
-        let mut answers = r
-            .server_reflection_info(tokio_stream::iter(reqs))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(MessageResponse::ListServicesResponse(list)) =
-            answers.message().await.unwrap().unwrap().message_response
-        else {
-            panic!("no service list");
-        };
-        let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-        for want in ["joule.internal.v1.Worker", "grpc.health.v1.Health"] {
-            assert!(names.contains(&want), "{names:?}");
-        }
-        let Some(MessageResponse::FileDescriptorResponse(files)) =
-            answers.message().await.unwrap().unwrap().message_response
-        else {
-            panic!("no descriptor for joule.v1.GenerateRequest");
-        };
-        assert!(!files.file_descriptor_proto.is_empty());
-    }
+    joule_testkit::reflection::assert_serves(
+        &w.grpc,
+        &["joule.internal.v1.Worker", "grpc.health.v1.Health"],
+        "joule.v1.GenerateRequest",
+    )
+    .await;
 
     // Metrics, labelled by model.
     let m = w.metrics_text();

@@ -1,13 +1,48 @@
-//! The simulated world of `placement-sim`: the seeded demand traces, the baselines, and the
-//! power and service accounting.
+//! The simulated world of `placement-sim`: the seeded demand traces, the baselines, the
+//! world's true profiles, and the power and service accounting.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use joule_scheduler::placement::profile::{OperatingPoint, operating_point};
 use joule_scheduler::placement::{Current, Deployment, Health, Node, Replicas, Schedule};
 
-/// What a node hosting nothing draws (assumed: parked, 0 W).
-pub const PARKED_WATTS: f64 = 0.0;
+/// How far a node's true profile is from the one the policies see: up to this share either
+/// way, drawn once per node (seeded) for its tokens/s and once for its watts above idle.
+pub const PERTURBATION: f64 = 0.15;
+
+/// What a node hosting nothing draws: both are assumptions, and the bench reports both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parked {
+    /// Powered off or suspended: 0 W (a real fleet may not allow it).
+    Off,
+    /// Left on without a model, drawing what it draws loaded-idle (the class's idle watts).
+    Idle,
+}
+
+impl Parked {
+    pub const ALL: [Parked; 2] = [Parked::Off, Parked::Idle];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Parked::Off => "assumed: parked node draws 0 W (powered off or suspended)",
+            Parked::Idle => "assumed: parked node draws its idle watts",
+        }
+    }
+
+    pub fn short(self) -> &'static str {
+        match self {
+            Parked::Off => "parked 0 W",
+            Parked::Idle => "parked at idle W",
+        }
+    }
+
+    fn watts(self, node: &Node) -> f64 {
+        match self {
+            Parked::Off => 0.0,
+            Parked::Idle => node.idle_watts,
+        }
+    }
+}
 
 /// xorshift64: small, seeded, deterministic.
 pub struct XorShift(u64);
@@ -187,41 +222,89 @@ pub fn free(used: &BTreeMap<&str, u64>, n: &Node) -> u64 {
     n.memory_bytes.saturating_sub(taken)
 }
 
-/// One step of the simulated world: (watts, demand tokens/s, served tokens/s).
-pub fn account(nodes: &[Node], deps: &[Deployment], placements: &[Current]) -> (f64, f64, f64) {
-    let by_name: BTreeMap<&str, &Node> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    let mut dynamic: BTreeMap<&str, f64> = BTreeMap::new();
-    let (mut demand, mut served) = (0.0, 0.0);
+/// The simulated world's nodes: those the policies see, with every profile's tokens/s scaled
+/// by a per-node factor in `1 ± PERTURBATION`, and its watts above idle (and `busy_watts`)
+/// by another, both drawn from `seed` and the node's place in the list.
+pub fn perturb(nodes: &[Node], seed: u64) -> Vec<Node> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut rng = XorShift::new(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let speed = 1.0 + PERTURBATION * (2.0 * rng.unit() - 1.0);
+            let power = 1.0 + PERTURBATION * (2.0 * rng.unit() - 1.0);
+            let mut world = n.clone();
+            let idle = n.idle_watts;
+            world.busy_watts = idle + (n.busy_watts - idle) * power;
+            for profile in world.profiles.values_mut() {
+                for p in &mut profile.points {
+                    p.tokens_per_s *= speed;
+                    p.watts = idle + (p.watts - idle) * power;
+                }
+            }
+            world
+        })
+        .collect()
+}
+
+/// One step of the simulated world.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Step {
+    /// Per parked-node assumption (as in [`Parked::ALL`]).
+    pub watts: [f64; 2],
+    /// Output tokens/s asked for.
+    pub demand: f64,
+    /// Output tokens/s served within the latency targets.
+    pub served: f64,
+}
+
+/// One step: `world` are the true nodes. A deployment's demand is split over its replicas by
+/// their capacity at the target; a replica then takes `carried / capacity` of its node's
+/// compute. Where a node's replicas take more than all of it, each gets its share of the node
+/// (served tokens scaled down alike; the rest is not served within the target). A node that
+/// hosts anything draws its idle watts plus each replica's `(watts(b) - idle)` times the
+/// compute it gets, at most its busy watts; one that hosts nothing draws its parked watts.
+pub fn account(world: &[Node], deps: &[Deployment], placements: &[Current]) -> Step {
+    let by_name: BTreeMap<&str, &Node> = world.iter().map(|n| (n.name.as_str(), n)).collect();
+    // Per replica: (node, operating point, the compute it asks of its node).
+    let mut replicas: Vec<(&Node, OperatingPoint, f64)> = Vec::new();
+    let mut step = Step::default();
     for d in deps {
-        demand += d.demand_tokens_per_s;
-        let replicas: Vec<(&Node, OperatingPoint)> = placements
+        step.demand += d.demand_tokens_per_s;
+        let ours: Vec<(&Node, OperatingPoint)> = placements
             .iter()
             .filter(|c| c.deployment == d.name)
             .filter_map(|c| by_name.get(c.node.as_str()).copied())
             .filter_map(|n| point(n, d).map(|op| (n, op)))
             .collect();
-        let capacity: f64 = replicas.iter().map(|(_, op)| op.tokens_per_s).sum();
+        let capacity: f64 = ours.iter().map(|(_, op)| op.tokens_per_s).sum();
         if capacity <= 0.0 {
             continue;
         }
-        let carried = d.demand_tokens_per_s.min(capacity);
-        served += carried;
-        let utilisation = carried / capacity;
-        for (n, op) in replicas {
-            let extra = (op.watts - n.idle_watts).max(0.0) * utilisation;
-            *dynamic.entry(n.name.as_str()).or_default() += extra;
-        }
+        let utilisation = d.demand_tokens_per_s.min(capacity) / capacity;
+        replicas.extend(ours.into_iter().map(|(n, op)| (n, op, utilisation)));
+    }
+    let mut asked: BTreeMap<&str, f64> = BTreeMap::new();
+    for (n, _, u) in &replicas {
+        *asked.entry(n.name.as_str()).or_default() += u;
+    }
+    let mut dynamic: BTreeMap<&str, f64> = BTreeMap::new();
+    for (n, op, u) in &replicas {
+        let total = asked.get(n.name.as_str()).copied().unwrap_or(0.0);
+        let got = if total > 1.0 { u / total } else { *u };
+        step.served += op.tokens_per_s * got;
+        *dynamic.entry(n.name.as_str()).or_default() += (op.watts - n.idle_watts).max(0.0) * got;
     }
     let hosting: BTreeSet<&str> = placements.iter().map(|c| c.node.as_str()).collect();
-    let watts: f64 = nodes
-        .iter()
-        .map(|n| {
-            if hosting.contains(n.name.as_str()) {
-                n.idle_watts + dynamic.get(n.name.as_str()).copied().unwrap_or(0.0)
+    for n in world {
+        for (parked, watts) in Parked::ALL.iter().zip(&mut step.watts) {
+            *watts += if hosting.contains(n.name.as_str()) {
+                let busy = n.busy_watts.max(n.idle_watts);
+                (n.idle_watts + dynamic.get(n.name.as_str()).copied().unwrap_or(0.0)).min(busy)
             } else {
-                PARKED_WATTS
-            }
-        })
-        .sum();
-    (watts, demand, served)
+                parked.watts(n)
+            };
+        }
+    }
+    step
 }

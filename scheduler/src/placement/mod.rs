@@ -6,7 +6,8 @@
 //! human reason each, the replicas it could not place and why, and why every other node was
 //! skipped. It serves each deployment's demand at the fewest joules per token within the
 //! deployment's latency target and memory fit, and counts a node's idle watts when deciding
-//! whether to use the node at all.
+//! whether to use the node at all. Replicas on one node share its compute: a replica takes
+//! `min(1, share of the demand / capacity)` of it, and no node is planned past all of it.
 //!
 //! It must never do I/O, read a clock, draw a random number, touch proto types or be async:
 //! it is a pure function of its arguments, so the same input (in any `Vec` order) gives the
@@ -17,7 +18,10 @@
 //!   estimated profiles used where a node has no measurement of a model.
 //! - `round`: one greedy pass over the deployments; [`place`] repeats it until the plan it
 //!   yields keeps every one of its own placements (a fixed point), so placing again with
-//!   `current = plan.as_current()` gives the same nodes.
+//!   `current = plan.as_current()` gives the same nodes. A pass treats the placements of the
+//!   pass before as running (for memory and utilisation), but the churn threshold protects
+//!   only the placements in [`Input::current`]: one made earlier in the same call moves to
+//!   any cheaper node. [`Plan::converged`] says whether the fixed point was reached.
 //! - `reason`: the reasons, in words.
 //! - [`fleet`]: the committed hardware data (`testdata/fleet.json`) and simulated nodes built
 //!   from it, for the tests and the `placement-sim` bench.
@@ -105,8 +109,10 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Replicas {
     Fixed(u32),
-    /// `ceil(demand / capacity of the best eligible node)`, clamped to `[min, max]`; at least 1
-    /// while there is demand (unless `max` is 0). A `max` below `min` is read as `min`.
+    /// At least `ceil(demand / the largest capacity of an eligible node)`, then one more while
+    /// the placed replicas' capacity at the target is below the demand; clamped to
+    /// `[min, max]`; at least 1 while there is demand (unless `max` is 0). A `max` below `min`
+    /// is read as `min`.
     Auto {
         min: u32,
         max: u32,
@@ -171,7 +177,7 @@ impl Default for Options {
 const DEFAULT_CHURN_THRESHOLD: f64 = 0.25;
 const DEFAULT_NOMINAL_DEMAND: f64 = 20.0;
 /// Greedy rounds before [`place`] gives up looking for a fixed point and returns the last.
-const MAX_ROUNDS: usize = 32;
+const MAX_ROUNDS: u32 = 32;
 
 /// One replica's node.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,6 +191,8 @@ pub struct Decision {
     /// Tokens per joule of the profile at the operating point (`batch`).
     pub tokens_per_joule: f64,
     pub batch: u32,
+    /// The replica's capacity: aggregate output tokens/s of the profile at `batch`.
+    pub tokens_per_s: f64,
     /// The placement was in [`Input::current`].
     pub kept: bool,
 }
@@ -207,6 +215,11 @@ pub struct Outcome {
 pub struct Plan {
     /// By deployment name.
     pub outcomes: Vec<Outcome>,
+    /// The greedy pass reached a fixed point (its plan keeps all of its own placements);
+    /// false only where [`place`] stopped after its most rounds, with the last pass's plan.
+    pub converged: bool,
+    /// Greedy passes run, at least 1.
+    pub rounds: u32,
 }
 
 impl Plan {
@@ -244,15 +257,24 @@ pub fn place(input: &Input, opts: &Options) -> Plan {
     let ctx = Ctx::new(input, opts);
     let mut running = ctx.original.clone();
     let mut results = round::run(&ctx, &running);
-    for _ in 1..MAX_ROUNDS {
+    let mut rounds = 1;
+    let converged = loop {
         let next = round::node_sets(&results);
         if next == running {
-            break;
+            break true;
+        }
+        if rounds >= MAX_ROUNDS {
+            break false;
         }
         running = next;
         results = round::run(&ctx, &running);
+        rounds += 1;
+    };
+    Plan {
+        outcomes: reason::render(&ctx, &results),
+        converged,
+        rounds,
     }
-    reason::render(&ctx, &results)
 }
 
 /// The input, sorted and checked once: nodes by name, deployments in placing order.
@@ -262,11 +284,16 @@ struct Ctx<'a> {
     nodes: Vec<&'a Node>,
     /// By priority (highest first), then name; duplicates dropped as for nodes.
     deps: Vec<&'a Deployment>,
-    /// The measured profiles that estimates are made from.
-    refs: profile::Refs<'a>,
     /// Per deployment (as in `deps`), the nodes (indices into `nodes`) it runs on now.
-    /// Placements on unknown nodes or of unknown deployments are ignored.
+    /// Placements on unknown nodes or of unknown deployments are ignored. Only these are
+    /// protected by the churn threshold.
     original: Vec<BTreeSet<usize>>,
+    /// Per deployment (as in `deps`), per node: its operating point, or why it has none
+    /// (see `round::candidates`). It does not change from one pass to the next.
+    cands: Vec<Vec<Result<profile::Candidate, reason::Skip<'a>>>>,
+    /// Per deployment (as in `deps`), the replicas it wants before any top-up
+    /// (`round::replica_count`).
+    counts: Vec<u32>,
     churn: f64,
     nominal: f64,
 }
@@ -322,11 +349,18 @@ impl<'a> Ctx<'a> {
             DEFAULT_NOMINAL_DEMAND
         };
         let refs = profile::Refs::new(&nodes);
+        let cands = round::candidates(&nodes, &deps, &refs);
+        let counts = deps
+            .iter()
+            .zip(&cands)
+            .map(|(d, row)| round::replica_count(&nodes, d, row))
+            .collect();
         Self {
             nodes,
             deps,
-            refs,
             original,
+            cands,
+            counts,
             churn,
             nominal,
         }

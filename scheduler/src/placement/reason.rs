@@ -5,7 +5,7 @@ use std::fmt;
 
 use super::profile::{Basis, PointError};
 use super::round::{DepResult, Placed};
-use super::{Ctx, Decision, Deployment, Outcome, Plan, Source};
+use super::{Ctx, Decision, Deployment, Outcome, Source};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 /// Skips listed in a pending reason before "and N more".
@@ -45,6 +45,11 @@ pub(super) enum Skip<'a> {
     },
     /// The caller keeps this deployment off the node for now (a failed load backing off).
     Excluded(&'a str),
+    /// The replicas placed on the node take so much of its compute (utilisation, from 0 to
+    /// 1) that this one would take it past 1.
+    Busy {
+        taken: f64,
+    },
 }
 
 impl From<PointError> for Skip<'_> {
@@ -94,6 +99,9 @@ impl fmt::Display for Skip<'_> {
             Skip::Memory { need, free } => {
                 write!(f, "needs {} GiB, {} GiB free", gib(*need), gib(*free))
             }
+            Skip::Busy { taken } => {
+                write!(f, "busy ({:.0}% of its capacity taken)", taken * 100.0)
+            }
         }
     }
 }
@@ -112,8 +120,8 @@ fn ms(v: f64) -> String {
     }
 }
 
-/// The plan, outcomes by deployment name.
-pub(super) fn render(ctx: &Ctx<'_>, results: &[DepResult<'_>]) -> Plan {
+/// The plan's outcomes, by deployment name.
+pub(super) fn render(ctx: &Ctx<'_>, results: &[DepResult<'_>]) -> Vec<Outcome> {
     let mut outcomes: Vec<Outcome> = ctx
         .deps
         .iter()
@@ -122,7 +130,7 @@ pub(super) fn render(ctx: &Ctx<'_>, results: &[DepResult<'_>]) -> Plan {
         .map(|((d, r), original)| outcome(ctx, d, r, original))
         .collect();
     outcomes.sort_by(|a, b| a.deployment.cmp(&b.deployment));
-    Plan { outcomes }
+    outcomes
 }
 
 fn outcome(
@@ -152,6 +160,7 @@ fn outcome(
             source: p.cand.source,
             tokens_per_joule: p.cand.op.tokens_per_joule(),
             batch: p.cand.op.batch,
+            tokens_per_s: p.cand.op.tokens_per_s,
             kept,
         });
     }

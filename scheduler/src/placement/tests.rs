@@ -1,6 +1,7 @@
 //! Table-driven tests of `place` over fleets built from `testdata/fleet.json`: the hard
-//! filters, reasons, determinism and idempotence here; costs, churn and estimates in
-//! `tests/cost.rs`; property tests in `tests/properties.rs`.
+//! filters, exclusions, priorities, node saturation, reasons, determinism and idempotence
+//! here; costs, churn, estimates and replica counts in `tests/cost.rs`; property tests in
+//! `tests/properties.rs`.
 
 mod cost;
 mod properties;
@@ -78,6 +79,15 @@ fn selector(key: &str, value: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(key.to_owned(), value.to_owned())])
 }
 
+/// The aggregate tokens/s of a deployment's placed replicas at their operating points.
+fn capacity(plan: &Plan, deployment: &str) -> f64 {
+    outcome(plan, deployment)
+        .placed
+        .iter()
+        .map(|d| d.tokens_per_s)
+        .sum()
+}
+
 #[test]
 fn fleet_data_names_a_source_for_every_figure() {
     let f = data();
@@ -137,7 +147,7 @@ fn memory_fit_and_pending_reasons() {
                 "h100-1",
             ],
             2,
-            "6 of 8 replicas placed: only 6 eligible nodes (p100-1 skipped: needs 42.1 GiB, 15.0 GiB free, ",
+            "6 of 8 replicas placed: only 6 eligible nodes (p100-1 skipped: needs 49.6 GiB, 15.0 GiB free, ",
         ),
         (
             too_big,
@@ -163,7 +173,7 @@ fn memory_fit_and_pending_reasons() {
     assert!(skipped(
         &plan,
         "big",
-        "p40-1 skipped: needs 42.1 GiB, 23.0 GiB free"
+        "p40-1 skipped: needs 49.6 GiB, 23.0 GiB free"
     ));
 }
 
@@ -386,4 +396,224 @@ fn bad_figures_are_skipped_with_a_reason() {
     );
     assert!(plan.nodes_of("none").is_empty());
     assert_eq!(outcome(&plan, "none").pending, 0);
+}
+
+#[test]
+fn excluded_nodes_are_skipped_with_the_callers_reason() {
+    let f = data();
+    let why = "load failed 2x (sha256 mismatch); backing off 20 s";
+    let mut d = model(&f, L8B).deployment("d", Replicas::Fixed(1));
+    d.excluded.insert("t4-1".to_owned(), why.to_owned());
+    let skip = format!("t4-1 skipped: {why}");
+    // (running on t4-1 now): t4-1 would be the cheapest; excluded, its twin takes the replica,
+    // and a replica running on t4-1 is released rather than kept.
+    for running in [false, true] {
+        let current: &[(&str, &str)] = if running { &[("d", "t4-1")] } else { &[] };
+        let plan = run(&input(nodes(&f, "mixed"), vec![d.clone()], current));
+        assert!(plan.converged);
+        assert_eq!(plan.nodes_of("d"), ["t4-2"], "running: {running}");
+        let o = outcome(&plan, "d");
+        assert!(skipped(&plan, "d", &skip), "{:?}", o.skipped);
+        assert_eq!(o.pending, 0);
+        let got = decision(&plan, "d", "t4-2");
+        assert!(!got.kept, "{}", got.reason);
+        assert_eq!(
+            got.reason.ends_with("; replaces t4-1"),
+            running,
+            "{}",
+            got.reason
+        );
+    }
+}
+
+#[test]
+fn new_work_never_displaces_running_higher_priority_work() {
+    let f = data();
+    let mut hi = model(&f, L8B).deployment("hi", Replicas::Fixed(1));
+    hi.priority = 5;
+    hi.demand_tokens_per_s = 400.0;
+    let mut lo = model(&f, L8B).deployment("lo", Replicas::Fixed(1));
+    lo.priority = 1;
+    let running = [("hi", "t4-1")];
+
+    // One T4 holds one 8B replica (8.6 GiB of its 15): the running one stays, the new one waits.
+    let one = only(nodes(&f, "mixed"), &["t4-1"]);
+    let plan = run(&input(one, vec![hi.clone(), lo], &running));
+    assert_eq!(plan.nodes_of("hi"), ["t4-1"]);
+    assert!(decision(&plan, "hi", "t4-1").kept);
+    let o = outcome(&plan, "lo");
+    assert!(o.placed.is_empty());
+    assert_eq!(o.pending, 1);
+    assert_eq!(
+        o.pending_reason.as_deref(),
+        Some("needs 8.6 GiB, the largest free is 6.4 GiB")
+    );
+
+    // Compute as well as memory: a small model fits beside it, but 400 of the T4's 425 tok/s
+    // are taken, so the new deployment goes to the other T4 instead of sharing the powered one.
+    let mut small = model(&f, L1B).deployment("lo", Replicas::Fixed(1));
+    small.priority = 1;
+    small.demand_tokens_per_s = 200.0;
+    let two = only(nodes(&f, "mixed"), &["t4-1", "t4-2"]);
+    let plan = run(&input(two, vec![hi, small], &running));
+    assert_eq!(plan.nodes_of("hi"), ["t4-1"]);
+    assert_eq!(plan.nodes_of("lo"), ["t4-2"]);
+    assert!(
+        skipped(
+            &plan,
+            "lo",
+            "t4-1 skipped: busy (94% of its capacity taken)"
+        ),
+        "{:?}",
+        outcome(&plan, "lo").skipped
+    );
+}
+
+#[test]
+fn draining_with_no_alternative_leaves_the_replica_pending() {
+    let f = data();
+    let mut fleet = only(nodes(&f, "mixed"), &["t4-1"]);
+    node_mut(&mut fleet, "t4-1").schedule = Schedule::Draining;
+    let d = model(&f, L8B).deployment("d", Replicas::Fixed(1));
+    let plan = run(&input(fleet, vec![d], &[("d", "t4-1")]));
+    let o = outcome(&plan, "d");
+    assert!(o.placed.is_empty());
+    assert_eq!(o.pending, 1);
+    assert_eq!(
+        o.pending_reason.as_deref(),
+        Some("no eligible node (t4-1 skipped: draining)")
+    );
+    assert!(skipped(&plan, "d", "t4-1 skipped: draining"));
+}
+
+#[test]
+fn replicas_sharing_a_node_share_its_capacity() {
+    let f = data();
+    let m = model(&f, L8B);
+    // Four 8B deployments of 150 tok/s each on the CPU fleet: a two-socket node does 204 tok/s
+    // of 8B, so each takes 74% of one and no two share it; the fourth fills the one-socket
+    // node (102 tok/s, all of it) and a fifth finds every node busy.
+    let names = ["a", "b", "c", "e", "g"];
+    let deployments: Vec<Deployment> = names
+        .iter()
+        .zip([4, 3, 2, 1, 0])
+        .map(|(name, priority)| {
+            let mut d = m.deployment(name, Replicas::Fixed(1));
+            d.priority = priority;
+            d.demand_tokens_per_s = 150.0;
+            d
+        })
+        .collect();
+    let plan = run(&input(nodes(&f, "cpu-only"), deployments, &[]));
+    assert!(plan.converged);
+    let want = [
+        ("a", "cpu2s-1"),
+        ("b", "cpu2s-2"),
+        ("c", "cpu2s-3"),
+        ("e", "cpu1s-1"),
+    ];
+    for (d, node) in want {
+        assert_eq!(plan.nodes_of(d), [node], "{d}");
+    }
+    assert!(
+        skipped(
+            &plan,
+            "b",
+            "cpu2s-1 skipped: busy (74% of its capacity taken)"
+        ),
+        "{:?}",
+        outcome(&plan, "b").skipped
+    );
+    let o = outcome(&plan, "g");
+    assert_eq!(o.pending, 1);
+    let got = o.pending_reason.as_deref().unwrap_or("");
+    assert!(
+        got.starts_with(
+            "no eligible node (cpu1s-1 skipped: busy (100% of its capacity taken), \
+             cpu2s-1 skipped: busy (74% of its capacity taken), "
+        ),
+        "{got}"
+    );
+}
+
+#[test]
+fn cpu_only_old_gpus_and_big_gpus_fleets() {
+    let f = data();
+    let big = model(&f, L70B);
+    let coder = model(&f, Q14B);
+    let mut slow_big = big.deployment("d", Replicas::Fixed(1));
+    slow_big.max_itl_ms = Some(50.0);
+    let mut on_v100_32 = coder.deployment("d", Replicas::Fixed(1));
+    on_v100_32.selector = selector("gpu", "v100-32");
+    // (fleet, deployment, expected nodes, pending reason (a prefix), a skip)
+    let cases: [(&str, Deployment, &[&str], &str, &str); 6] = [
+        // 70B at 23.6 tok/s on two sockets covers the nominal 20 tok/s; one socket does not.
+        (
+            "cpu-only",
+            big.deployment("d", Replicas::Fixed(1)),
+            &["cpu2s-1"],
+            "",
+            "",
+        ),
+        (
+            "cpu-only",
+            slow_big,
+            &[],
+            "no eligible node (cpu1s-1 skipped: 922.3 ms/token at batch 1, target 50 ms, \
+             cpu2s-1 skipped: 461.2 ms/token at batch 1, target 50 ms, ",
+            "",
+        ),
+        // No old GPU holds 70B: the V100 32GB is the largest.
+        (
+            "old-gpus",
+            big.deployment("d", Replicas::Fixed(1)),
+            &[],
+            "needs 49.6 GiB, the largest free is 31.0 GiB",
+            "v100-32-1 skipped: needs 49.6 GiB, 31.0 GiB free",
+        ),
+        (
+            "old-gpus",
+            on_v100_32,
+            &["v100-32-1"],
+            "",
+            "v100-16-1 skipped: selector gpu=v100-32 not matched",
+        ),
+        // The A100 40GB idles lowest of the big GPUs and holds 14B; 70B needs an 80 GB card.
+        (
+            "big-gpus",
+            coder.deployment("d", Replicas::Fixed(1)),
+            &["a100-40-1"],
+            "",
+            "",
+        ),
+        (
+            "big-gpus",
+            big.deployment("d", Replicas::Fixed(1)),
+            &["a100-80-1"],
+            "",
+            "a100-40-1 skipped: needs 49.6 GiB, 39.0 GiB free",
+        ),
+    ];
+    for (fleet, d, want, reason, skip) in cases {
+        let plan = run(&input(nodes(&f, fleet), vec![d], &[]));
+        assert_eq!(plan.nodes_of("d"), want, "{fleet}");
+        let o = outcome(&plan, "d");
+        assert_eq!(o.pending, u32::from(want.is_empty()), "{fleet}");
+        let got = o.pending_reason.as_deref().unwrap_or("");
+        assert!(got.starts_with(reason), "{fleet}: {got}");
+        if !skip.is_empty() {
+            assert!(skipped(&plan, "d", skip), "{fleet}: {:?}", o.skipped);
+        }
+    }
+
+    // The V100 32GB holds an 8B and a 14B replica together (8.6 + 14.4 GiB of 31).
+    let mut a = model(&f, L8B).deployment("a", Replicas::Fixed(1));
+    a.selector = selector("gpu", "v100-32");
+    let mut b = coder.deployment("b", Replicas::Fixed(1));
+    b.selector = selector("gpu", "v100-32");
+    let plan = run(&input(nodes(&f, "old-gpus"), vec![a, b], &[]));
+    assert_eq!(plan.nodes_of("a"), ["v100-32-1"]);
+    assert_eq!(plan.nodes_of("b"), ["v100-32-1"]);
+    let last = &decision(&plan, "b", "v100-32-1").reason;
+    assert!(last.contains(", 8.0 GiB free"), "{last}");
 }

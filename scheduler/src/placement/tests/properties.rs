@@ -32,6 +32,8 @@ struct DepSpec {
     target: u8,
     priority: i32,
     demand: u8,
+    /// Bit `i`: node `n{i}` is excluded.
+    excluded: u8,
 }
 
 fn node_spec() -> impl Strategy<Value = NodeSpec> {
@@ -65,9 +67,10 @@ fn dep_spec() -> impl Strategy<Value = DepSpec> {
         0u8..4,
         -1i32..2,
         0u8..4,
+        prop_oneof![3 => Just(0u8), 1 => any::<u8>()],
     )
         .prop_map(
-            |(model, auto, a, b, selector, target, priority, demand)| DepSpec {
+            |(model, auto, a, b, selector, target, priority, demand, excluded)| DepSpec {
                 model,
                 auto,
                 a,
@@ -76,6 +79,7 @@ fn dep_spec() -> impl Strategy<Value = DepSpec> {
                 target,
                 priority,
                 demand,
+                excluded,
             },
         )
 }
@@ -128,6 +132,10 @@ fn build(f: &Fleet, nodes: &[NodeSpec], deps: &[DepSpec], current: &[(usize, usi
             d.max_itl_ms = [None, Some(15.0), Some(50.0), Some(200.0)][usize::from(s.target % 4)];
             d.priority = s.priority;
             d.demand_tokens_per_s = [0.0, 10.0, 300.0, 5000.0][usize::from(s.demand % 4)];
+            for n in (0..8).filter(|&n| s.excluded & (1u8 << n) != 0) {
+                d.excluded
+                    .insert(format!("n{n}"), "load failed; backing off".to_owned());
+            }
             d
         })
         .collect();
@@ -145,8 +153,9 @@ fn build(f: &Fleet, nodes: &[NodeSpec], deps: &[DepSpec], current: &[(usize, usi
     }
 }
 
-/// Memory, health, schedule, selector and one-replica-per-node hold for every placement.
-fn check(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
+/// Memory, compute, health, schedule, exclusions, selector and one-replica-per-node hold for
+/// every placement.
+fn check(input: &Input, plan: &Plan, opts: &Options) -> Result<(), TestCaseError> {
     let nodes: BTreeMap<&str, &Node> = input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let deps: BTreeMap<&str, &Deployment> = input
         .deployments
@@ -159,8 +168,13 @@ fn check(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
         .map(|c| (c.deployment.as_str(), c.node.as_str()))
         .collect();
     let mut used: BTreeMap<&str, u128> = BTreeMap::new();
+    let mut busy: BTreeMap<&str, f64> = BTreeMap::new();
     for o in &plan.outcomes {
         let d = deps[o.deployment.as_str()];
+        // Each replica's share of the demand, with the count the plan gives (top-ups
+        // included), and the part of its node's compute that share takes.
+        let count = o.placed.len() as f64 + f64::from(o.pending);
+        let share = wanted(d, opts) / count.max(1.0);
         let mut seen = BTreeSet::new();
         for p in &o.placed {
             let node = nodes[p.node.as_str()];
@@ -182,11 +196,26 @@ fn check(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
             if node.schedule == Schedule::Cordoned {
                 prop_assert!(was_running, "{} newly on cordoned {}", d.name, p.node);
             }
+            prop_assert!(
+                !d.excluded.contains_key(&p.node),
+                "{} on excluded {}",
+                d.name,
+                p.node
+            );
             for (key, value) in &d.selector {
                 prop_assert_eq!(node.labels.get(key), Some(value));
             }
-            let need = u128::from(d.weights_bytes) + u128::from(d.kv_bytes);
+            // Sizes past u64 saturate, as in `place`; no model is 16 EiB.
+            let need = u128::from(d.weights_bytes.saturating_add(d.kv_bytes));
             *used.entry(node.name.as_str()).or_default() += need;
+            prop_assert!(
+                p.tokens_per_s.is_finite() && p.tokens_per_s > 0.0,
+                "{} on {}: capacity {}",
+                d.name,
+                p.node,
+                p.tokens_per_s
+            );
+            *busy.entry(node.name.as_str()).or_default() += (share / p.tokens_per_s).min(1.0);
         }
     }
     for (name, bytes) in used {
@@ -195,7 +224,65 @@ fn check(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
             "{name} over its memory"
         );
     }
+    for (name, util) in busy {
+        prop_assert!(util <= 1.0 + 1e-6, "{name} at {util} of its capacity");
+    }
     Ok(())
+}
+
+/// The demand a deployment's replicas share, as documented for `place`: its demand where
+/// finite and positive, and at least the nominal demand.
+fn wanted(d: &Deployment, opts: &Options) -> f64 {
+    let demand = d.demand_tokens_per_s;
+    let demand = if demand.is_finite() && demand > 0.0 {
+        demand
+    } else {
+        0.0
+    };
+    let nominal = opts.nominal_demand_tokens_per_s;
+    let nominal = if nominal.is_finite() && nominal > 0.0 {
+        nominal
+    } else {
+        Options::default().nominal_demand_tokens_per_s
+    };
+    demand.max(nominal)
+}
+
+/// A vector, and its indices in a random order.
+fn with_order<T: Clone + std::fmt::Debug>(
+    items: impl Strategy<Value = Vec<T>>,
+) -> impl Strategy<Value = (Vec<T>, Vec<usize>)> {
+    items.prop_flat_map(|v| {
+        let order: Vec<usize> = (0..v.len()).collect();
+        (Just(v), Just(order).prop_shuffle())
+    })
+}
+
+fn reorder<T: Clone>(items: &[T], order: &[usize]) -> Vec<T> {
+    order.iter().map(|&i| items[i].clone()).collect()
+}
+
+/// The first node and the first deployment of each name, in input order.
+fn unique(input: &Input) -> Input {
+    let mut names = BTreeSet::new();
+    let nodes = input
+        .nodes
+        .iter()
+        .filter(|n| names.insert(n.name.clone()))
+        .cloned()
+        .collect();
+    let mut names = BTreeSet::new();
+    let deployments = input
+        .deployments
+        .iter()
+        .filter(|d| names.insert(d.name.clone()))
+        .cloned()
+        .collect();
+    Input {
+        nodes,
+        deployments,
+        current: input.current.clone(),
+    }
 }
 
 fn odd() -> impl Strategy<Value = f64> {
@@ -289,6 +376,7 @@ fn odd_deployment() -> impl Strategy<Value = Deployment> {
         odd(),
         any::<i32>(),
         any::<bool>(),
+        prop::option::of(0u8..3),
     )
         .prop_map(
             |(
@@ -300,6 +388,7 @@ fn odd_deployment() -> impl Strategy<Value = Deployment> {
                 demand,
                 priority,
                 sel,
+                excluded,
             )| {
                 Deployment {
                     name: format!("d{name}"),
@@ -315,7 +404,10 @@ fn odd_deployment() -> impl Strategy<Value = Deployment> {
                     max_itl_ms,
                     priority,
                     demand_tokens_per_s: demand,
-                    excluded: Default::default(),
+                    excluded: excluded
+                        .map(|n| (format!("n{n}"), "backing off".to_owned()))
+                        .into_iter()
+                        .collect(),
                 }
             },
         )
@@ -326,27 +418,99 @@ proptest! {
 
     #[test]
     fn placements_keep_the_hard_rules_and_are_idempotent(
-        nodes in prop::collection::vec(node_spec(), 0..8),
-        deps in prop::collection::vec(dep_spec(), 0..5),
-        current in prop::collection::vec((0usize..6, 0usize..9), 0..12),
+        (nodes, node_order) in with_order(prop::collection::vec(node_spec(), 0..8)),
+        (deps, dep_order) in with_order(prop::collection::vec(dep_spec(), 0..5)),
+        (current, current_order) in
+            with_order(prop::collection::vec((0usize..6, 0usize..9), 0..12)),
         churn_threshold in prop::sample::select(vec![0.0, 0.25, 0.9]),
     ) {
         let f = fleet::load(fleet::FLEET_JSON).map_err(TestCaseError::fail)?;
         let input = build(&f, &nodes, &deps, &current);
         let opts = Options { churn_threshold, ..Options::default() };
         let plan = place(&input, &opts);
-        check(&input, &plan)?;
+        prop_assert!(plan.converged, "no fixed point in {} rounds", plan.rounds);
+        check(&input, &plan, &opts)?;
         let again_input = Input { current: plan.as_current(), ..input.clone() };
         let again = place(&again_input, &opts);
-        check(&again_input, &again)?;
+        prop_assert!(again.converged);
+        check(&again_input, &again, &opts)?;
         for o in &plan.outcomes {
             prop_assert_eq!(again.nodes_of(&o.deployment), plan.nodes_of(&o.deployment));
         }
-        let mut shuffled = input.clone();
-        shuffled.nodes.reverse();
-        shuffled.deployments.reverse();
-        shuffled.current.reverse();
+        let shuffled = Input {
+            nodes: reorder(&input.nodes, &node_order),
+            deployments: reorder(&input.deployments, &dep_order),
+            current: reorder(&input.current, &current_order),
+        };
         prop_assert_eq!(place(&shuffled, &opts), plan);
+    }
+
+    /// From a plan in force, some of the nodes hosting replicas are cordoned, drained or lost:
+    /// a cordoned node keeps its replicas unless their deployment itself lets one go (fewer
+    /// replicas wanted, or a cheaper node past the churn threshold), never for the cordon; a
+    /// draining or unreachable node keeps nothing.
+    #[test]
+    fn cordoned_nodes_keep_their_replicas_and_drained_ones_none(
+        nodes in prop::collection::vec(node_spec(), 1..8),
+        deps in prop::collection::vec(dep_spec(), 1..5),
+        actions in prop::collection::vec(0u8..4, 8),
+        churn_threshold in prop::sample::select(vec![0.0, 0.25, 0.9]),
+    ) {
+        let f = fleet::load(fleet::FLEET_JSON).map_err(TestCaseError::fail)?;
+        let first = build(&f, &nodes, &deps, &[]);
+        let opts = Options { churn_threshold, ..Options::default() };
+        let plan = place(&first, &opts);
+        prop_assert!(plan.converged);
+        let current = plan.as_current();
+        let hosting: BTreeSet<String> = current.iter().map(|c| c.node.clone()).collect();
+        let mut second = Input { current: current.clone(), ..first };
+        for (n, action) in second.nodes.iter_mut().zip(&actions) {
+            if !hosting.contains(&n.name) {
+                continue;
+            }
+            match *action {
+                1 => n.schedule = Schedule::Cordoned,
+                2 => n.schedule = Schedule::Draining,
+                3 => n.health = Health::Unreachable,
+                _ => {}
+            }
+        }
+        let after = place(&second, &opts);
+        prop_assert!(after.converged);
+        check(&second, &after, &opts)?;
+        let by_name: BTreeMap<&str, &Node> =
+            second.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        for c in &current {
+            let node = by_name[c.node.as_str()];
+            let o = after
+                .outcome(&c.deployment)
+                .ok_or_else(|| TestCaseError::fail("no outcome"))?;
+            let there = o.placed.iter().find(|p| p.node == c.node);
+            let gone = match (node.health, node.schedule) {
+                (Health::Unreachable, _) => Some("unreachable"),
+                (_, Schedule::Draining) => Some("draining"),
+                _ => None,
+            };
+            if let Some(why) = gone {
+                prop_assert!(there.is_none(), "{} kept on {} {why}", c.deployment, c.node);
+                let skip = format!("{} skipped: {why}", c.node);
+                prop_assert!(o.skipped.contains(&skip), "{:?}", o.skipped);
+            } else if node.schedule == Schedule::Cordoned {
+                match there {
+                    Some(p) => prop_assert!(p.kept, "{}", p.reason),
+                    None => {
+                        let released = format!("{} released: ", c.node);
+                        prop_assert!(
+                            o.skipped.iter().any(|s| s.starts_with(&released)),
+                            "{} dropped from cordoned {}: {:?}",
+                            c.deployment,
+                            c.node,
+                            o.skipped
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -368,7 +532,15 @@ proptest! {
         reversed.nodes.reverse();
         reversed.deployments.reverse();
         prop_assert_eq!(format!("{:?}", place(&reversed, &opts)), format!("{plan:?}"));
-        let again = Input { current: plan.as_current(), ..input };
+        let again = Input { current: plan.as_current(), ..input.clone() };
         let _ = place(&again, &opts);
+        // The hard rules, where names are unique (so that the check sees the node or the
+        // deployment `place` kept of each name).
+        let unique = unique(&input);
+        let plan = place(&unique, &opts);
+        check(&unique, &plan, &opts)?;
+        let again = Input { current: plan.as_current(), ..unique };
+        let placed = place(&again, &opts);
+        check(&again, &placed, &opts)?;
     }
 }

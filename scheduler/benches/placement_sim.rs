@@ -116,7 +116,12 @@ impl Policy {
                     deployments: deps.to_vec(),
                     current: prev.to_vec(),
                 };
-                place(&input, &Options::default()).as_current()
+                // As the leader runs it: 15% latency headroom.
+                let opts = Options {
+                    latency_headroom: joule_scheduler::control::LATENCY_HEADROOM,
+                    ..Options::default()
+                };
+                place(&input, &opts).as_current()
             }
             Policy::Binpack => baseline(nodes, deps, prev, false),
             Policy::Spread => baseline(nodes, deps, prev, true),

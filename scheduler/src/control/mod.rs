@@ -24,6 +24,10 @@ use crate::placement::{self, Options};
 use crate::state::commands;
 use crate::store::Store;
 
+/// The share of a deployment's ITL target that placement plans for: a node a little slower
+/// than its profile (noise, a neighbour, thermals) still meets the target.
+pub const LATENCY_HEADROOM: f64 = 0.85;
+
 /// How the loop runs (from the daemon's flags).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -50,6 +54,7 @@ pub async fn run<S: Store>(store: S, live: Arc<Liveness>, s: Settings) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let opts = Options {
         churn_threshold: s.churn_threshold,
+        latency_headroom: LATENCY_HEADROOM,
         ..Options::default()
     };
     loop {

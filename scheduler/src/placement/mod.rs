@@ -163,6 +163,9 @@ pub struct Options {
     /// The demand assumed where a deployment's is 0, so that an idle deployment still weighs
     /// idle watts against tokens. Not finite or not positive reads as the default, 20.
     pub nominal_demand_tokens_per_s: f64,
+    /// Plans each operating point for this fraction of the ITL target (0.85: 15% headroom for
+    /// a node a little slower than its profile). Read within `(0, 1]`; else 1.
+    pub latency_headroom: f64,
 }
 
 impl Default for Options {
@@ -170,6 +173,7 @@ impl Default for Options {
         Self {
             churn_threshold: DEFAULT_CHURN_THRESHOLD,
             nominal_demand_tokens_per_s: DEFAULT_NOMINAL_DEMAND,
+            latency_headroom: 1.0,
         }
     }
 }
@@ -349,7 +353,12 @@ impl<'a> Ctx<'a> {
             DEFAULT_NOMINAL_DEMAND
         };
         let refs = profile::Refs::new(&nodes);
-        let cands = round::candidates(&nodes, &deps, &refs);
+        let headroom = if opts.latency_headroom > 0.0 && opts.latency_headroom <= 1.0 {
+            opts.latency_headroom
+        } else {
+            1.0
+        };
+        let cands = round::candidates(&nodes, &deps, &refs, headroom);
         let counts = deps
             .iter()
             .zip(&cands)

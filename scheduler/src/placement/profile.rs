@@ -266,9 +266,10 @@ pub(super) fn resolve<'a>(
     refs: &Refs<'a>,
     ni: usize,
     d: &'a Deployment,
+    headroom: f64,
 ) -> Result<Candidate, Skip<'a>> {
     let node = nodes[ni];
-    let target = d.max_itl_ms;
+    let target = d.max_itl_ms.map(|t| t * headroom);
     if let Some(own) = node.profiles.get(&d.model) {
         return at(&own.points, target, own.source, Basis::Own);
     }

@@ -231,6 +231,13 @@ fn decision_reason(ctx: &Ctx<'_>, d: &Deployment, p: &Placed) -> String {
             gib(d.weights_bytes)
         )),
     };
+    let head = match p.over {
+        Some(u) => format!(
+            "{head}; over capacity ({:.0}% of its compute taken): no node with spare compute",
+            u * 100.0
+        ),
+        None => head,
+    };
     match note {
         Some(note) => format!("{head}; {note}"),
         None => head,

@@ -52,6 +52,9 @@ pub(super) struct Placed {
     pub(super) cand: Candidate,
     /// The node's free memory once this replica is placed.
     pub(super) free_after: u64,
+    /// The node's utilisation once this replica is placed, where that passes 1: no node had
+    /// the compute to spare, and the replicas asked for are placed all the same.
+    pub(super) over: Option<f64>,
 }
 
 /// One deployment's part of a pass.
@@ -202,6 +205,9 @@ fn deployment<'a>(
     let mut skips = Vec::new();
     let mut kept: Vec<Ranked> = Vec::new();
     let mut free_nodes: Vec<Ranked> = Vec::new();
+    // Eligible, with the memory, but no compute to spare: used only for the replicas asked
+    // for, when no node with spare compute is left (never for a top-up).
+    let mut busy_nodes: Vec<Ranked> = Vec::new();
     for (ni, &node) in ctx.nodes.iter().enumerate() {
         let is_reserved = reserved.contains_key(&ni);
         // A placement in the input stays as lenient as a running one (a cordoned node keeps
@@ -224,12 +230,7 @@ fn deployment<'a>(
                 } else if need > room {
                     skips.push((ni, Skip::Memory { need, free: room }));
                 } else if !taken.fits(ni, utilisation(share, &cand)) {
-                    skips.push((
-                        ni,
-                        Skip::Busy {
-                            taken: taken.util[ni],
-                        },
-                    ));
+                    busy_nodes.push((ni, cand, rank));
                 } else {
                     free_nodes.push((ni, cand, rank));
                 }
@@ -282,6 +283,7 @@ fn deployment<'a>(
             node: at,
             cand,
             free_after: free(ctx.nodes[at], taken.bytes[at]),
+            over: None,
         });
     }
     let mut capacity: f64 = placed.iter().map(|p| p.cand.op.tokens_per_s).sum();
@@ -295,7 +297,33 @@ fn deployment<'a>(
             node: ai,
             cand,
             free_after: free(ctx.nodes[ai], taken.bytes[ai]),
+            over: None,
         });
+    }
+    // The replicas asked for that found no node with spare compute go to the least busy of
+    // the rest (their reason says so); the others stay skipped as busy.
+    busy_nodes.sort_by(|a, b| {
+        taken.util[a.0]
+            .total_cmp(&taken.util[b.0])
+            .then_with(|| by_key(a, b))
+    });
+    for (ni, cand, _) in busy_nodes {
+        if placed.len() < base_n && need <= free(ctx.nodes[ni], taken.bytes[ni]) {
+            taken.take(ni, need, utilisation(share, &cand));
+            placed.push(Placed {
+                node: ni,
+                cand,
+                free_after: free(ctx.nodes[ni], taken.bytes[ni]),
+                over: Some(taken.util[ni]),
+            });
+        } else {
+            skips.push((
+                ni,
+                Skip::Busy {
+                    taken: taken.util[ni],
+                },
+            ));
+        }
     }
     for p in &placed {
         taken.hosts[p.node] = taken.hosts[p.node].saturating_add(1);
@@ -353,13 +381,14 @@ pub(super) fn candidates<'a>(
     nodes: &[&'a Node],
     deps: &[&'a Deployment],
     refs: &profile::Refs<'a>,
+    headroom: f64,
 ) -> Vec<Vec<Result<Candidate, Skip<'a>>>> {
     deps.iter()
         .map(|&d| {
             (0..nodes.len())
                 .map(|ni| {
                     hard_filter(nodes[ni], d, true)
-                        .and_then(|()| profile::resolve(nodes, refs, ni, d))
+                        .and_then(|()| profile::resolve(nodes, refs, ni, d, headroom))
                 })
                 .collect()
         })

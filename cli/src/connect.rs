@@ -16,6 +16,9 @@ pub async fn worker(addr: &str) -> anyhow::Result<joule_client::Worker> {
     Ok(connect.worker(addr, "")?)
 }
 
+/// How long a call waits for a cluster that is starting (or electing a leader).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The cluster: its replicas and the admin token.
 pub struct Cluster {
     servers: Servers,
@@ -35,26 +38,39 @@ impl Cluster {
         })
     }
 
-    /// Calls `f` with an admin client of each replica in turn until one answers.
+    /// Calls `f` with an admin client of each replica in turn until one answers. While no
+    /// replica can act (none reachable, or no leader yet: nothing was written), it tries again
+    /// for up to [`SETTLE`].
     pub async fn call<T, F, Fut>(&self, mut f: F) -> anyhow::Result<T>
     where
         F: FnMut(joule_client::Admin) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let connect = Connect::default();
-        let r = self
-            .servers
-            .call(|addr| {
-                let c = connect.admin(&addr, &self.token);
-                let fut = c.map(&mut f);
-                async move {
-                    match fut {
-                        Ok(fut) => fut.await.map(tonic::Response::into_inner),
-                        Err(e) => Err(tonic::Status::invalid_argument(e.to_string())),
+        let until = std::time::Instant::now() + SETTLE;
+        loop {
+            let r = self
+                .servers
+                .call(|addr| {
+                    let c = connect.admin(&addr, &self.token);
+                    let fut = c.map(&mut f);
+                    async move {
+                        match fut {
+                            Ok(fut) => fut.await.map(tonic::Response::into_inner),
+                            Err(e) => Err(tonic::Status::invalid_argument(e.to_string())),
+                        }
                     }
+                })
+                .await;
+            match r {
+                Err(e)
+                    if joule_client::failover::retryable(&e)
+                        && std::time::Instant::now() < until =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                 }
-            })
-            .await;
-        r.map_err(crate::status)
+                r => return r.map_err(crate::status),
+            }
+        }
     }
 }

@@ -46,14 +46,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             get::describe(&c, resource.parse()?, name, f).await
         }
         Cmd::Cordon { node } => {
-            schedule::set(&connect::Cluster::new(&cli)?, node, "Cordoned").await
+            schedule::set(&connect::Cluster::new(&cli)?, node, "Cordoned", f).await
         }
         Cmd::Uncordon { node } => {
-            schedule::set(&connect::Cluster::new(&cli)?, node, "Active").await
+            schedule::set(&connect::Cluster::new(&cli)?, node, "Active", f).await
         }
         Cmd::Drain {
             node: Some(node), ..
-        } => schedule::set(&connect::Cluster::new(&cli)?, node, "Draining").await,
+        } => schedule::set(&connect::Cluster::new(&cli)?, node, "Draining", f).await,
         Cmd::Drain {
             node: None,
             deadline_ms,

@@ -65,7 +65,7 @@ pub struct Args {
     /// A worker silent this long loses its placements to other workers, in milliseconds.
     #[arg(long, env = "JOULE_RESCHEDULE_AFTER_MS", default_value_t = 10_000)]
     pub reschedule_after_ms: u64,
-    /// How often the leader runs placement (it also runs when the state changes), ms.
+    /// How often the leader runs placement, ms.
     #[arg(long, env = "JOULE_PLACEMENT_INTERVAL_MS", default_value_t = 1000)]
     pub placement_interval_ms: u64,
     /// Memory reserved per replica for its KV cache on top of the model file, bytes (match

@@ -313,6 +313,50 @@ async fn the_leader_places_by_tokens_per_joule_and_the_workers_follow() {
         generate(w, "smollm2").await.expect("still serving");
     }
 
+    // A model that fits on no node is accepted and stays Pending with the reason; more
+    // replicas than eligible nodes (red is still draining): as many as fit, the rest pending
+    // with the reason.
+    let mut huge = model("huge", DEFAULT_MODEL_SHA256);
+    huge.size_bytes = 1 << 40;
+    apply(&c, huge, deployment("huge", "huge", 1)).await;
+    apply(
+        &c,
+        model("smollm2", DEFAULT_MODEL_SHA256),
+        deployment("wide", "smollm2", 5),
+    )
+    .await;
+    let pending = |name: &'static str| {
+        let c = &c;
+        async move {
+            c.admin(Duration::from_secs(5), |mut a| async move {
+                a.get_deployment(v1::GetDeploymentRequest { name: name.into() })
+                    .await
+            })
+            .await
+            .map(|d| d.pending_reason)
+            .unwrap_or_default()
+        }
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    while !pending("huge").await.contains("the largest free is")
+        || !pending("wide").await.contains("2 of 5 replicas placed")
+    {
+        assert!(
+            Instant::now() < end,
+            "huge: {:?}, wide: {:?}",
+            pending("huge").await,
+            pending("wide").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(c.placements("huge").await.is_empty());
+    let wide = c
+        .placements_until("wide", Duration::from_secs(60), "2 Ready", |ps| {
+            ready_nodes(ps) == ["amber", "green"]
+        })
+        .await;
+    assert_eq!(wide.len(), 2, "{}", describe(&wide));
+
     // Bad input: an unknown deployment or model is NOT_FOUND naming what exists; deleting a
     // model in use is FAILED_PRECONDITION naming the deployment.
     let e = c

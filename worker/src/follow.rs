@@ -73,6 +73,8 @@ pub struct Follower {
     rt: tokio::runtime::Handle,
     locals: Mutex<BTreeMap<String, Local>>,
     epochs: std::sync::atomic::AtomicU64,
+    /// The names of the models this follower loaded: the only ones it may unload or adopt.
+    mine: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Follower {
@@ -91,6 +93,7 @@ impl Follower {
             rt: tokio::runtime::Handle::current(),
             locals: Mutex::new(BTreeMap::new()),
             epochs: std::sync::atomic::AtomicU64::new(1),
+            mine: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 
@@ -203,7 +206,21 @@ impl Follower {
         }
     }
 
+    fn is_mine(&self, name: &str) -> bool {
+        self.mine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+    }
+
     fn unload(&self, name: &str) {
+        if !self.is_mine(name) {
+            return;
+        }
+        self.mine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         if self.state.models.get(name).is_ok() {
             match self.state.models.unload(name) {
                 Ok(()) => tracing::info!(deployment = name, "no longer assigned: unloaded"),
@@ -296,7 +313,14 @@ impl Follower {
             if !self.current(name, epoch) {
                 return Ok(None);
             }
+            let mine = self.is_mine(name);
             match self.state.models.get(name) {
+                Ok(_) if !mine => {
+                    return Err(format!(
+                        "this worker already serves a model named {name:?} that the cluster \
+                         did not assign (a --model at start); rename one of them"
+                    ));
+                }
                 Ok(m) if m.sha256 == a.sha256 => return Ok(Some(file)),
                 Ok(_) => {
                     self.unload(name);
@@ -309,6 +333,10 @@ impl Follower {
             }
         }
         self.set(name, epoch, |l| l.state = pb::PlacementState::Loading);
+        self.mine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
         crate::server::load_with(
             &self.state,
             Some(name),

@@ -122,7 +122,15 @@ fn documents(text: &str) -> Vec<(usize, String)> {
                 out.push((start, std::mem::take(&mut cur)));
             }
             cur.clear();
-            start = i + 2;
+            // `--- {apiVersion: ...}`: the document starts on the separator's own line.
+            let rest = line[3..].trim();
+            if rest.is_empty() {
+                start = i + 2;
+            } else {
+                start = i + 1;
+                cur.push_str(rest);
+                cur.push('\n');
+            }
             continue;
         }
         cur.push_str(line);
@@ -293,6 +301,12 @@ spec:
             panic!()
         };
         assert_eq!(d.replicas, 2);
+        // A document may start on its separator's line.
+        let inline = "--- {apiVersion: joule/v1, kind: Deployment, metadata: {name: a}, spec: {model: m}}\n\
+                      --- {apiVersion: joule/v1, kind: Deployment, metadata: {name: b}, spec: {model: m}}\n";
+        let o = parse("f.yaml", inline).unwrap();
+        assert_eq!(o.len(), 2);
+        assert_eq!(o[1].kind_name(), ("deployment", "b"));
     }
 
     #[test]

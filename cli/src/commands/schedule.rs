@@ -3,8 +3,10 @@
 use joule_proto::v1;
 
 use crate::connect::Cluster;
+use crate::render::{self, Format};
+use crate::views::node::Node;
 
-pub async fn set(c: &Cluster, node: &str, schedule: &str) -> anyhow::Result<()> {
+pub async fn set(c: &Cluster, node: &str, schedule: &str, f: Format) -> anyhow::Result<()> {
     let n = c
         .call(|mut a| {
             let r = v1::SetNodeScheduleRequest {
@@ -14,6 +16,9 @@ pub async fn set(c: &Cluster, node: &str, schedule: &str) -> anyhow::Result<()> 
             async move { a.set_node_schedule(r).await }
         })
         .await?;
+    if !f.is_table() {
+        return render::emit(&Node::from(n), f);
+    }
     let verb = match n.schedule.as_str() {
         "Cordoned" => "cordoned",
         "Draining" => "draining",

@@ -133,7 +133,7 @@ async fn print_stream(s: tonic::Streaming<v1::TokenEvent>) -> anyhow::Result<()>
 /// Waits until the worker answers, serves (`model`, or at least one model), or the timeout
 /// passes; a worker still starting up (refusing connections) is retried.
 pub async fn wait(addr: &str, model: &str, timeout_s: u64) -> anyhow::Result<()> {
-    let until = std::time::Instant::now() + Duration::from_secs(timeout_s);
+    let until = std::time::Instant::now() + Duration::from_secs(timeout_s.min(7 * 24 * 3600));
     let mut last = String::from("no answer yet");
     while std::time::Instant::now() < until {
         match crate::connect::worker(addr).await {

@@ -24,14 +24,14 @@ pub fn state_name(s: i32) -> &'static str {
 /// A model spec as the state's model; refuses bad fields naming them.
 pub fn model(spec: v1::ModelSpec) -> Result<pb::Model> {
     let bad = |f: &str, e: String| Error::Invalid(format!("{f}: {e}"));
-    names::model(&spec.name).map_err(|e| bad("name", e))?;
-    names::sha256("the sha256", &spec.sha256).map_err(|e| bad("sha256", e))?;
+    names::model(&spec.name).map_err(|e| bad("metadata.name", e))?;
+    names::sha256("the sha256", &spec.sha256).map_err(|e| bad("spec.sha256", e))?;
     let source_ok = spec.source.starts_with("file:///")
         || spec.source.starts_with("http://")
         || spec.source.starts_with("https://");
     if !source_ok {
         return Err(bad(
-            "source",
+            "spec.source",
             format!(
                 "{:?} is not file:///absolute/path, http://... or https://...",
                 spec.source
@@ -40,7 +40,7 @@ pub fn model(spec: v1::ModelSpec) -> Result<pb::Model> {
     }
     if spec.size_bytes == 0 {
         return Err(bad(
-            "size_bytes",
+            "spec.sizeBytes (size_bytes)",
             "required: the file's size in bytes (placement fits memory with it)".into(),
         ));
     }
@@ -51,7 +51,7 @@ pub fn model(spec: v1::ModelSpec) -> Result<pb::Model> {
     };
     if format != "gguf" {
         return Err(bad(
-            "format",
+            "spec.format",
             format!("{:?}: workers fetch gguf files only", spec.format),
         ));
     }
@@ -87,7 +87,13 @@ pub fn model_info(st: &pb::ClusterState, m: &pb::Model) -> v1::ModelInfo {
 /// A deployment spec as the state's deployment; refuses bad fields naming them.
 pub fn deployment(spec: v1::DeploymentSpec, st: &pb::ClusterState) -> Result<pb::Deployment> {
     let bad = |f: &str, e: String| Error::Invalid(format!("{f}: {e}"));
-    names::label("deployment", &spec.name).map_err(|e| bad("name", e))?;
+    names::label("deployment", &spec.name).map_err(|e| bad("metadata.name", e))?;
+    if spec.model.is_empty() {
+        return Err(bad(
+            "spec.model",
+            "required: the model this deployment serves".into(),
+        ));
+    }
     if !st.models.contains_key(&spec.model) {
         return Err(Error::NotFound(format!(
             "deployment {:?} names model {:?}, which the cluster does not have; models: {}",
@@ -103,7 +109,7 @@ pub fn deployment(spec: v1::DeploymentSpec, st: &pb::ClusterState) -> Result<pb:
             || spec.max_replicas > max
         {
             return Err(bad(
-                "max_replicas",
+                "spec.maxReplicas (max_replicas)",
                 format!(
                     "autoscale needs min_replicas ({}) <= max_replicas ({}), 1 <= max_replicas <= \
                      {max}",
@@ -112,10 +118,13 @@ pub fn deployment(spec: v1::DeploymentSpec, st: &pb::ClusterState) -> Result<pb:
             ));
         }
     } else if spec.replicas > max {
-        return Err(bad("replicas", format!("{}: at most {max}", spec.replicas)));
+        return Err(bad(
+            "spec.replicas",
+            format!("{}: at most {max}", spec.replicas),
+        ));
     }
     for (k, v) in &spec.selector {
-        names::label_value("selector", k, v).map_err(|e| bad("selector", e))?;
+        names::label_value("selector", k, v).map_err(|e| bad("spec.nodeSelector (selector)", e))?;
     }
     Ok(pb::Deployment {
         name: spec.name,
@@ -248,35 +257,35 @@ mod tests {
                     name: "a b".into(),
                     ..spec()
                 },
-                "name:",
+                "metadata.name:",
             ),
             (
                 v1::ModelSpec {
                     sha256: "x".into(),
                     ..spec()
                 },
-                "sha256:",
+                "spec.sha256:",
             ),
             (
                 v1::ModelSpec {
                     source: "s3://b".into(),
                     ..spec()
                 },
-                "source:",
+                "spec.source:",
             ),
             (
                 v1::ModelSpec {
                     size_bytes: 0,
                     ..spec()
                 },
-                "size_bytes:",
+                "spec.sizeBytes (size_bytes):",
             ),
             (
                 v1::ModelSpec {
                     format: "onnx".into(),
                     ..spec()
                 },
-                "format:",
+                "spec.format:",
             ),
         ] {
             let e = model(f).unwrap_err();
@@ -304,7 +313,7 @@ mod tests {
             deployment(auto, &st)
                 .unwrap_err()
                 .to_string()
-                .starts_with("max_replicas:")
+                .starts_with("spec.maxReplicas")
         );
         let sel = v1::DeploymentSpec {
             selector: [("gpu".to_string(), "-bad".to_string())].into(),
@@ -314,7 +323,7 @@ mod tests {
             deployment(sel, &st)
                 .unwrap_err()
                 .to_string()
-                .starts_with("selector:")
+                .starts_with("spec.nodeSelector")
         );
     }
 }

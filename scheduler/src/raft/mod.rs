@@ -98,7 +98,8 @@ pub enum RaftError {
     /// The change is not valid for the current membership.
     #[error("{0}")]
     InvalidChange(String),
-    #[error("replica {0} has stopped")]
+    /// The replica stopped; a write handed to it before may or may not have been applied.
+    #[error("replica {0} has stopped; a write it was given may or may not have been applied")]
     Stopped(u64),
 }
 

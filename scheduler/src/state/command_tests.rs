@@ -88,7 +88,10 @@ fn models_deployments_and_placements_follow_their_rules() {
         node(&mut sm, n);
     }
     let e = run(&mut sm, deployment("chat", "qwen", 2, 10)).unwrap_err();
-    assert!(e.contains("does not have; add it first"), "{e}");
+    assert!(
+        e.starts_with("no model named") && e.contains("add the model first"),
+        "{e}"
+    );
     run(&mut sm, model("qwen")).unwrap();
     run(&mut sm, deployment("chat", "qwen", 2, 10)).unwrap();
     assert_eq!(sm.state().deployments["chat"].generation, 1);

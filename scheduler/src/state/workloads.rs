@@ -52,8 +52,8 @@ pub fn put_deployment(s: &mut pb::ClusterState, c: &pb::PutDeployment) -> Result
     names::label("deployment", &d.name)?;
     if !s.models.contains_key(&d.model) {
         return Err(format!(
-            "deployment {:?} names model {:?}, which the cluster does not have; add it first",
-            d.name, d.model
+            "no model named {:?}: deployment {:?} needs it; add the model first",
+            d.model, d.name
         ));
     }
     if d.replicas > MAX_REPLICAS || d.max_replicas > MAX_REPLICAS {

@@ -100,6 +100,30 @@ pub async fn synced<S: Store>(store: &S, live: &Liveness) -> Result<(), crate::s
     Ok(())
 }
 
+/// A tick every `every` that skips missed ones (a slow step never causes a burst).
+pub fn leader_ticks(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Waits for the next tick at which this replica leads; `None` once the store has stopped.
+pub async fn next_leading<S: Store>(
+    tick: &mut tokio::time::Interval,
+    store: &S,
+) -> Option<crate::store::Leadership> {
+    loop {
+        tick.tick().await;
+        if store.is_stopped() {
+            return None;
+        }
+        let l = store.leadership();
+        if l.is_leader() {
+            return Some(l);
+        }
+    }
+}
+
 /// On the leader, every `every`: commits Unreachable for each Ready worker not heard from
 /// within `after`. Runs on every replica; does nothing while it does not lead.
 pub async fn watch_workers<S: Store>(
@@ -108,17 +132,8 @@ pub async fn watch_workers<S: Store>(
     every: Duration,
     after: Duration,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if store.is_stopped() {
-            return;
-        }
-        let l = store.leadership();
-        if !l.is_leader() {
-            continue;
-        }
+    let mut tick = leader_ticks(every);
+    while let Some(l) = next_leading(&mut tick, &store).await {
         let nodes: Vec<(String, i32)> = store.read_local(|sm| {
             sm.state()
                 .nodes

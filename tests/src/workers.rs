@@ -52,6 +52,35 @@ impl WorkerProc {
         w
     }
 
+    /// Starts a worker that joins `cluster`: no calibration, estimated power, its own cache
+    /// under the cluster's temporary directory, a small KV budget, and `extra` flags.
+    pub fn join(name: &str, cluster: &crate::cluster::Cluster, extra: &[&str]) -> Self {
+        let cache = cluster.tmp.path().join(format!("cache-{name}"));
+        let cache = cache.to_str().expect("a UTF-8 temporary path");
+        let addrs = cluster.live_addrs();
+        let mut args = vec![
+            "--calibrate",
+            "false",
+            "--power-sensor",
+            "estimate",
+            "--scheduler",
+            &addrs,
+            "--join-token",
+            crate::cluster::JOIN,
+            "--cache-dir",
+            cache,
+            "--kv-budget",
+            "64MiB",
+        ];
+        args.extend_from_slice(extra);
+        Self::start(name, cluster.tmp.path(), &args)
+    }
+
+    /// The model cache directory of a worker started with [`WorkerProc::join`].
+    pub fn joined_cache(name: &str, cluster: &crate::cluster::Cluster) -> PathBuf {
+        cluster.tmp.path().join(format!("cache-{name}"))
+    }
+
     /// Starts the process again with the same flags and ports (after a kill).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "{} is still running", self.name);

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use joule_proto::v1;
-use joule_testkit::cluster::{Cluster, JOIN, describe, ready_nodes};
+use joule_testkit::cluster::{Cluster, describe, ready_nodes};
 use joule_testkit::workers::{DEFAULT_MODEL_SHA256, WorkerProc, default_model};
 
 struct HttpServer(Child);
@@ -84,27 +84,8 @@ async fn an_http_source_is_downloaded_verified_and_served_and_bad_urls_fail_with
     std::fs::copy(&model, site.join("smollm2.gguf")).unwrap();
     std::fs::write(site.join("wrong.gguf"), b"these are not the model's bytes").unwrap();
     let (_http, port) = http_server(&site).await;
-    let cache = c.tmp.path().join("cache");
-    let w = WorkerProc::start(
-        "fetcher",
-        c.tmp.path(),
-        &[
-            "--calibrate",
-            "false",
-            "--power-sensor",
-            "estimate",
-            "--scheduler",
-            &c.live_addrs(),
-            "--join-token",
-            JOIN,
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--kv-budget",
-            "64MiB",
-            "--fetch-timeout-s",
-            "5",
-        ],
-    );
+    let w = WorkerProc::join("fetcher", &c, &["--fetch-timeout-s", "5"]);
+    let cache = WorkerProc::joined_cache("fetcher", &c);
 
     let base = format!("http://127.0.0.1:{port}");
     apply(

@@ -10,36 +10,16 @@
 use std::time::{Duration, Instant};
 
 use joule_proto::v1;
-use joule_testkit::cluster::{Cluster, JOIN, describe, ready_nodes};
+use joule_testkit::cluster::{Cluster, describe, ready_nodes};
 use joule_testkit::workers::{DEFAULT_MODEL_SHA256, WorkerProc, default_model};
 
 const RESCHEDULE_MS: u64 = 4000;
 
 fn worker(c: &Cluster, name: &str, idle: &str, busy: &str) -> WorkerProc {
-    let cache = c.tmp.path().join(format!("cache-{name}"));
-    WorkerProc::start(
+    WorkerProc::join(
         name,
-        c.tmp.path(),
-        &[
-            "--calibrate",
-            "false",
-            "--power-sensor",
-            "estimate",
-            "--idle-watts",
-            idle,
-            "--busy-watts",
-            busy,
-            "--scheduler",
-            &c.live_addrs(),
-            "--join-token",
-            JOIN,
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--kv-budget",
-            "64MiB",
-            "--threads",
-            "1",
-        ],
+        c,
+        &["--idle-watts", idle, "--busy-watts", busy, "--threads", "1"],
     )
 }
 

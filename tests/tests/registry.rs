@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use joule_proto::v1;
-use joule_testkit::cluster::{Cluster, JOIN, authed, client};
+use joule_testkit::cluster::{Cluster, authed, client};
 use joule_testkit::workers::WorkerProc;
 use tonic::Request;
 
@@ -49,24 +49,7 @@ async fn a_registered_worker_stays_ready_across_failover_and_is_unreachable_once
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
 
     // A real worker process, registering through the replicas in turn.
-    let schedulers = (1..=3)
-        .map(|i| c.addr(i).to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut worker = WorkerProc::start(
-        "cpu-1",
-        c.tmp.path(),
-        &[
-            "--calibrate",
-            "false",
-            "--power-sensor",
-            "estimate",
-            "--scheduler",
-            &schedulers,
-            "--join-token",
-            JOIN,
-        ],
-    );
+    let mut worker = WorkerProc::join("cpu-1", &c, &[]);
     let n = node_becomes(&c, "cpu-1", "Ready", Duration::from_secs(20)).await;
     assert_eq!(n.address, worker.addr);
     assert!(n.logical_cpus > 0 && !n.cpu_model.is_empty(), "{n:?}");

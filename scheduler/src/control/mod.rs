@@ -50,22 +50,13 @@ impl Default for Settings {
 
 /// Runs on every replica until the store stops; acts only while this replica leads.
 pub async fn run<S: Store>(store: S, live: Arc<Liveness>, s: Settings) {
-    let mut tick = tokio::time::interval(s.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = crate::liveness::leader_ticks(s.interval);
     let opts = Options {
         churn_threshold: s.churn_threshold,
         latency_headroom: LATENCY_HEADROOM,
         ..Options::default()
     };
-    loop {
-        tick.tick().await;
-        if store.is_stopped() {
-            return;
-        }
-        let l = store.leadership();
-        if !l.is_leader() {
-            continue;
-        }
+    while let Some(l) = crate::liveness::next_leading(&mut tick, &store).await {
         // A new leader first applies what its predecessor committed.
         if let Err(e) = crate::liveness::synced(&store, &live).await {
             tracing::debug!(error = %e, "not yet caught up with the log; placement waits");

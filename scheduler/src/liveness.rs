@@ -40,9 +40,15 @@ impl LiveInner {
 }
 
 impl Liveness {
+    /// The records; a panic elsewhere while they were held leaves them usable (they are only
+    /// ever replaced whole, entry by entry).
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The latest load each worker reported (on the leader).
     pub fn loads(&self) -> HashMap<String, pb::WorkerLoad> {
-        let l = self.inner.lock().expect("liveness lock");
+        let l = self.lock();
         l.seen
             .iter()
             .map(|(k, v)| (k.clone(), v.1.clone()))
@@ -51,7 +57,7 @@ impl Liveness {
 
     /// How long ago each worker was last heard from in leadership `term`.
     pub fn silence(&self, term: u64) -> HashMap<String, Duration> {
-        let mut l = self.inner.lock().expect("liveness lock");
+        let mut l = self.lock();
         l.sync(term);
         let now = Instant::now();
         l.seen
@@ -62,7 +68,7 @@ impl Liveness {
 
     /// Notes a sign of life from `name`, heard by the leader of `term`.
     pub fn touch(&self, term: u64, name: &str, load: pb::WorkerLoad) {
-        let mut l = self.inner.lock().expect("liveness lock");
+        let mut l = self.lock();
         l.sync(term);
         l.seen.insert(name.to_string(), (Instant::now(), load));
     }
@@ -70,7 +76,7 @@ impl Liveness {
     /// The workers not heard from within `after` (a new term first resets every record).
     fn late(&self, term: u64, nodes: Vec<(String, i32)>, after: Duration) -> Vec<String> {
         let now = Instant::now();
-        let mut l = self.inner.lock().expect("liveness lock");
+        let mut l = self.lock();
         l.sync(term);
         let mut late = Vec::new();
         for (name, status) in nodes {
@@ -92,11 +98,11 @@ impl Liveness {
 /// neither an assignment nor a placement decision may be made from it.
 pub async fn synced<S: Store>(store: &S, live: &Liveness) -> Result<(), crate::store::StoreError> {
     let term = store.leadership().term;
-    if live.inner.lock().expect("liveness lock").synced == term {
+    if live.lock().synced == term {
         return Ok(());
     }
     store.read(|_| ()).await?;
-    live.inner.lock().expect("liveness lock").synced = term;
+    live.lock().synced = term;
     Ok(())
 }
 

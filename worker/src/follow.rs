@@ -75,6 +75,8 @@ pub struct Follower {
     epochs: std::sync::atomic::AtomicU64,
     /// The names of the models this follower loaded: the only ones it may unload or adopt.
     mine: Mutex<std::collections::BTreeSet<String>>,
+    /// The assignment last written to `path` (written again only when it changes).
+    saved: Mutex<Option<Vec<Saved>>>,
 }
 
 impl std::fmt::Debug for Follower {
@@ -94,6 +96,7 @@ impl Follower {
             locals: Mutex::new(BTreeMap::new()),
             epochs: std::sync::atomic::AtomicU64::new(1),
             mine: Mutex::new(std::collections::BTreeSet::new()),
+            saved: Mutex::new(None),
         })
     }
 
@@ -192,7 +195,12 @@ impl Follower {
         self.save(&want);
     }
 
+    /// Keeps `want` on disk for the next start, when it differs from what is there.
     fn save(&self, want: &[Saved]) {
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        if saved.as_deref() == Some(want) {
+            return;
+        }
         let write = serde_json::to_vec_pretty(want)
             .map_err(|e| e.to_string())
             .and_then(|b| {
@@ -201,8 +209,11 @@ impl Follower {
                     .and_then(|()| std::fs::rename(&tmp, &self.path))
                     .map_err(|e| e.to_string())
             });
-        if let Err(e) = write {
-            tracing::warn!(file = %self.path.display(), error = %e, "cannot keep the assignment on disk");
+        match write {
+            Ok(()) => *saved = Some(want.to_vec()),
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot keep the assignment on disk")
+            }
         }
     }
 
@@ -214,13 +225,14 @@ impl Follower {
     }
 
     fn unload(&self, name: &str) {
-        if !self.is_mine(name) {
-            return;
-        }
-        self.mine
+        let was_mine = self
+            .mine
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        if !was_mine {
+            return;
+        }
         if self.state.models.get(name).is_ok() {
             match self.state.models.unload(name) {
                 Ok(()) => tracing::info!(deployment = name, "no longer assigned: unloaded"),

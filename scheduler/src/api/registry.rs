@@ -52,7 +52,7 @@ impl<S: Store> RegistryService<S> {
     }
 
     fn leader_client(&self, addr: &str) -> Result<joule_client::Registry> {
-        let mut link = self.leader_link.lock().expect("link lock");
+        let mut link = self.leader_link.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((a, c)) = link.as_ref()
             && a == addr
         {

@@ -66,19 +66,20 @@ pub async fn run<S: Store>(store: S, live: Arc<Liveness>, s: Settings) {
         let now = commands::now_ms();
         let silence = live.silence(l.term);
         let loads = live.loads();
-        let cmds = store.read_local(|sm| {
-            let st = sm.state();
-            let view = inputs::View {
-                state: st,
+        // The input is built under the state's read lock; placement itself runs outside it,
+        // so that applying committed entries never waits for it. The commands are checked
+        // again by the state machine (generation, nodes) when they apply.
+        let (input, health) = store.read_local(|sm| {
+            inputs::build(&inputs::View {
+                state: sm.state(),
                 silence: &silence,
                 loads: &loads,
                 now_ms: now,
                 settings: &s,
-            };
-            let (input, health) = inputs::build(&view);
-            let plan = placement::place(&input, &opts);
-            decide::commands(st, &plan, &health)
+            })
         });
+        let plan = placement::place(&input, &opts);
+        let cmds = store.read_local(|sm| decide::commands(sm.state(), &plan, &health));
         for cmd in cmds {
             match store.propose(cmd).await {
                 Ok(_) => {}

@@ -36,6 +36,9 @@ pub enum EngineError {
     /// A request that cannot run as asked (prompt too long, bad sampling parameters, ...).
     #[error("{0}")]
     InvalidRequest(String),
+    /// The prompt alone does not fit the model's context window.
+    #[error("{0}")]
+    ContextExceeded(String),
     /// The device (a GPU, its driver or a library on it) failed: the server's problem, never
     /// the request's.
     #[error("device: {0}")]

@@ -266,3 +266,63 @@ fn streams_carry_deltas_usage_and_end_at_stop_strings() {
     assert_eq!(stopped.text, text[..text.find(&stop).expect("present")]);
     common::assert_pool_full(&h);
 }
+
+/// Stream-migration's contract: a request resumed from any point of an earlier attempt (its
+/// prompt plus the tokens generated so far, `resumed` set to their count) continues that attempt
+/// exactly: the same tokens, with penalties and seeded draws carried over, and the same text,
+/// with held-back stop-string prefixes carried over.
+#[test]
+fn a_resumed_request_continues_the_interrupted_one_exactly() {
+    let h = start(cfg(4, 512, true));
+    let tk = h.tokenizer().clone();
+    let prompt = tk.encode("Once upon a time, in a quiet village,").expect("encode");
+    for (label, temperature, seed) in [("greedy", 0.0, None), ("seeded", 0.8, Some(7))] {
+        let params = SamplingParams {
+            temperature,
+            seed,
+            frequency_penalty: 0.4,
+            presence_penalty: 0.2,
+            max_tokens: 24,
+            stop: vec!["dragon".into()],
+            ignore_eos: true,
+            ..Default::default()
+        };
+        let whole = h
+            .submit(Request::new(prompt.clone(), params.clone()))
+            .expect("accepted")
+            .collect_blocking();
+        assert!(whole.token_ids.len() >= 12, "{label}: {whole:?}");
+        for k in [1, 5, whole.token_ids.len() - 1] {
+            // The first attempt, cut after k tokens: the text its events carried.
+            let mut first = h
+                .submit(Request::new(prompt.clone(), params.clone()))
+                .expect("accepted");
+            let (mut text, mut ids) = (String::new(), Vec::new());
+            while ids.len() < k {
+                let ev = first.blocking_next().expect("event");
+                text.push_str(&ev.text);
+                ids.extend(ev.token_ids);
+            }
+            drop(first);
+            let mut rest_params = params.clone();
+            rest_params.max_tokens = 24 - k as u32;
+            let mut resumed_prompt = prompt.clone();
+            resumed_prompt.extend(&ids);
+            let rest = h
+                .submit(Request::new(resumed_prompt, rest_params).resumed(k))
+                .expect("accepted")
+                .collect_blocking();
+            ids.extend(&rest.token_ids);
+            text.push_str(&rest.text);
+            assert_eq!(ids, whole.token_ids, "{label}: resumed after {k} tokens");
+            assert_eq!(text, whole.text, "{label}: text resumed after {k} tokens");
+            assert_eq!(rest.finish.reason, whole.finish.reason, "{label} after {k}");
+        }
+    }
+    // More resumed tokens than the prompt has is refused.
+    let err = h
+        .submit(Request::new(prompt.clone(), SamplingParams::default()).resumed(prompt.len()))
+        .expect_err("refused");
+    assert!(err.to_string().contains("resumed_tokens"), "{err}");
+    common::assert_pool_full(&h);
+}

@@ -77,9 +77,25 @@ pub fn prompt(r: &v1::GenerateRequest) -> Result<Prompt, Status> {
     }
 }
 
+/// How many prompt tokens an earlier attempt generated (`resumed_tokens`); only with token ids.
+pub fn resumed(r: &v1::GenerateRequest, prompt: &Prompt) -> Result<usize, Status> {
+    match (r.resumed_tokens, prompt) {
+        (0, _) => Ok(0),
+        (n, Prompt::Ids(ids)) if (n as usize) < ids.len() => Ok(n as usize),
+        (n, Prompt::Ids(ids)) => Err(Status::invalid_argument(format!(
+            "resumed_tokens ({n}) must be fewer than the {} prompt.token_ids",
+            ids.len()
+        ))),
+        (_, Prompt::Text(_)) => Err(Status::invalid_argument(
+            "resumed_tokens needs prompt.token_ids (the earlier attempt's tokens), not text",
+        )),
+    }
+}
+
 /// The gRPC status for an engine error: what the caller sent is `INVALID_ARGUMENT` (a bad
 /// request, a model file that does not parse or is not supported, a chat the template cannot
-/// render), a missing file is `NOT_FOUND`, anything else `INTERNAL`.
+/// render), a prompt beyond the model's context `OUT_OF_RANGE`, a missing file is `NOT_FOUND`,
+/// anything else `INTERNAL`.
 pub fn status(e: &EngineError) -> Status {
     let msg = e.to_string();
     match e {
@@ -91,6 +107,8 @@ pub fn status(e: &EngineError) -> Status {
             Status::not_found(msg)
         }
         EngineError::OutOfMemory(_) => Status::resource_exhausted(msg),
+        // A prompt longer than the context: nothing about the request's settings can fix it.
+        EngineError::ContextExceeded(_) => Status::out_of_range(msg),
         // A GPU or driver failure is the server's problem, never the request's.
         EngineError::Device(_) => Status::internal(msg),
         _ => Status::internal(msg),
@@ -143,24 +161,31 @@ pub fn finish(f: &Finish, source: v1::EnergySource) -> v1::Finish {
     }
 }
 
-pub fn logprob(l: &TokenLogprobs) -> v1::TokenLogprob {
+/// A token's logprobs, with each token's text decoded alone by `text`.
+pub fn logprob(l: &TokenLogprobs, text: &dyn Fn(u32) -> String) -> v1::TokenLogprob {
     v1::TokenLogprob {
         token_id: l.token,
         logprob: l.logprob,
         top: l
             .top
             .iter()
-            .map(|&(token_id, logprob)| v1::TopLogprob { token_id, logprob })
+            .map(|&(token_id, logprob)| v1::TopLogprob {
+                token_id,
+                logprob,
+                token: text(token_id),
+            })
             .collect(),
+        token: text(l.token),
     }
 }
 
 /// One stream event; the last one carries the usage with its joules and their `source`.
-pub fn event(e: &Event, source: v1::EnergySource) -> v1::TokenEvent {
+/// `text` decodes one token (for logprobs).
+pub fn event(e: &Event, source: v1::EnergySource, text: &dyn Fn(u32) -> String) -> v1::TokenEvent {
     v1::TokenEvent {
         text: e.text.clone(),
         token_ids: e.token_ids.clone(),
-        logprobs: e.logprobs.iter().map(logprob).collect(),
+        logprobs: e.logprobs.iter().map(|l| logprob(l, text)).collect(),
         finish: e.finish.as_ref().map(|f| finish(f, source)),
         produced_unix_micros: e
             .produced
@@ -319,11 +344,12 @@ mod tests {
             }),
             produced: Some(std::time::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456)),
         };
-        let t = event(&e, v1::EnergySource::Measured);
+        let text = |id: u32| format!("<{id}>");
+        let t = event(&e, v1::EnergySource::Measured, &text);
         assert_eq!(t.produced_unix_micros, 1_700_000_000_123_456);
         let none = Event::default();
         assert_eq!(
-            event(&none, v1::EnergySource::Measured).produced_unix_micros,
+            event(&none, v1::EnergySource::Measured, &text).produced_unix_micros,
             0
         );
         assert_eq!(
@@ -334,9 +360,11 @@ mod tests {
             t.logprobs[0].top[1],
             v1::TopLogprob {
                 token_id: 9,
-                logprob: -1.5
+                logprob: -1.5,
+                token: "<9>".into(),
             }
         );
+        assert_eq!(t.logprobs[0].token, "<7>");
         let f = t.finish.unwrap();
         assert_eq!(engine_finish_reason(f.reason), Some(FinishReason::Length));
         let u = f.usage.unwrap();

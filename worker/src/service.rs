@@ -48,13 +48,16 @@ impl WorkerService {
         &self,
         served: Arc<Served>,
         prompt: Vec<u32>,
+        resumed: usize,
         params: SamplingParams,
         tenant: (Arc<str>, f64),
         request_id: String,
     ) -> Result<Response<EventStream>, Status> {
         let guard = self.state.open_stream()?;
         let admission = served.admit()?;
-        let req = EngineRequest::new(prompt, params).tenant(&tenant.0, tenant.1);
+        let req = EngineRequest::new(prompt, params)
+            .tenant(&tenant.0, tenant.1)
+            .resumed(resumed);
         let stream = served.engine.submit(req).map_err(|e| {
             let s = convert::status(&e);
             self.state
@@ -121,7 +124,9 @@ impl Worker for WorkerService {
         let served = self.model(&r.model)?;
         let params = convert::sampling(r.sampling.as_ref())?;
         let tenant = convert::tenant(r.tenant.as_ref())?;
-        let prompt = match convert::prompt(&r)? {
+        let prompt = convert::prompt(&r)?;
+        let resumed = convert::resumed(&r, &prompt)?;
+        let prompt = match prompt {
             Prompt::Ids(ids) => ids,
             Prompt::Text(t) => served
                 .engine
@@ -129,7 +134,7 @@ impl Worker for WorkerService {
                 .encode(&t)
                 .map_err(|e| convert::status(&e))?,
         };
-        self.start(served, prompt, params, tenant, r.request_id)
+        self.start(served, prompt, resumed, params, tenant, r.request_id)
     }
 
     async fn chat(&self, req: Request<v1::ChatRequest>) -> Result<Response<EventStream>, Status> {
@@ -137,36 +142,8 @@ impl Worker for WorkerService {
         let served = self.model(&r.model)?;
         let params = convert::sampling(r.sampling.as_ref())?;
         let tenant = convert::tenant(r.tenant.as_ref())?;
-        if r.messages.is_empty() {
-            return Err(Status::invalid_argument(
-                "messages is empty: send at least one message",
-            ));
-        }
-        if let Some((i, _)) = r
-            .messages
-            .iter()
-            .enumerate()
-            .find(|(_, m)| m.role.trim().is_empty())
-        {
-            return Err(Status::invalid_argument(format!(
-                "messages[{i}].role is empty"
-            )));
-        }
-        let msgs: Vec<Message> = r
-            .messages
-            .iter()
-            .map(|m| Message::new(&m.role, &m.content))
-            .collect();
-        let tk = served.engine.tokenizer();
-        let text = tk
-            .apply_chat_template(&msgs, true)
-            .map_err(|e| convert::status(&e))?;
-        let mut ids = tk.encode(&text).map_err(|e| convert::status(&e))?;
-        // Templates that write the BOS themselves would otherwise get it twice.
-        if tk.add_bos && ids.len() >= 2 && ids[0] == ids[1] && Some(ids[0]) == tk.bos {
-            ids.remove(0);
-        }
-        self.start(served, ids, params, tenant, r.request_id)
+        let ids = chat_prompt(&served, &r.messages)?;
+        self.start(served, ids, 0, params, tenant, r.request_id)
     }
 
     async fn tokenize(
@@ -175,6 +152,10 @@ impl Worker for WorkerService {
     ) -> Result<Response<pb::TokenizeResponse>, Status> {
         let r = req.into_inner();
         let served = self.model(&r.model)?;
+        if !r.messages.is_empty() {
+            let ids = chat_prompt(&served, &r.messages)?;
+            return Ok(Response::new(pb::TokenizeResponse { ids }));
+        }
         let tk = served.engine.tokenizer();
         let mut ids = tk.encode(&r.text).map_err(|e| convert::status(&e))?;
         if !r.add_special && tk.add_bos && !ids.is_empty() && Some(ids[0]) == tk.bos {
@@ -325,6 +306,39 @@ impl Worker for WorkerService {
             cancelled,
         }))
     }
+}
+
+/// The token ids of a chat: checked, rendered with the model's chat template and tokenized (as
+/// `Chat` and `Tokenize` with messages both do).
+fn chat_prompt(served: &Served, messages: &[v1::ChatMessage]) -> Result<Vec<u32>, Status> {
+        if messages.is_empty() {
+            return Err(Status::invalid_argument(
+                "messages is empty: send at least one message",
+            ));
+        }
+        if let Some((i, _)) = messages
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.role.trim().is_empty())
+        {
+            return Err(Status::invalid_argument(format!(
+                "messages[{i}].role is empty"
+            )));
+        }
+        let msgs: Vec<Message> = messages
+            .iter()
+            .map(|m| Message::new(&m.role, &m.content))
+            .collect();
+        let tk = served.engine.tokenizer();
+        let text = tk
+            .apply_chat_template(&msgs, true)
+            .map_err(|e| convert::status(&e))?;
+        let mut ids = tk.encode(&text).map_err(|e| convert::status(&e))?;
+        // Templates that write the BOS themselves would otherwise get it twice.
+        if tk.add_bos && ids.len() >= 2 && ids[0] == ids[1] && Some(ids[0]) == tk.bos {
+            ids.remove(0);
+        }
+    Ok(ids)
 }
 
 /// The wire description of a served model.

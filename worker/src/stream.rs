@@ -85,7 +85,10 @@ impl TokenStream {
             self.last = Some(now);
             self.generated += ev.token_ids.len();
         }
-        let out = convert::event(&ev, self.source);
+        let tk = self.served.engine.tokenizer();
+        let out = convert::event(&ev, self.source, &|id| {
+            tk.decode(&[id], false).unwrap_or_default()
+        });
         if let Some(f) = &ev.finish {
             let u = &f.usage;
             let ttft = (u.completion_tokens > 0).then_some(u.time_to_first_token.as_secs_f64());

@@ -45,14 +45,29 @@ async fn streams_generate_and_chat_with_joules_in_the_usage() {
         }),
         ..Default::default()
     };
-    let out = collect(c.chat(chat).await.unwrap().into_inner()).await;
+    let out = collect(c.chat(chat.clone()).await.unwrap().into_inner()).await;
     assert!(out.text.contains("Paris"), "{:?}", out.text);
+    // Tokenize with messages gives the prompt the chat stream started from (a gateway resumes
+    // a moved chat stream from it).
+    let chat_ids = c
+        .tokenize(pb::TokenizeRequest {
+            model: name.into(),
+            messages: chat.messages.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ids;
+    let used = out.finish.as_ref().and_then(|f| f.usage.as_ref()).map(|u| u.prompt_tokens);
+    assert_eq!(Some(chat_ids.len() as u32), used);
 
     let ids = c
         .tokenize(pb::TokenizeRequest {
             model: name.into(),
             text: "Hello world".into(),
             add_special: false,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -245,10 +245,16 @@ impl EngineHandle {
             return bad("the tenant id must be 1 to 256 bytes".into());
         }
         let (n, max) = (req.prompt.len(), p.max_tokens as usize);
-        if n >= ctx {
+        if req.resumed >= n {
             return bad(format!(
-                "the prompt is {n} tokens but the model's context is {ctx}; shorten the prompt"
+                "resumed_tokens ({}) must be fewer than the prompt's {n} tokens",
+                req.resumed
             ));
+        }
+        if n >= ctx {
+            return Err(EngineError::ContextExceeded(format!(
+                "the prompt is {n} tokens but the model's context is {ctx}; shorten the prompt"
+            )));
         }
         if n + max > ctx {
             return bad(format!(
@@ -268,13 +274,15 @@ impl EngineHandle {
             ));
         }
         let seed = p.seed.unwrap_or_else(fresh_seed);
-        let sampler = Sampler::new(req.params.clone(), seed, &req.prompt)?;
+        let mut sampler = Sampler::new(req.params.clone(), seed, &req.prompt[..n - req.resumed])?;
+        sampler.resume(&req.prompt[n - req.resumed..]);
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (etx, erx) = unbounded_channel();
         let seq = Sequence::new(
             id,
             req.tenant.clone(),
             req.prompt,
+            req.resumed,
             max,
             sampler,
             &self.shared.pool,

@@ -38,6 +38,9 @@ pub(super) struct Sequence {
     generated: usize,
     /// Energy charged to this sequence's steps so far.
     pub joules: f64,
+    /// Tokens at the end of the prompt that an earlier attempt generated, not yet replayed
+    /// through the decoders (done at the first sample, which has the tokenizer).
+    resumed: usize,
 }
 
 impl Sequence {
@@ -46,6 +49,7 @@ impl Sequence {
         id: u64,
         tenant: Arc<str>,
         prompt: Vec<u32>,
+        resumed: usize,
         max_tokens: usize,
         sampler: Sampler,
         pool: &BlockPool,
@@ -72,6 +76,17 @@ impl Sequence {
             preemptions: 0,
             generated: 0,
             joules: 0.0,
+            resumed,
+        }
+    }
+
+    /// Replays an earlier attempt's tokens through the text decoder and the stop matcher (their
+    /// text was already sent), so held-back bytes and partial stop strings carry over.
+    fn replay_resumed(&mut self, tk: &Tokenizer) {
+        let from = self.prompt_len - std::mem::take(&mut self.resumed);
+        for i in from..self.prompt_len {
+            let delta = self.decoder.push(tk, self.tokens[i]).unwrap_or_default();
+            let _ = self.stop.push(&delta);
         }
     }
 
@@ -115,6 +130,9 @@ impl Sequence {
 
     /// Takes a sampled token: returns the event to send and whether the sequence is done.
     pub fn accept(&mut self, s: Sampled, tk: &Tokenizer) -> (Event, bool) {
+        if self.resumed > 0 {
+            self.replay_resumed(tk);
+        }
         let now = Instant::now();
         self.first_token.get_or_insert(now);
         self.last_token = Some(now);

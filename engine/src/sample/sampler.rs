@@ -65,6 +65,21 @@ impl Sampler {
         })
     }
 
+    /// Takes `generated`, the output of an interrupted earlier attempt, as this sampler's own:
+    /// they count for the penalties, and the seeded stream skips the draws they took (one per
+    /// token unless decoding is greedy), so the next token is the one that attempt would have
+    /// drawn. (A step whose logits were all non-finite took no draw; such a step is not
+    /// replayed exactly.)
+    pub fn resume(&mut self, generated: &[u32]) {
+        let greedy = self.params.temperature == 0.0 || self.params.top_k == Some(1);
+        for &t in generated {
+            *self.counts.entry(t).or_default() += 1;
+            if !greedy {
+                self.rng.next_f32();
+            }
+        }
+    }
+
     pub fn params(&self) -> &SamplingParams {
         &self.params
     }

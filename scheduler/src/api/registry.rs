@@ -86,8 +86,52 @@ pub fn check_node(n: &pb::Node) -> Result<()> {
     Ok(())
 }
 
+type RoutingStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RoutingView, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl<S: Store> Registry for RegistryService<S> {
+    type WatchRoutingStream = RoutingStream;
+
+    async fn watch_routing(
+        &self,
+        req: Request<pb::WatchRoutingRequest>,
+    ) -> Result<Response<RoutingStream>, Status> {
+        self.auth(&req, "WatchRouting")?;
+        let gateway = req.into_inner().gateway;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (store, live) = (self.store.clone(), self.live.clone());
+        tokio::spawn(async move {
+            tracing::debug!(%gateway, "gateway watches the routing view");
+            let mut last: Option<(pb::RoutingView, tokio::time::Instant)> = None;
+            let mut tick = tokio::time::interval(super::routing::POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !store.is_stopped() {
+                tick.tick().await;
+                let leader = store.leadership().is_leader();
+                let loads = if leader {
+                    live.loads()
+                } else {
+                    Default::default()
+                };
+                let view = store.read_local(|sm| super::routing::view(sm, &loads, leader));
+                let due = last.as_ref().is_none_or(|(v, at)| {
+                    !super::routing::same(v, &view) || at.elapsed() >= super::routing::KEEPALIVE
+                });
+                if due {
+                    if tx.send(Ok(view.clone())).await.is_err() {
+                        break;
+                    }
+                    last = Some((view, tokio::time::Instant::now()));
+                }
+            }
+            tracing::debug!(%gateway, "routing watch ended");
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn register(
         &self,
         req: Request<pb::RegisterRequest>,

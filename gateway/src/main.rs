@@ -1,0 +1,52 @@
+//! The `joule-gateway` binary: parse and check the flags, bind the three ports, and serve
+//! ([`joule_gateway::run`]) until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use joule_gateway::Listeners;
+use joule_gateway::config::Args;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let settings = match args.validate() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("joule-gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bind = |flag: &'static str, addr: String| async move {
+        TcpListener::bind(&addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} ({flag}): {e}"))
+    };
+    let listeners = async {
+        Ok::<_, String>(Listeners {
+            http: bind("--http-listen", args.http_listen.clone()).await?,
+            grpc: bind("--grpc-listen", args.grpc_listen.clone()).await?,
+            metrics: bind("--metrics-listen", args.metrics_listen.clone()).await?,
+        })
+    }
+    .await;
+    let listeners = match listeners {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("joule-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match joule_gateway::run(settings, listeners, joule_gateway::terminated()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("joule-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,5 +1,5 @@
-//! Joule's test kit: real `joule-scheduler` and `joule-worker` processes on 127.0.0.1 ports
-//! ([`cluster`], [`workers`]), killed with SIGKILL where a test needs it, and a checker of
+//! Joule's test kit: real `joule-scheduler`, `joule-worker` and `joule-gateway` processes on
+//! 127.0.0.1 ports ([`cluster`], [`workers`], [`gateway`]), killed with SIGKILL where a test needs it, and a checker of
 //! linearizable histories ([`linearizable`]). The end-to-end tests in `tests/` use it.
 //!
 //! It never starts a component in the test's own process (a kill -9 must kill it) and never
@@ -7,6 +7,8 @@
 //! to the test executable ([`bin`]), where `cargo test --workspace` builds them.
 
 pub mod cluster;
+pub mod gateway;
+pub mod http;
 pub mod linearizable;
 pub mod reflection;
 pub mod workers;

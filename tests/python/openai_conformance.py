@@ -101,12 +101,12 @@ def expect_api_error(what, call, status, param=MISSING, code=MISSING):
     raise CheckFailed(f"{what}: succeeded, want HTTP {status}")
 
 
-def raw_post(path, data, content_type="application/json"):
+def raw_post(path, data, content_type="application/json", timeout=60):
     """POSTs raw bytes; returns (status, parsed JSON body or text)."""
     req = urllib.request.Request(ARGS.base_url.rstrip("/") + path, data=data, method="POST",
                                  headers={"Content-Type": content_type})
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             status, raw = r.status, r.read()
     except urllib.error.HTTPError as e:
         status, raw = e.code, e.read()
@@ -116,8 +116,11 @@ def raw_post(path, data, content_type="application/json"):
         return status, raw.decode("utf-8", "replace")
 
 
-def expect_raw_error(what, path, data, status, param=MISSING, code=MISSING):
-    got, body = raw_post(path, data)
+def expect_raw_error(what, path, data, status, param=MISSING, code=MISSING, timeout=60):
+    try:
+        got, body = raw_post(path, data, timeout=timeout)
+    except TimeoutError:
+        raise CheckFailed(f"{what}: no answer in {timeout} s, want HTTP {status}") from None
     expect(got == status, f"{what}: HTTP {got}, want {status}: {str(body)[:300]!r}")
     try:
         check_error_object(body, got, param, code)
@@ -194,17 +197,25 @@ def check_max_tokens():
         expect(r.usage.completion_tokens == 3, f"chat {key}=3: {r.usage.completion_tokens} tokens")
 
 
+def first_at(base, pattern, pick):
+    """`pick(match)` of the first match of `pattern` in base's last two thirds that occurs
+    nowhere earlier in base."""
+    for m in re.finditer(pattern, base):
+        s = pick(m)
+        if m.start() >= len(base) // 3 and base.find(s) >= len(base) // 3:
+            return s
+    raise CheckFailed(f"nothing matching {pattern!r} to stop at in {base!r}")
+
+
 def check_stop():
     prompt = "Tell me a short story about a cat and a dog."
     base = greedy_chat(prompt, max_tokens=32).choices[0].message.content
-    stop = None
-    for m in re.finditer(r"[A-Za-z]{3,}", base):
-        if m.start() >= len(base) // 3 and base.find(m.group()) == m.start():
-            stop = m.group()
-            break
-    expect(stop, f"no word to stop at in the middle of {base!r}")
-    want = base[:base.find(stop)]
-    for form in ([stop], stop):
+    word = first_at(base, r"[A-Za-z]{3,}", lambda m: m.group())
+    # The end of one word and the start of the next: a stop string that splits tokens.
+    split = first_at(base, r"[A-Za-z]{3,} [A-Za-z]{2,}",
+                     lambda m: m.group()[m.group().index(" ") - 2:m.group().index(" ") + 3])
+    for stop, form in ((word, [word]), (word, word), (split, [split])):
+        want = base[:base.find(stop)]
         r = greedy_chat(prompt, max_tokens=32, stop=form)
         got, fr = r.choices[0].message.content, r.choices[0].finish_reason
         expect(got == want and fr == "stop",
@@ -266,33 +277,69 @@ def check_seed():
 
 
 def check_errors():
-    m = ARGS.model
+    """Every case runs, and every failing one is reported."""
+    m, msgs = ARGS.model, [{"role": "user", "content": "hi"}]
+    def chat(**kw):
+        return lambda: CLIENT.chat.completions.create(**{"model": m, "messages": msgs,
+                                                         "max_tokens": 8, **kw})
+    cases = [
+        ("unknown model", lambda: expect_api_error(
+            "unknown model", chat(model="no-such-model-xyz"), 404, code="model_not_found")),
+        ("max_tokens=0", lambda: expect_api_error(
+            "max_tokens=0", chat(max_tokens=0), 400, param="max_tokens")),
+        ("max_tokens=-1", lambda: expect_api_error(
+            "max_tokens=-1", chat(max_tokens=-1), 400, param="max_tokens")),
+        ("temperature", lambda: expect_api_error(
+            "temperature='hot'", chat(extra_body={"temperature": "hot"}), 400, param="temperature")),
+        ("unknown field", lambda: expect_api_error(
+            "unknown field", chat(extra_body={"frobnicate": 1}), 400, param="frobnicate")),
+        ("n=2", lambda: expect_api_error("n=2", chat(n=2), 400, param="n")),
+        ("context", lambda: expect_api_error(
+            "prompt over the context", chat(messages=[{"role": "user", "content": "hello " * 9000}]),
+            413, code="context_length_exceeded")),
+        ("invalid JSON", lambda: expect_raw_error(
+            "invalid JSON", "/chat/completions", b'{"model": "' + m.encode() + b'", "mess', 400)),
+        ("array", lambda: expect_raw_error(
+            "JSON array body", "/chat/completions",
+            json.dumps([{"model": m, "messages": msgs}]).encode(), 400)),
+        ("positional array", check_positional_arrays),
+        ("oversized body", check_oversized_body),
+    ]
+    if ARGS.unready_model:
+        cases.append(("unready model", lambda: expect_api_error(
+            "unready model", chat(model=ARGS.unready_model), 503)))
+    failures = []
+    for _, case in cases:
+        try:
+            case()
+        except CheckFailed as e:
+            failures.append(str(e))
+        except Exception as e:
+            failures.append(f"{type(e).__name__}: {e}")
+    expect(not failures, f"{len(failures)} of {len(cases)} cases failed:\n    " + "\n    ".join(failures))
+
+
+def check_positional_arrays():
+    """A JSON array must not be read as the request's fields by position, whatever its length."""
     msgs = [{"role": "user", "content": "hi"}]
-    chat = CLIENT.chat.completions.create
-    expect_api_error("unknown model", lambda: chat(model="no-such-model-xyz", messages=msgs,
-                                                   max_tokens=8), 404, code="model_not_found")
-    for n in (0, -1):
-        expect_api_error(f"max_tokens={n}", lambda: chat(model=m, messages=msgs, max_tokens=n),
-                         400, param="max_tokens")
-    expect_api_error("temperature='hot'", lambda: chat(model=m, messages=msgs, max_tokens=8,
-                     extra_body={"temperature": "hot"}), 400, param="temperature")
-    expect_api_error("unknown field", lambda: chat(model=m, messages=msgs, max_tokens=8,
-                     extra_body={"frobnicate": 1}), 400, param="frobnicate")
-    expect_api_error("n=2", lambda: chat(model=m, messages=msgs, max_tokens=8, n=2), 400, param="n")
-    long = [{"role": "user", "content": "hello " * 9000}]
-    expect_api_error("prompt over the context", lambda: chat(model=m, messages=long, max_tokens=8),
-                     413, code="context_length_exceeded")
-    expect_raw_error("invalid JSON", "/chat/completions", b'{"model": "' + m.encode() + b'", "mess',
-                     400)
-    expect_raw_error("JSON array body", "/chat/completions",
-                     json.dumps([{"model": m, "messages": msgs}]).encode(), 400)
-    head = json.dumps({"model": m, "messages": [{"role": "user", "content": ""}]})
+    failures = []
+    for path, head in (("/chat/completions", [ARGS.model, msgs]), ("/completions", [ARGS.model, "hi"])):
+        try:
+            for n in range(len(head), 65):
+                expect_raw_error(f"array [model, {'messages' if 'chat' in path else 'prompt'}, "
+                                 f"null x {n - len(head)}] on {path}", path,
+                                 json.dumps(head + [None] * (n - len(head))).encode(), 400,
+                                 timeout=5)  # a 400 is immediate; an accepted one generates
+        except CheckFailed as e:
+            failures.append(str(e))
+    expect(not failures, "\n    ".join(failures))
+
+
+def check_oversized_body():
+    head = json.dumps({"model": ARGS.model, "messages": [{"role": "user", "content": ""}]})
     pad = ARGS.max_body_bytes + 1024 - len(head)
     big = head.replace('"content": ""', '"content": "' + "a" * pad + '"').encode()
     expect_raw_error(f"{len(big)}-byte body", "/chat/completions", big, 413)
-    if ARGS.unready_model:
-        expect_api_error("unready model", lambda: chat(model=ARGS.unready_model, messages=msgs,
-                                                       max_tokens=8), 503)
 
 
 def check_concurrency():

@@ -30,18 +30,18 @@ pub struct Parsed {
     pub logprobs: Logprobs,
 }
 
-/// Parses a JSON body; errors name the field as the client wrote it.
+/// Parses a JSON body; errors name the field as the client wrote it. The body and its
+/// structured fields must be JSON objects (serde would also read a struct from an array of its
+/// fields in order, which the OpenAI API never sends).
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let v: Value = serde_json::from_slice(body).map_err(|e| Error::BadRequest {
+        message: format!("the body is not valid JSON: {e}"),
+        param: None,
+    })?;
+    objects_only(&v)?;
+    serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return Error::BadRequest {
-                message: format!("the body is not valid JSON: {inner}"),
-                param: None,
-            };
-        }
         let text = inner.to_string();
         let quoted = text.split('`').nth(1).map(str::to_string);
         let at = |field: &str| match path.as_str() {
@@ -75,6 +75,31 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
             param: (!p.is_empty()).then_some(p),
         }
     })
+}
+
+/// Refuses a body that is not an object, and `messages[i]` or `stream_options` that are not.
+fn objects_only(v: &Value) -> Result<(), Error> {
+    let Some(top) = v.as_object() else {
+        return Err(Error::BadRequest {
+            message: "the body must be a JSON object".into(),
+            param: None,
+        });
+    };
+    if let Some(Value::Array(ms)) = top.get("messages")
+        && let Some(i) = ms.iter().position(|m| !m.is_object())
+    {
+        return Err(Error::bad(
+            &format!("messages[{i}]"),
+            "each message must be an object with role and content",
+        ));
+    }
+    if let Some(o) = top.get("stream_options")
+        && !o.is_object()
+        && !o.is_null()
+    {
+        return Err(Error::bad("stream_options", "stream_options must be an object"));
+    }
+    Ok(())
 }
 
 pub fn completion(body: &[u8], default_max: u32) -> Result<Parsed, Error> {

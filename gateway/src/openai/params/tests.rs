@@ -102,6 +102,13 @@ fn bad_messages_and_bodies_are_refused_clearly() {
     let (m, p) = chat_err(r#"{"model": "m", "messages": [{"role": 1}]}"#);
     assert!(p.as_deref().is_some_and(|p| p.starts_with("messages[0]")), "{m} {p:?}");
     // Not JSON at all; the wrong type at the top.
+    let positional = format!(r#"["m", [{{"role": "user", "content": "hi"}}]{}]"#, ", null".repeat(36));
+    let (m, p) = chat_err(&positional);
+    assert!(m.contains("object") && p.is_none(), "{m}");
+    let (m, p) = chat_err(r#"{"model": "m", "messages": [["user", "hi"]]}"#);
+    assert_eq!(p.as_deref(), Some("messages[0]"), "{m}");
+    let (_, p) = chat_err(&with(r#""stream": true, "stream_options": [true]"#));
+    assert_eq!(p.as_deref(), Some("stream_options"));
     for body in ["{not json", "[1, 2]", "", "null"] {
         let (m, _) = chat_err(body);
         assert!(!m.is_empty(), "{body}");

@@ -34,6 +34,9 @@ pub struct Cli {
         default_value = "http://127.0.0.1:50061"
     )]
     pub worker: String,
+    /// The token a worker in a cluster takes: the cluster's join token.
+    #[arg(long, global = true, env = "JOULE_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
     /// Output format: table (default), wide (more columns), json or yaml.
     #[arg(short = 'o', long, global = true, default_value = "table")]
     pub output: Format,

@@ -6,14 +6,15 @@ use joule_client::{Connect, Servers};
 
 use crate::args::Cli;
 
-/// A connected worker client (connected now, so "cannot reach" is reported up front).
-pub async fn worker(addr: &str) -> anyhow::Result<joule_client::Worker> {
+/// A connected worker client (connected now, so "cannot reach" is reported up front); `token`
+/// is the join token a worker in a cluster needs (empty for one run alone).
+pub async fn worker(addr: &str, token: &str) -> anyhow::Result<joule_client::Worker> {
     let connect = Connect::streaming();
     connect
         .connect(addr)
         .await
         .with_context(|| format!("--worker {addr}"))?;
-    Ok(connect.worker(addr, "")?)
+    Ok(connect.worker(addr, token)?)
 }
 
 /// How long a call waits for a cluster that is starting (or electing a leader).
@@ -73,4 +74,10 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The worker `--worker` names, and the token it takes (`--worker-token`).
+pub struct WorkerTarget {
+    pub addr: String,
+    pub token: String,
 }

@@ -23,7 +23,10 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let f = cli.output;
-    let w = cli.worker.as_str();
+    let w = &connect::WorkerTarget {
+        addr: cli.worker.clone(),
+        token: cli.worker_token.clone().unwrap_or_default(),
+    };
     match &cli.cmd {
         Cmd::Get {
             resource,

@@ -21,7 +21,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 pub use address::{AddressError, normalize};
-pub use bearer::Bearer;
+pub use bearer::{Bearer, RequireBearer, same_token};
 pub use failover::Servers;
 
 /// A channel that sends a bearer token with every call.

@@ -280,7 +280,7 @@ async fn energy(quick: bool) {
                 tokio::spawn(async move {
                     let clients: Vec<joule_client::Worker> = addrs
                         .iter()
-                        .map(|a| joule_client::Connect::default().worker(a, "").unwrap())
+                        .map(|a| joule_client::Connect::default().worker(a, joule_testkit::cluster::JOIN).unwrap())
                         .collect();
                     let mut joules = 0.0;
                     let mut last = Instant::now();

@@ -108,10 +108,18 @@ impl WorkerProc {
         }
     }
 
+    /// The token its calls need: the join token of a worker in a cluster, else none.
+    pub fn token(&self) -> String {
+        match self.args.iter().position(|a| a == "--join-token") {
+            Some(i) => self.args.get(i + 1).cloned().unwrap_or_default(),
+            None => String::new(),
+        }
+    }
+
     /// A client of this worker.
     pub fn client(&self) -> joule_client::Worker {
         joule_client::Connect::streaming()
-            .worker(&self.addr, "")
+            .worker(&self.addr, &self.token())
             .expect("worker address")
     }
 

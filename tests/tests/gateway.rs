@@ -261,6 +261,13 @@ async fn gateways_are_stateless_and_a_client_that_hangs_up_frees_its_sequence() 
         assert_eq!(got.ids.len(), 8, "{:?}", got.error);
     }
 
+    // A worker in a cluster takes calls only with the join token (the gateways send it).
+    let mut anon = joule_client::Connect::default().worker(&ws[0].addr, "").unwrap();
+    let e = anon.list_models(pb::ListModelsRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    let mut wrong = joule_client::Connect::default().worker(&ws[0].addr, "nope").unwrap();
+    assert!(wrong.generate(generate(1)).await.is_err());
+
     // A client that hangs up mid-stream: the worker's sequence ends within a step or two.
     let mut s = g.client().generate(generate(400)).await.unwrap().into_inner();
     read_tokens(&mut s, 3).await;

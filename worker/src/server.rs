@@ -225,13 +225,15 @@ impl Worker {
         let svc = WorkerService {
             state: state.clone(),
         };
+        let auth = joule_client::RequireBearer::new(args.join_token.as_deref(), "--join-token");
         let s = stop.clone();
         let grpc_task = tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(reflection_v1alpha)
-                .add_service(WorkerServer::new(svc))
+                // In a cluster every call needs the join token (the gateways send it).
+                .add_service(WorkerServer::with_interceptor(svc, auth))
                 .serve_with_incoming_shutdown(incoming(grpc), s.cancelled())
                 .await;
             if let Err(e) = r {

@@ -12,8 +12,8 @@ use crate::render::Format;
 use crate::status;
 use crate::views;
 
-pub async fn generate(addr: &str, s: &Sampling, prompt: String) -> anyhow::Result<()> {
-    let mut c = crate::connect::worker(addr).await?;
+pub async fn generate(w: &crate::connect::WorkerTarget, s: &Sampling, prompt: String) -> anyhow::Result<()> {
+    let mut c = crate::connect::worker(&w.addr, &w.token).await?;
     let r = v1::GenerateRequest {
         model: s.model.clone(),
         prompt: Some(v1::generate_request::Prompt::Text(prompt)),
@@ -24,12 +24,12 @@ pub async fn generate(addr: &str, s: &Sampling, prompt: String) -> anyhow::Resul
 }
 
 pub async fn chat(
-    addr: &str,
+    w: &crate::connect::WorkerTarget,
     s: &Sampling,
     system: Option<String>,
     message: String,
 ) -> anyhow::Result<()> {
-    let mut c = crate::connect::worker(addr).await?;
+    let mut c = crate::connect::worker(&w.addr, &w.token).await?;
     let mut messages = Vec::new();
     if let Some(sys) = system {
         messages.push(v1::ChatMessage {
@@ -50,8 +50,8 @@ pub async fn chat(
     print_stream(c.chat(r).await.map_err(status)?.into_inner()).await
 }
 
-pub async fn models(addr: &str, f: Format) -> anyhow::Result<()> {
-    let mut c = crate::connect::worker(addr).await?;
+pub async fn models(w: &crate::connect::WorkerTarget, f: Format) -> anyhow::Result<()> {
+    let mut c = crate::connect::worker(&w.addr, &w.token).await?;
     let m = c
         .list_models(pb::ListModelsRequest {})
         .await
@@ -60,8 +60,8 @@ pub async fn models(addr: &str, f: Format) -> anyhow::Result<()> {
     views::worker::models(&m.models, f)
 }
 
-pub async fn stats(addr: &str, f: Format) -> anyhow::Result<()> {
-    let mut c = crate::connect::worker(addr).await?;
+pub async fn stats(w: &crate::connect::WorkerTarget, f: Format) -> anyhow::Result<()> {
+    let mut c = crate::connect::worker(&w.addr, &w.token).await?;
     let s = c
         .stats(pb::StatsRequest::default())
         .await
@@ -70,8 +70,8 @@ pub async fn stats(addr: &str, f: Format) -> anyhow::Result<()> {
     views::worker::stats(&s, f)
 }
 
-pub async fn drain(addr: &str, deadline_ms: u32) -> anyhow::Result<()> {
-    let mut c = crate::connect::worker(addr).await?;
+pub async fn drain(w: &crate::connect::WorkerTarget, deadline_ms: u32) -> anyhow::Result<()> {
+    let mut c = crate::connect::worker(&w.addr, &w.token).await?;
     let r = c
         .drain(pb::DrainRequest { deadline_ms })
         .await
@@ -132,11 +132,11 @@ async fn print_stream(s: tonic::Streaming<v1::TokenEvent>) -> anyhow::Result<()>
 
 /// Waits until the worker answers, serves (`model`, or at least one model), or the timeout
 /// passes; a worker still starting up (refusing connections) is retried.
-pub async fn wait(addr: &str, model: &str, timeout_s: u64) -> anyhow::Result<()> {
+pub async fn wait(w: &crate::connect::WorkerTarget, model: &str, timeout_s: u64) -> anyhow::Result<()> {
     let until = std::time::Instant::now() + Duration::from_secs(timeout_s.min(7 * 24 * 3600));
     let mut last = String::from("no answer yet");
     while std::time::Instant::now() < until {
-        match crate::connect::worker(addr).await {
+        match crate::connect::worker(&w.addr, &w.token).await {
             Ok(mut c) => {
                 let h = c
                     .health(pb::HealthRequest {

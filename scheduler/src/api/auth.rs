@@ -6,16 +6,7 @@ use tonic::Request;
 
 use crate::error::Error;
 
-/// Compares without stopping at the first difference, so timing does not reveal the token.
-pub fn same(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
-}
+pub use joule_client::same_token as same;
 
 /// Checks `authorization: Bearer <token>` against `token` (the `--KIND-token` flag).
 pub fn check_bearer<T>(

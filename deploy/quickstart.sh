@@ -13,6 +13,9 @@ PROFILE="${JOULE_PROFILE:-release}"
 BIN="target/$PROFILE"
 HTTP="${JOULE_HTTP_LISTEN:-127.0.0.1:8080}"
 SCHEDULERS=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
+# Local-only defaults; set your own to keep them private (then they are never printed).
+TOKEN_HINT='$JOULE_ADMIN_TOKEN'
+[[ -n "${JOULE_ADMIN_TOKEN:-}" ]] || TOKEN_HINT=quickstart-admin
 export JOULE_ADMIN_TOKEN="${JOULE_ADMIN_TOKEN:-quickstart-admin}"
 export JOULE_JOIN_TOKEN="${JOULE_JOIN_TOKEN:-quickstart-join}"
 export JOULE_PEER_TOKEN="${JOULE_PEER_TOKEN:-quickstart-peer}"
@@ -110,7 +113,7 @@ cat >&2 <<MSG
 The cluster keeps running. The gateway speaks the OpenAI API at http://$HTTP/v1. Try:
   curl -sN http://$HTTP/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model": "smollm2", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}'
-  JOULE_SERVER=$SCHEDULERS JOULE_TOKEN=$JOULE_ADMIN_TOKEN $BIN/joulectl get placements -o wide
+  JOULE_SERVER=$SCHEDULERS JOULE_TOKEN=$TOKEN_HINT $BIN/joulectl get placements -o wide
   curl -s http://${JOULE_GATEWAY_METRICS_LISTEN:-127.0.0.1:9462}/metrics | grep joule_gateway_
   deploy/quickstart.sh stop
 MSG

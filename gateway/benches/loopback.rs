@@ -1,14 +1,15 @@
 //! The gateway on a loopback cluster of real processes (3 schedulers, workers on the default
 //! model, gateways), three measurements:
 //!
-//! - `overhead`: the same 32-stream greedy workload straight to the worker and through the
-//!   gateway, alternating, in one run: the added delivery latency per token (client receive
+//! - `overhead`: the same 32-stream greedy workload straight to the worker (decoding on one
+//!   thread, so that the gateway and the client have a core) and through the gateway,
+//!   alternating, in one run: the added delivery latency per token (client receive
 //!   time minus the worker's `produced_unix_micros`, same host clock) at p50/p99, and the added
 //!   TTFT.
 //! - `migration`: 20 times, kill -9 the worker serving a stream (2 replicas) and time from the
 //!   kill to the next token the client gets.
 //! - `energy`: 3 workers with distinct power figures (--idle-watts/--busy-watts), the same
-//!   closed-loop workload under `energy`, `least-loaded` and `round-robin` routing: joules
+//!   open-loop workload (one request every 400 ms) under `energy`, `least-loaded` and `round-robin` routing: joules
 //!   (estimated, see below), p95 TTFT and ITL. All three workers share this machine's CPUs, so
 //!   a worker's own power sensor would read the whole machine; the energy here is estimated per
 //!   worker from its own sampled batch: `idle + (busy - idle) · min(1, batch / 8)` watts.
@@ -61,7 +62,12 @@ fn request(i: usize, max_tokens: u32) -> v1::GenerateRequest {
     }
 }
 
-async fn cluster(workers: &[(&str, &str, &str)], replicas: u32, itl_ms: u32) -> (Cluster, Vec<WorkerProc>) {
+async fn cluster(
+    workers: &[(&str, &str, &str)],
+    replicas: u32,
+    itl_ms: u32,
+    threads: &str,
+) -> (Cluster, Vec<WorkerProc>) {
     let c = Cluster::with_env(
         3,
         &[("JOULE_PLACEMENT_INTERVAL_MS", "200"), ("JOULE_KV_RESERVE_BYTES", "67108864")],
@@ -69,7 +75,9 @@ async fn cluster(workers: &[(&str, &str, &str)], replicas: u32, itl_ms: u32) -> 
     c.leader(Duration::from_secs(15), 0).await;
     let ws: Vec<WorkerProc> = workers
         .iter()
-        .map(|(n, idle, busy)| WorkerProc::join(n, &c, &["--idle-watts", idle, "--busy-watts", busy]))
+        .map(|(n, idle, busy)| {
+            WorkerProc::join(n, &c, &["--idle-watts", idle, "--busy-watts", busy, "--threads", threads])
+        })
         .collect();
     c.wait_nodes(ws.len(), Duration::from_secs(60)).await;
     let mut d = deployment_spec(MODEL, MODEL, replicas);
@@ -150,7 +158,9 @@ async fn concurrent(target: Arc<Target>, n: usize, max_tokens: u32) -> Vec<Timin
 }
 
 async fn overhead(quick: bool) {
-    let (c, ws) = cluster(&[("w1", "40", "120")], 1, 0).await;
+    // The worker decodes on one thread, so the gateway and the client have a core of their own
+    // (as a gateway does on its own machine); both paths share that setup.
+    let (c, ws) = cluster(&[("w1", "40", "120")], 1, 0, "1").await;
     let g = GatewayProc::start("gw", &c, &[]);
     g.wait_ready(MODEL, 1, Duration::from_secs(120)).await;
     let direct = Arc::new(Target::Worker(ws[0].client()));
@@ -190,6 +200,21 @@ async fn overhead(quick: bool) {
         median(added_p99),
         median(added_ttft)
     );
+    // TTFT alone: one request at a time (1 output token), alternating, so the batch does not
+    // blur the gateway's share.
+    let n = if quick { 10 } else { 40 };
+    let (mut d1, mut g1) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        d1.push(one(&direct, request(i, 1)).await.expect("direct").ttft_ms);
+        g1.push(one(&via, request(i, 1)).await.expect("via gateway").ttft_ms);
+    }
+    let (dm, gm) = (median(d1.clone()), median(g1.clone()));
+    println!(
+        "TTFT of a lone request ({n} each, alternating): direct median {dm:.2} ms p99 {:.2}, via gateway median {gm:.2} ms p99 {:.2}; added {:.2} ms",
+        pct(&mut d1, 0.99),
+        pct(&mut g1, 0.99),
+        gm - dm
+    );
     println!(
         "pooled: delivery p50/p99 direct {:.3}/{:.3} ms, via gateway {:.3}/{:.3} ms; TTFT p50/p99 direct {:.1}/{:.1} ms, via gateway {:.1}/{:.1} ms",
         pct(&mut d_all.0, 0.5), pct(&mut d_all.0, 0.99), pct(&mut g_all.0, 0.5), pct(&mut g_all.0, 0.99),
@@ -211,7 +236,7 @@ async fn running(ws: &[WorkerProc]) -> Vec<u32> {
 }
 
 async fn migration(quick: bool) {
-    let (c, mut ws) = cluster(&[("w1", "40", "120"), ("w2", "40", "120")], 2, 0).await;
+    let (c, mut ws) = cluster(&[("w1", "40", "120"), ("w2", "40", "120")], 2, 0, "1").await;
     let g = GatewayProc::start("gw", &c, &[]);
     g.wait_ready(MODEL, 2, Duration::from_secs(120)).await;
     let kills = if quick { 3 } else { 20 };
@@ -254,7 +279,7 @@ async fn energy(quick: bool) {
     // Same hardware, distinct power figures (estimated).
     let fleet = [("green", "10", "40"), ("amber", "20", "70"), ("red", "60", "240")];
     let itl_target = 400;
-    let (c, ws) = cluster(&fleet, 3, itl_target).await;
+    let (c, ws) = cluster(&fleet, 3, itl_target, "1").await;
     let policies = ["energy", "least-loaded", "round-robin"];
     let gws: Vec<GatewayProc> = policies
         .iter()
@@ -267,7 +292,11 @@ async fn energy(quick: bool) {
         .iter()
         .map(|(_, i, b)| (i.parse().unwrap(), b.parse().unwrap()))
         .collect();
-    let (clients, requests, tokens, repeats) = if quick { (3, 6, 12, 1) } else { (6, 30, 32, 3) };
+    let (gap, requests, tokens, repeats) = if quick {
+        (Duration::from_millis(500), 6, 12, 1)
+    } else {
+        (Duration::from_millis(400), 30, 32, 3)
+    };
     let mut results: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); policies.len()];
     for r in 0..repeats {
         for (pi, g) in gws.iter().enumerate() {
@@ -299,23 +328,18 @@ async fn energy(quick: bool) {
                     joules
                 })
             };
+            // Open loop: the same arrivals for every policy (one every `gap`), so each
+            // policy serves the same work in the same window.
             let started = Instant::now();
-            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let tasks: Vec<_> = (0..clients)
-                .map(|_| {
-                    let (t, next) = (target.clone(), next.clone());
-                    tokio::spawn(async move {
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if i >= requests {
-                                return out;
-                            }
-                            out.push(one(&t, request(i, tokens)).await.expect("request"));
-                        }
-                    })
-                })
-                .collect();
+            let mut tasks = Vec::new();
+            for i in 0..requests {
+                let at = started + gap * i as u32;
+                tokio::time::sleep_until(at.into()).await;
+                let t = target.clone();
+                tasks.push(tokio::spawn(async move {
+                    vec![one(&t, request(i, tokens)).await.expect("request")]
+                }));
+            }
             let mut timings = Vec::new();
             for t in tasks {
                 timings.extend(t.await.unwrap());
@@ -335,9 +359,16 @@ async fn energy(quick: bool) {
             results[pi].push((joules, t95, i95, secs));
         }
     }
+    let idle_w: f64 = watts.iter().map(|w| w.0).sum();
     let base = median(results[1].iter().map(|r| r.0).collect());
+    let base_dyn = median(results[1].iter().map(|r| r.0 - idle_w * r.3).collect());
     for (pi, p) in policies.iter().enumerate() {
         let j = median(results[pi].iter().map(|r| r.0).collect());
+        let dynamic = median(results[pi].iter().map(|r| r.0 - idle_w * r.3).collect());
+        println!(
+            "above idle (the {idle_w} W the three draw doing nothing, paid whatever the routing): {p:>12}: {dynamic:7.1} J ({:+.1}% vs least-loaded)",
+            (dynamic / base_dyn - 1.0) * 100.0
+        );
         let t = median(results[pi].iter().map(|r| r.1).collect());
         let i = median(results[pi].iter().map(|r| r.2).collect());
         println!(

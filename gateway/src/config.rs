@@ -96,7 +96,7 @@ impl std::fmt::Debug for Args {
 }
 
 /// The checked settings the gateway runs with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub schedulers: Vec<String>,
     pub join_token: String,
@@ -108,6 +108,17 @@ pub struct Settings {
     pub token_timeout: Duration,
     pub default_max_tokens: u32,
     pub name: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("schedulers", &self.schedulers)
+            .field("join_token", &"<redacted>")
+            .field("policy", &self.policy)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Args {

@@ -89,7 +89,6 @@ impl Error {
         let param = match self {
             Error::BadRequest { param, .. } => param.clone(),
             Error::ModelNotFound(_) => Some("model".into()),
-            Error::ContextExceeded(_) => Some("messages".into()),
             _ => None,
         };
         serde_json::json!({
@@ -166,7 +165,7 @@ mod tests {
         let cases = [
             (Error::bad("temperature", "too hot"), 400, Some("temperature")),
             (Error::ModelNotFound("no".into()), 404, Some("model")),
-            (Error::ContextExceeded("long".into()), 413, Some("messages")),
+            (Error::ContextExceeded("long".into()), 413, None),
             (Error::PayloadTooLarge("big".into()), 413, None),
             (Error::NoCapacity("full".into()), 429, None),
             (Error::Unavailable("none".into()), 503, None),

@@ -83,7 +83,10 @@ pub async fn run(
     let http = {
         let app = openai::router(relay.clone());
         let stop = stopped(stop_rx.clone());
-        let l = listeners.http;
+        // Nagle off: SSE chunks are small and must not wait for an ACK.
+        let l = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             axum::serve(l, app.into_make_service())
                 .with_graceful_shutdown(stop)
@@ -115,9 +118,17 @@ pub async fn run(
     let reflection_v1 = joule_proto::reflection::v1().context("building the reflection service")?;
     let reflection_v1alpha =
         joule_proto::reflection::v1alpha().context("building the reflection service")?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+    // Accepted connections with Nagle off (token events are small and must not wait for ACKs;
+    // tonic's own setting does not reach connections it did not accept itself).
+    let incoming = {
+        use tokio_stream::StreamExt as _;
+        tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc).map(|c| {
+            c.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        })
+    };
     let grpc = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -53,6 +53,9 @@ pub struct Job {
 /// The events of a stream, in order; an `Err` is the last item.
 pub type Events = mpsc::Receiver<Result<v1::TokenEvent, Error>>;
 
+/// How long a client may leave an event unread before its stream is cancelled.
+const SEND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Replicas remembered per prefix before the memory is cleared.
 const AFFINITY_ENTRIES: usize = 8192;
 
@@ -100,20 +103,30 @@ impl Relay {
 
     /// Starts `job`: resolves once a replica has sent its first event (or with the error
     /// that ended every attempt). The rest of the stream follows on the receiver.
-    pub async fn start(self: &Arc<Self>, job: Job) -> Result<Events, Error> {
+    pub async fn start(self: &Arc<Self>, mut job: Job) -> Result<Events, Error> {
         let t0 = Instant::now();
+        // A sampled request without a seed gets one here, so that a moved stream continues
+        // with the same draws (each request still gets its own).
+        if job.sampling.seed.is_none() && job.sampling.temperature.unwrap_or(1.0) > 0.0 {
+            job.sampling.seed = Some(fresh_seed());
+        }
         let mut exclude = Vec::new();
         let (attempt, first) = match self.open(&job, &mut exclude, None).await {
             Ok(x) => x,
             Err(e) => {
-                self.metrics.done(&job.model, e.label());
+                // A name nobody deployed is not a label (clients could make unbounded series).
+                let model = match e {
+                    Error::ModelNotFound(_) => "",
+                    _ => job.model.as_str(),
+                };
+                self.metrics.done(model, e.label());
                 return Err(e);
             }
         };
         self.metrics
             .ttft(&job.model, t0.elapsed().as_secs_f64());
         let (tx, rx) = mpsc::channel(32);
-        tokio::spawn(self.clone().pump(job, attempt, first, tx));
+        tokio::spawn(self.clone().pump(job, attempt, first, tx, exclude));
         Ok(rx)
     }
 
@@ -163,7 +176,10 @@ impl Relay {
                     ))
                 }));
             }
-            let cands: Vec<Candidate> = replicas.iter().map(|r| self.candidate(r)).collect();
+            let cands: Vec<Candidate> = replicas
+                .iter()
+                .map(|r| self.candidate(r, &job.model))
+                .collect();
             let key = job.prefix.map(|p| p ^ fnv(job.model.as_bytes()));
             let affinity = key.and_then(|k| {
                 self.affinity
@@ -218,12 +234,12 @@ impl Relay {
         }))
     }
 
-    fn candidate(&self, r: &Replica) -> Candidate {
+    fn candidate(&self, r: &Replica, model: &str) -> Candidate {
         Candidate {
             node: r.node.clone(),
             curve: r.curve.clone(),
             idle_watts: r.idle_watts,
-            running: r.running.max(self.upstreams.inflight(&r.node)),
+            running: r.running.max(self.upstreams.inflight(&r.node, model)),
             waiting: r.waiting,
             fallback: !r.ready,
         }
@@ -236,8 +252,11 @@ impl Relay {
         r: &Replica,
         resume: Option<&mut Resume<'_>>,
     ) -> Result<(Attempt, v1::TokenEvent), Fail> {
-        let mut client = self.upstreams.client(&r.address).map_err(Fail::Final)?;
-        let inflight = self.upstreams.start(&r.node);
+        let mut client = self
+            .upstreams
+            .client(&r.address)
+            .map_err(|e| Fail::Retry(e, "address"))?;
+        let inflight = self.upstreams.start(&r.node, &job.model);
         let limit = self.settings.first_token_timeout;
         let opened = async {
             let resp = match resume {
@@ -373,6 +392,7 @@ impl Relay {
         mut cur: Attempt,
         first: v1::TokenEvent,
         tx: mpsc::Sender<Result<v1::TokenEvent, Error>>,
+        failed_before: Vec<String>,
     ) {
         let model = job.model.clone();
         let itl = self.metrics.itl(&model);
@@ -383,7 +403,9 @@ impl Relay {
         let mut generated: Vec<u32> = Vec::new();
         let mut before_attempt = 0usize;
         let mut migrations = 0u32;
-        let mut dead: Vec<String> = Vec::new();
+        // Replicas that failed this request already are not tried again.
+        let mut dead: Vec<String> = failed_before;
+        let max_tokens = job.sampling.max_tokens.unwrap_or(16) as usize;
         let mut next = Some(first);
         let mut last_token: Option<Instant> = None;
         loop {
@@ -432,7 +454,10 @@ impl Relay {
                         }
                         self.metrics.usage(&model, u.completion_tokens, u.joules);
                     }
-                    if tx.send(Ok(ev)).await.is_err() {
+                    // A client that stops reading for this long is gone.
+                    let sent = tokio::time::timeout(SEND_DEADLINE, tx.send(Ok(ev))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        tracing::debug!(model = %model, "client gone or not reading; stream cancelled");
                         self.metrics.done(&model, "cancelled");
                         return;
                     }
@@ -458,6 +483,24 @@ impl Relay {
                             .await;
                         return;
                     }
+                    if generated.len() >= max_tokens {
+                        // Every token was relayed; only the finish was lost.
+                        let ev = v1::TokenEvent {
+                            finish: Some(v1::Finish {
+                                reason: v1::FinishReason::Length as i32,
+                                message: String::new(),
+                                usage: Some(v1::Usage {
+                                    completion_tokens: generated.len() as u32,
+                                    energy_source: v1::EnergySource::Estimated as i32,
+                                    ..Default::default()
+                                }),
+                            }),
+                            ..Default::default()
+                        };
+                        let _ = tx.send(Ok(ev)).await;
+                        self.metrics.done(&model, "ok");
+                        return;
+                    }
                     tracing::warn!(model = %model, tokens = generated.len(), reason = %why, "stream broke; moving it");
                     let moved = Instant::now();
                     let mut exclude = dead.clone();
@@ -465,7 +508,16 @@ impl Relay {
                         generated: &generated,
                         prompt_ids: &mut prompt_ids,
                     };
-                    match self.open(&job, &mut exclude, Some(resume)).await {
+                    let opened = tokio::select! {
+                        biased;
+                        _ = tx.closed() => {
+                            self.metrics.done(&model, "cancelled");
+                            return;
+                        }
+                        r = self.open(&job, &mut exclude, Some(resume)) => r,
+                    };
+                    dead = exclude;
+                    match opened {
                         Ok((a, ev)) => {
                             tracing::info!(model = %model, to = %a.node, tokens = generated.len(), ms = moved.elapsed().as_millis() as u64, "stream moved");
                             self.metrics.migration(&model, "moved");
@@ -475,7 +527,7 @@ impl Relay {
                         }
                         Err(e) => {
                             self.metrics.migration(&model, "no_replica");
-                            self.metrics.done(&model, e.label());
+                            self.metrics.done(&model, "unavailable");
                             let _ = tx
                                 .send(Err(Error::Unavailable(format!(
                                     "the stream broke after {} tokens ({why}) and no other \
@@ -513,6 +565,15 @@ fn account_moved(u: &mut v1::Usage, earlier: usize) {
         u.joules *= f64::from(last + earlier) / f64::from(last);
     }
     u.energy_source = v1::EnergySource::Estimated as i32;
+}
+
+/// A seed that differs between requests and gateways.
+fn fresh_seed() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    fnv(&(t ^ N.fetch_add(1, Ordering::Relaxed).rotate_left(32) ^ u64::from(std::process::id())).to_le_bytes())
 }
 
 /// FNV-1a, for prefix keys.

@@ -60,19 +60,20 @@ impl Upstreams {
         Ok(w)
     }
 
-    fn counter(&self, node: &str) -> Arc<AtomicU32> {
+    fn counter(&self, node: &str, model: &str) -> Arc<AtomicU32> {
         let mut m = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(node.to_string()).or_default().clone()
+        m.entry(format!("{node}\n{model}")).or_default().clone()
     }
 
-    /// Requests this gateway has in flight on `node`.
-    pub fn inflight(&self, node: &str) -> u32 {
-        self.counter(node).load(Ordering::Relaxed)
+    /// Requests of `model` this gateway has in flight on `node` (the same count the leader
+    /// hears per model, so the two compare).
+    pub fn inflight(&self, node: &str, model: &str) -> u32 {
+        self.counter(node, model).load(Ordering::Relaxed)
     }
 
-    /// Counts one more request on `node` until the guard drops.
-    pub fn start(&self, node: &str) -> InFlight {
-        let c = self.counter(node);
+    /// Counts one more request of `model` on `node` until the guard drops.
+    pub fn start(&self, node: &str, model: &str) -> InFlight {
+        let c = self.counter(node, model);
         c.fetch_add(1, Ordering::Relaxed);
         InFlight(c)
     }

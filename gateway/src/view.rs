@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use joule_client::{Connect, Servers};
 use joule_proto::internal::v1 as pb;
@@ -156,6 +156,9 @@ impl ViewHandle {
     }
 }
 
+/// How long a follower's view (no load figures) is followed before the leader is looked for.
+const LEAVE_FOLLOWER_AFTER: Duration = Duration::from_secs(10);
+
 /// Keeps `view` current from the schedulers until the process ends.
 pub async fn watch(view: ViewHandle, servers: Arc<Servers>, token: String, gateway: String) {
     let connect = Connect {
@@ -198,6 +201,8 @@ async fn follow(
         .into_inner();
     let mut quiet = Duration::from_secs(3);
     let mut got = false;
+    let mut since_leader = Instant::now();
+    let mut behind = 0u32;
     loop {
         let msg = tokio::time::timeout(quiet, stream.message())
             .await
@@ -211,6 +216,21 @@ async fn follow(
             got = true;
         }
         quiet = Duration::from_millis(u64::from(v.keepalive_ms.max(100)) * 3);
-        view.set(View::from_proto(&v));
+        // A view older than the one in force (another replica, behind) is not taken, unless
+        // older ones keep coming (a control plane restored from an older state).
+        let current = view.get();
+        if v.applied_index >= current.applied_index || !current.synced || behind >= 30 {
+            view.set(View::from_proto(&v));
+            behind = 0;
+        } else {
+            behind += 1;
+        }
+        // Only the leader's view carries the workers' load: a follower's is used while no
+        // leader answers, and left after a while to look for the leader.
+        if v.from_leader {
+            since_leader = Instant::now();
+        } else if since_leader.elapsed() > LEAVE_FOLLOWER_AFTER {
+            return Ok(());
+        }
     }
 }

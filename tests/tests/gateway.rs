@@ -3,7 +3,8 @@
 //!
 //! - kill -9 the worker serving a greedy 200-token stream (2 replicas): the stream completes and
 //!   equals an undisturbed run; the same for a seeded chat stream; a worker that stalls
-//!   (SIGSTOP) is treated as dead for the request and the stream moves;
+//!   (SIGSTOP) is treated as dead for the request and the stream moves; a worker's SIGTERM
+//!   drain hands its stream over;
 //! - kill -9 the scheduler leader under load: no request fails;
 //! - two gateways serve one cluster; a restarted gateway serves within 1 s; a client that hangs
 //!   up frees its sequence on the worker;
@@ -36,7 +37,7 @@ async fn setup(workers: &[&str], replicas: u32, gateway: &[&str]) -> (Cluster, V
     c.leader(Duration::from_secs(15), 0).await;
     let ws: Vec<WorkerProc> = workers
         .iter()
-        .map(|n| WorkerProc::join(n, &c, &["--threads", "1"]))
+        .map(|n| WorkerProc::join(n, &c, &["--threads", "1", "--drain-timeout-s", "1"]))
         .collect();
     c.wait_nodes(ws.len(), Duration::from_secs(30)).await;
     c.apply(default_model_spec(MODEL), deployment_spec(MODEL, MODEL, replicas))
@@ -201,6 +202,18 @@ async fn a_stream_survives_the_death_or_stall_of_its_worker() {
     assert!(moved.error.is_none(), "{:?}\n{}", moved.error, g.log_tail());
     let whole = collect(gw.generate(generate(200)).await.unwrap().into_inner()).await;
     assert_eq!(moved.ids, whole.ids, "the stream moved off a stalled worker differs");
+
+    // A worker's SIGTERM drain hands its streams over at its deadline (--drain-timeout-s 1)
+    // instead of cancelling them.
+    let mut s = gw.generate(generate(200)).await.unwrap().into_inner();
+    let (text, ids) = read_tokens(&mut s, 20).await;
+    let draining = serving(&ws).await;
+    let pid = ws[draining].child.as_ref().unwrap().id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let moved = finish(s, text, ids).await;
+    assert!(moved.error.is_none(), "{:?}\n{}", moved.error, g.log_tail());
+    assert_eq!(moved.ids, whole.ids, "the stream handed over by a drain differs");
+    assert_eq!(moved.text, whole.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,6 +273,37 @@ async fn gateways_are_stateless_and_a_client_that_hangs_up_frees_its_sequence() 
         let got = collect(gw.client().generate(generate(8)).await.unwrap().into_inner()).await;
         assert_eq!(got.ids.len(), 8, "{:?}", got.error);
     }
+
+    // Health per model, and reflection of the public API.
+    let ch = joule_client::Connect::default().lazy(&g.grpc).unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    for (service, want) in [("", 1), ("joule.v1.Inference", 1), (MODEL, 1)] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status, want, "health of {service:?}");
+    }
+    let unknown = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    joule_testkit::reflection::assert_serves(
+        &g.grpc,
+        &["joule.v1.Inference", "grpc.health.v1.Health"],
+        "joule.v1.Inference",
+    )
+    .await;
+    // An unknown model through gRPC: NOT_FOUND naming the served ones.
+    let e = g
+        .client()
+        .generate(v1::GenerateRequest { model: "nope".into(), ..generate(4) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(e.message().contains(MODEL), "{e}");
 
     // A worker in a cluster takes calls only with the join token (the gateways send it).
     let mut anon = joule_client::Connect::default().worker(&ws[0].addr, "").unwrap();

@@ -149,6 +149,8 @@ impl Sequence {
         let mut stop_string = false;
         if stop_token {
             reason = Some(FinishReason::Stop);
+            // The stop token is not output: it has no text, so no logprob either (as OpenAI).
+            ev.logprobs.clear();
         } else {
             self.tokens.push(s.token);
             ev.token_ids.push(s.token);

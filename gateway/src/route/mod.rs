@@ -201,14 +201,14 @@ pub fn score(c: &Candidate, ask: &Ask) -> Score {
     let b = c.running;
     let unknown = Score {
         node: c.node.clone(),
-        batch: b + 1,
+        batch: b.saturating_add(1),
         joules_per_token: f64::INFINITY,
         itl_ms: f64::INFINITY,
         ttft_ms: f64::INFINITY,
         meets_target: false,
     };
     let (Some((tps0, w0)), Some((tps1, w1))) =
-        (at(&c.curve, c.idle_watts, b), at(&c.curve, c.idle_watts, b + 1))
+        (at(&c.curve, c.idle_watts, b), at(&c.curve, c.idle_watts, b.saturating_add(1)))
     else {
         return unknown;
     };
@@ -281,7 +281,7 @@ pub fn route(cands: &[Candidate], ask: &Ask, policy: Policy) -> Decision {
             let k = (0..n)
                 .min_by_key(|&k| {
                     let c = &cands[pool[k]];
-                    c.running + c.waiting
+                    c.running.saturating_add(c.waiting)
                 })
                 .unwrap_or(0);
             pick(k, Why::LeastLoaded)

@@ -119,7 +119,12 @@ impl<S: Store> Registry for RegistryService<S> {
                     !super::routing::same(v, &view) || at.elapsed() >= super::routing::KEEPALIVE
                 });
                 if due {
-                    if tx.send(Ok(view.clone())).await.is_err() {
+                    // A gateway that reads nothing for this long (a half-open connection) is
+                    // gone: the task ends rather than wait forever.
+                    let sent =
+                        tokio::time::timeout(super::routing::KEEPALIVE * 10, tx.send(Ok(view.clone())))
+                            .await;
+                    if !matches!(sent, Ok(Ok(()))) {
                         break;
                     }
                     last = Some((view, tokio::time::Instant::now()));

@@ -35,7 +35,12 @@ pub struct Cli {
     )]
     pub worker: String,
     /// The token a worker in a cluster takes: the cluster's join token.
-    #[arg(long, global = true, env = "JOULE_WORKER_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "JOULE_WORKER_TOKEN",
+        hide_env_values = true
+    )]
     pub worker_token: Option<String>,
     /// Output format: table (default), wide (more columns), json or yaml.
     #[arg(short = 'o', long, global = true, default_value = "table")]

@@ -275,7 +275,9 @@ fn streams_carry_deltas_usage_and_end_at_stop_strings() {
 fn a_resumed_request_continues_the_interrupted_one_exactly() {
     let h = start(cfg(4, 512, true));
     let tk = h.tokenizer().clone();
-    let prompt = tk.encode("Once upon a time, in a quiet village,").expect("encode");
+    let prompt = tk
+        .encode("Once upon a time, in a quiet village,")
+        .expect("encode");
     for (label, temperature, seed) in [("greedy", 0.0, None), ("seeded", 0.8, Some(7))] {
         let params = SamplingParams {
             temperature,

@@ -70,13 +70,27 @@ async fn cluster(
 ) -> (Cluster, Vec<WorkerProc>) {
     let c = Cluster::with_env(
         3,
-        &[("JOULE_PLACEMENT_INTERVAL_MS", "200"), ("JOULE_KV_RESERVE_BYTES", "67108864")],
+        &[
+            ("JOULE_PLACEMENT_INTERVAL_MS", "200"),
+            ("JOULE_KV_RESERVE_BYTES", "67108864"),
+        ],
     );
     c.leader(Duration::from_secs(15), 0).await;
     let ws: Vec<WorkerProc> = workers
         .iter()
         .map(|(n, idle, busy)| {
-            WorkerProc::join(n, &c, &["--idle-watts", idle, "--busy-watts", busy, "--threads", threads])
+            WorkerProc::join(
+                n,
+                &c,
+                &[
+                    "--idle-watts",
+                    idle,
+                    "--busy-watts",
+                    busy,
+                    "--threads",
+                    threads,
+                ],
+            )
         })
         .collect();
     c.wait_nodes(ws.len(), Duration::from_secs(60)).await;
@@ -115,7 +129,8 @@ async fn stream(mut s: tonic::Streaming<v1::TokenEvent>, sent: Instant) -> Resul
                     last = Some(at);
                     t.tokens += ev.token_ids.len();
                     if ev.produced_unix_micros > 0 {
-                        t.delivery_ms.push(us.saturating_sub(ev.produced_unix_micros) as f64 / 1e3);
+                        t.delivery_ms
+                            .push(us.saturating_sub(ev.produced_unix_micros) as f64 / 1e3);
                     }
                 }
                 if ev.finish.is_some() {
@@ -181,7 +196,12 @@ async fn overhead(quick: bool) {
         let mut vd: Vec<f64> = v.iter().flat_map(|t| t.delivery_ms.clone()).collect();
         let mut dt: Vec<f64> = d.iter().map(|t| t.ttft_ms).collect();
         let mut vt: Vec<f64> = v.iter().map(|t| t.ttft_ms).collect();
-        let (d50, d99, v50, v99) = (pct(&mut dd, 0.5), pct(&mut dd, 0.99), pct(&mut vd, 0.5), pct(&mut vd, 0.99));
+        let (d50, d99, v50, v99) = (
+            pct(&mut dd, 0.5),
+            pct(&mut dd, 0.99),
+            pct(&mut vd, 0.5),
+            pct(&mut vd, 0.99),
+        );
         let (dt50, vt50) = (pct(&mut dt, 0.5), pct(&mut vt, 0.5));
         println!(
             "repeat {r}: delivery per token direct p50 {d50:.3} p99 {d99:.3} ms, via gateway p50 {v50:.3} p99 {v99:.3} ms; TTFT median direct {dt50:.1} via {vt50:.1} ms"
@@ -217,8 +237,14 @@ async fn overhead(quick: bool) {
     );
     println!(
         "pooled: delivery p50/p99 direct {:.3}/{:.3} ms, via gateway {:.3}/{:.3} ms; TTFT p50/p99 direct {:.1}/{:.1} ms, via gateway {:.1}/{:.1} ms",
-        pct(&mut d_all.0, 0.5), pct(&mut d_all.0, 0.99), pct(&mut g_all.0, 0.5), pct(&mut g_all.0, 0.99),
-        pct(&mut d_all.1, 0.5), pct(&mut d_all.1, 0.99), pct(&mut g_all.1, 0.5), pct(&mut g_all.1, 0.99),
+        pct(&mut d_all.0, 0.5),
+        pct(&mut d_all.0, 0.99),
+        pct(&mut g_all.0, 0.5),
+        pct(&mut g_all.0, 0.99),
+        pct(&mut d_all.1, 0.5),
+        pct(&mut d_all.1, 0.99),
+        pct(&mut g_all.1, 0.5),
+        pct(&mut g_all.1, 0.99),
     );
 }
 
@@ -226,9 +252,15 @@ async fn running(ws: &[WorkerProc]) -> Vec<u32> {
     let mut out = Vec::new();
     for w in ws {
         let mut c = w.client();
-        let r = tokio::time::timeout(Duration::from_secs(2), c.stats(pb::StatsRequest::default())).await;
+        let r = tokio::time::timeout(Duration::from_secs(2), c.stats(pb::StatsRequest::default()))
+            .await;
         out.push(match r {
-            Ok(Ok(s)) => s.into_inner().models.iter().map(|m| m.running + m.waiting).sum(),
+            Ok(Ok(s)) => s
+                .into_inner()
+                .models
+                .iter()
+                .map(|m| m.running + m.waiting)
+                .sum(),
             _ => 0,
         });
     }
@@ -243,10 +275,20 @@ async fn migration(quick: bool) {
     let mut gaps = Vec::new();
     for k in 0..kills {
         let mut gw = g.client();
-        let mut s = gw.generate(request(k, 300)).await.expect("stream").into_inner();
+        let mut s = gw
+            .generate(request(k, 300))
+            .await
+            .expect("stream")
+            .into_inner();
         let mut n = 0;
         while n < 10 {
-            n += s.message().await.expect("event").expect("event").token_ids.len();
+            n += s
+                .message()
+                .await
+                .expect("event")
+                .expect("event")
+                .token_ids
+                .len();
         }
         let victim = loop {
             if let Some(i) = running(&ws).await.iter().position(|&r| r > 0) {
@@ -256,16 +298,26 @@ async fn migration(quick: bool) {
         let killed = Instant::now();
         ws[victim].kill9();
         let gap = loop {
-            let ev = s.message().await.expect("the stream survives").expect("an event");
+            let ev = s
+                .message()
+                .await
+                .expect("the stream survives")
+                .expect("an event");
             if !ev.token_ids.is_empty() {
                 break killed.elapsed();
             }
         };
         while s.message().await.expect("the stream completes").is_some() {}
         gaps.push(gap.as_secs_f64() * 1e3);
-        println!("kill {k}: {} died; next token after {:.1} ms", ws[victim].name, gap.as_secs_f64() * 1e3);
+        println!(
+            "kill {k}: {} died; next token after {:.1} ms",
+            ws[victim].name,
+            gap.as_secs_f64() * 1e3
+        );
         ws[victim].restart();
-        ws[victim].wait_serving(MODEL, Duration::from_secs(60)).await;
+        ws[victim]
+            .wait_serving(MODEL, Duration::from_secs(60))
+            .await;
         g.wait_ready(MODEL, 2, Duration::from_secs(60)).await;
     }
     let max = gaps.iter().copied().fold(0.0, f64::max);
@@ -277,7 +329,11 @@ async fn migration(quick: bool) {
 
 async fn energy(quick: bool) {
     // Same hardware, distinct power figures (estimated).
-    let fleet = [("green", "10", "40"), ("amber", "20", "70"), ("red", "60", "240")];
+    let fleet = [
+        ("green", "10", "40"),
+        ("amber", "20", "70"),
+        ("red", "60", "240"),
+    ];
     let itl_target = 400;
     let (c, ws) = cluster(&fleet, 3, itl_target, "1").await;
     let policies = ["energy", "least-loaded", "round-robin"];
@@ -309,7 +365,11 @@ async fn energy(quick: bool) {
                 tokio::spawn(async move {
                     let clients: Vec<joule_client::Worker> = addrs
                         .iter()
-                        .map(|a| joule_client::Connect::default().worker(a, joule_testkit::cluster::JOIN).unwrap())
+                        .map(|a| {
+                            joule_client::Connect::default()
+                                .worker(a, joule_testkit::cluster::JOIN)
+                                .unwrap()
+                        })
                         .collect();
                     let mut joules = 0.0;
                     let mut last = Instant::now();
@@ -390,9 +450,16 @@ async fn main() {
         .unwrap_or_else(|| "all".into());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    println!("loopback cluster on {cpu} ({} logical CPUs); every process on 127.0.0.1", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "loopback cluster on {cpu} ({} logical CPUs); every process on 127.0.0.1",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     if what == "overhead" || what == "all" {
         overhead(quick).await;
     }

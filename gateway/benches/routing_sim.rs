@@ -56,7 +56,12 @@ struct Outcome {
 fn run(nodes: &[Sim], policy: Policy, rate: f64, seconds: f64, itl: Option<f64>) -> Outcome {
     let mut nodes: Vec<Sim> = nodes
         .iter()
-        .map(|n| Sim { name: n.name.clone(), curve: n.curve.clone(), idle: n.idle, streams: Vec::new() })
+        .map(|n| Sim {
+            name: n.name.clone(),
+            curve: n.curve.clone(),
+            idle: n.idle,
+            streams: Vec::new(),
+        })
         .collect();
     let mut rng = XorShift(SEED);
     let mut next_arrival = -rng.next_f64().max(1e-12).ln() / rate;
@@ -77,7 +82,12 @@ fn run(nodes: &[Sim], policy: Policy, rate: f64, seconds: f64, itl: Option<f64>)
                     fallback: false,
                 })
                 .collect();
-            let ask = Ask { itl_ms: itl, prompt_tokens: PROMPT_TOKENS, tick, ..Default::default() };
+            let ask = Ask {
+                itl_ms: itl,
+                prompt_tokens: PROMPT_TOKENS,
+                tick,
+                ..Default::default()
+            };
             tick += 1;
             let d = route::route(&cands, &ask, policy);
             if let Some(i) = d.chosen {
@@ -123,7 +133,9 @@ fn main() -> Result<(), String> {
     let seconds = if quick { 60.0 } else { 600.0 };
     let f = fleet::load(fleet::FLEET_JSON)?;
     let models: Vec<&fleet::ModelShape> = f.models.iter().collect();
-    println!("simulated: routing on placement's replicas; curves are rooflines of fleet.json's class figures; a node holding a replica draws its idle watts when it runs nothing");
+    println!(
+        "simulated: routing on placement's replicas; curves are rooflines of fleet.json's class figures; a node holding a replica draws its idle watts when it runs nothing"
+    );
     for (fleet_name, model, replicas, itl) in [
         ("mixed", "Llama-3.2-1B-Instruct-Q8_0", 6, 60.0),
         ("old-gpus", "Llama-3.2-1B-Instruct-Q8_0", 5, 60.0),
@@ -134,7 +146,11 @@ fn main() -> Result<(), String> {
         let mut d = shape.deployment("d", Replicas::Fixed(replicas));
         d.max_itl_ms = Some(itl);
         let plan = placement::place(
-            &Input { nodes: nodes.clone(), deployments: vec![d], current: Vec::new() },
+            &Input {
+                nodes: nodes.clone(),
+                deployments: vec![d],
+                current: Vec::new(),
+            },
             &Options::default(),
         );
         let placed = &plan.outcome("d").ok_or("no outcome")?.placed;
@@ -145,7 +161,15 @@ fn main() -> Result<(), String> {
                 let prof = n.profiles.get(model)?;
                 Some(Sim {
                     name: n.name.clone(),
-                    curve: prof.points.iter().map(|x| Point { batch: x.batch, tokens_per_s: x.tokens_per_s, watts: x.watts }).collect(),
+                    curve: prof
+                        .points
+                        .iter()
+                        .map(|x| Point {
+                            batch: x.batch,
+                            tokens_per_s: x.tokens_per_s,
+                            watts: x.watts,
+                        })
+                        .collect(),
                     idle: n.idle_watts,
                     streams: Vec::new(),
                 })
@@ -157,13 +181,23 @@ fn main() -> Result<(), String> {
         println!(
             "simulated fleet {fleet_name}, {model}: {} replicas on {} (capacity at the {itl} ms ITL target {capacity:.0} tok/s)",
             sims.len(),
-            sims.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            sims.iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         for load in [0.2, 0.5, 0.8] {
             let rate = load * capacity / OUTPUT_TOKENS;
             let base = run(&sims, Policy::LeastLoaded, rate, seconds, Some(itl));
             for policy in [Policy::Energy, Policy::LeastLoaded, Policy::RoundRobin] {
-                let o = if policy == Policy::LeastLoaded { Outcome { per_node: base.per_node.clone(), ..base } } else { run(&sims, policy, rate, seconds, Some(itl)) };
+                let o = if policy == Policy::LeastLoaded {
+                    Outcome {
+                        per_node: base.per_node.clone(),
+                        ..base
+                    }
+                } else {
+                    run(&sims, policy, rate, seconds, Some(itl))
+                };
                 println!(
                     "  load {:>3.0}% {:>12}: {:9.0} J, {:.4} J/token ({:+.1}% vs least-loaded), p95 TTFT {:6.0} ms, p95 ITL {:5.1} ms{} | requests per node {}",
                     load * 100.0,
@@ -173,8 +207,16 @@ fn main() -> Result<(), String> {
                     (o.joules / o.tokens / (base.joules / base.tokens) - 1.0) * 100.0,
                     o.ttft95,
                     o.itl95,
-                    if o.itl95 <= itl { "" } else { " (misses the ITL target)" },
-                    o.per_node.iter().map(|(n, c)| format!("{n}:{c}")).collect::<Vec<_>>().join(" ")
+                    if o.itl95 <= itl {
+                        ""
+                    } else {
+                        " (misses the ITL target)"
+                    },
+                    o.per_node
+                        .iter()
+                        .map(|(n, c)| format!("{n}:{c}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 );
             }
         }

@@ -86,7 +86,10 @@ impl std::fmt::Debug for Args {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Args")
             .field("schedulers", &self.schedulers)
-            .field("join_token", &self.join_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "join_token",
+                &self.join_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("http_listen", &self.http_listen)
             .field("grpc_listen", &self.grpc_listen)
             .field("metrics_listen", &self.metrics_listen)
@@ -128,9 +131,11 @@ impl Args {
             .map_err(|e| format!("--scheduler: {e}"))?;
         let join_token = self.join_token.clone().unwrap_or_default();
         if join_token.is_empty() {
-            return Err("--join-token (JOULE_JOIN_TOKEN) is required: the cluster's join \
+            return Err(
+                "--join-token (JOULE_JOIN_TOKEN) is required: the cluster's join \
                         token authorises gateways"
-                .into());
+                    .into(),
+            );
         }
         for (flag, v) in [
             ("--http-listen", &self.http_listen),

@@ -7,7 +7,10 @@ use tonic::{Code, Status};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Error {
     /// A parameter the client must fix; `param` names it as the client wrote it.
-    BadRequest { message: String, param: Option<String> },
+    BadRequest {
+        message: String,
+        param: Option<String>,
+    },
     /// No deployment of that name.
     ModelNotFound(String),
     /// The prompt does not fit the model's context.
@@ -156,6 +159,20 @@ pub fn retryable(s: &Status) -> bool {
     )
 }
 
+/// A gRPC code as a metric label.
+pub fn code_label(c: Code) -> &'static str {
+    match c {
+        Code::Unavailable => "unavailable",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::NotFound => "not_found",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::Cancelled => "cancelled",
+        Code::Internal => "internal",
+        Code::Unknown => "unknown",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,7 +180,11 @@ mod tests {
     #[test]
     fn every_error_has_its_status_and_object() {
         let cases = [
-            (Error::bad("temperature", "too hot"), 400, Some("temperature")),
+            (
+                Error::bad("temperature", "too hot"),
+                400,
+                Some("temperature"),
+            ),
             (Error::ModelNotFound("no".into()), 404, Some("model")),
             (Error::ContextExceeded("long".into()), 413, None),
             (Error::PayloadTooLarge("big".into()), 413, None),
@@ -195,19 +216,5 @@ mod tests {
             Error::from_worker(&Status::out_of_range("long")).http().0,
             StatusCode::PAYLOAD_TOO_LARGE
         );
-    }
-}
-
-/// A gRPC code as a metric label.
-pub fn code_label(c: Code) -> &'static str {
-    match c {
-        Code::Unavailable => "unavailable",
-        Code::ResourceExhausted => "resource_exhausted",
-        Code::NotFound => "not_found",
-        Code::DeadlineExceeded => "deadline_exceeded",
-        Code::Cancelled => "cancelled",
-        Code::Internal => "internal",
-        Code::Unknown => "unknown",
-        _ => "other",
     }
 }

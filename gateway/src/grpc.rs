@@ -102,7 +102,11 @@ impl Inference for InferenceService {
             .first()
             .filter(|m| m.role == "system")
             .map(|m| fnv(m.content.as_bytes()));
-        let estimate = r.messages.iter().map(|m| m.content.len() as u32 / 4 + 4).sum();
+        let estimate = r
+            .messages
+            .iter()
+            .map(|m| m.content.len() as u32 / 4 + 4)
+            .sum();
         let job = Job {
             model: model(&r.model)?,
             prompt: Prompt::Chat(r.messages),
@@ -158,7 +162,9 @@ pub async fn report_health(relay: Arc<Relay>, health: HealthReporter) {
             known.insert(d.name.clone());
         }
         for gone in known.iter().filter(|n| !view.deployments.contains_key(*n)) {
-            health.set_service_status(gone, ServingStatus::NotServing).await;
+            health
+                .set_service_status(gone, ServingStatus::NotServing)
+                .await;
         }
         known.retain(|n| view.deployments.contains_key(n));
         if changed.changed().await.is_err() {

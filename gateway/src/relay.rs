@@ -123,8 +123,7 @@ impl Relay {
                 return Err(e);
             }
         };
-        self.metrics
-            .ttft(&job.model, t0.elapsed().as_secs_f64());
+        self.metrics.ttft(&job.model, t0.elapsed().as_secs_f64());
         let (tx, rx) = mpsc::channel(32);
         tokio::spawn(self.clone().pump(job, attempt, first, tx, exclude));
         Ok(rx)
@@ -274,9 +273,11 @@ impl Relay {
                     }
                     p => {
                         let prompt = match p {
-                            Prompt::Ids(ids) => v1::generate_request::Prompt::TokenIds(
-                                v1::TokenIds { ids: ids.clone() },
-                            ),
+                            Prompt::Ids(ids) => {
+                                v1::generate_request::Prompt::TokenIds(v1::TokenIds {
+                                    ids: ids.clone(),
+                                })
+                            }
                             Prompt::Text(t) => v1::generate_request::Prompt::Text(t.clone()),
                             Prompt::Chat(_) => unreachable!("matched above"),
                         };
@@ -337,9 +338,10 @@ impl Relay {
                 )),
                 "stalled",
             )),
-            Ok(Err(s)) if retryable(&s) => {
-                Err(Fail::Retry(Error::from_worker(&s), crate::error::code_label(s.code())))
-            }
+            Ok(Err(s)) if retryable(&s) => Err(Fail::Retry(
+                Error::from_worker(&s),
+                crate::error::code_label(s.code()),
+            )),
             Ok(Err(s)) => Err(Fail::Final(Error::from_worker(&s))),
             Ok(Ok((_, None))) => Err(Fail::Retry(
                 Error::Unavailable(format!("replica {} ended the stream at once", r.node)),
@@ -573,7 +575,10 @@ fn fresh_seed() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    fnv(&(t ^ N.fetch_add(1, Ordering::Relaxed).rotate_left(32) ^ u64::from(std::process::id())).to_le_bytes())
+    fnv(
+        &(t ^ N.fetch_add(1, Ordering::Relaxed).rotate_left(32) ^ u64::from(std::process::id()))
+            .to_le_bytes(),
+    )
 }
 
 /// FNV-1a, for prefix keys.

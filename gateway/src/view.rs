@@ -141,7 +141,10 @@ impl Default for ViewHandle {
 
 impl ViewHandle {
     pub fn get(&self) -> Arc<View> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set(&self, v: View) {
@@ -209,10 +212,18 @@ async fn follow(
             .map_err(|_| format!("quiet for {} ms", quiet.as_millis()))?
             .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
         let Some(v) = msg else {
-            return if got { Ok(()) } else { Err("the stream ended".into()) };
+            return if got {
+                Ok(())
+            } else {
+                Err("the stream ended".into())
+            };
         };
         if !got {
-            tracing::info!(scheduler = addr, deployments = v.deployments.len(), "routing view synced");
+            tracing::info!(
+                scheduler = addr,
+                deployments = v.deployments.len(),
+                "routing view synced"
+            );
             got = true;
         }
         quiet = Duration::from_millis(u64::from(v.keepalive_ms.max(100)) * 3);

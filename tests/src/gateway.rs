@@ -120,7 +120,9 @@ impl GatewayProc {
 
     /// Its `/metrics` text (empty when it does not answer).
     pub fn scrape(&self) -> String {
-        crate::http::get(&self.metrics, "/metrics").map(|r| r.1).unwrap_or_default()
+        crate::http::get(&self.metrics, "/metrics")
+            .map(|r| r.1)
+            .unwrap_or_default()
     }
 
     /// The end of its log.

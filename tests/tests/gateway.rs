@@ -29,10 +29,17 @@ const MODEL: &str = "smollm2";
 
 /// A cluster with `workers` workers serving `replicas` replicas of the default model, and a
 /// gateway in front that sees them all ready.
-async fn setup(workers: &[&str], replicas: u32, gateway: &[&str]) -> (Cluster, Vec<WorkerProc>, GatewayProc) {
+async fn setup(
+    workers: &[&str],
+    replicas: u32,
+    gateway: &[&str],
+) -> (Cluster, Vec<WorkerProc>, GatewayProc) {
     let c = Cluster::with_env(
         3,
-        &[("JOULE_PLACEMENT_INTERVAL_MS", "200"), ("JOULE_KV_RESERVE_BYTES", "67108864")],
+        &[
+            ("JOULE_PLACEMENT_INTERVAL_MS", "200"),
+            ("JOULE_KV_RESERVE_BYTES", "67108864"),
+        ],
     );
     c.leader(Duration::from_secs(15), 0).await;
     let ws: Vec<WorkerProc> = workers
@@ -40,8 +47,11 @@ async fn setup(workers: &[&str], replicas: u32, gateway: &[&str]) -> (Cluster, V
         .map(|n| WorkerProc::join(n, &c, &["--threads", "1", "--drain-timeout-s", "1"]))
         .collect();
     c.wait_nodes(ws.len(), Duration::from_secs(30)).await;
-    c.apply(default_model_spec(MODEL), deployment_spec(MODEL, MODEL, replicas))
-        .await;
+    c.apply(
+        default_model_spec(MODEL),
+        deployment_spec(MODEL, MODEL, replicas),
+    )
+    .await;
     let g = GatewayProc::start("gw", &c, gateway);
     g.wait_ready(MODEL, replicas, Duration::from_secs(90)).await;
     (c, ws, g)
@@ -93,9 +103,15 @@ async fn running(ws: &[WorkerProc]) -> Vec<u32> {
     let mut out = Vec::new();
     for w in ws {
         let mut c = w.client();
-        let r = tokio::time::timeout(Duration::from_secs(2), c.stats(pb::StatsRequest::default())).await;
+        let r = tokio::time::timeout(Duration::from_secs(2), c.stats(pb::StatsRequest::default()))
+            .await;
         out.push(match r {
-            Ok(Ok(s)) => s.into_inner().models.iter().map(|m| m.running + m.waiting).sum(),
+            Ok(Ok(s)) => s
+                .into_inner()
+                .models
+                .iter()
+                .map(|m| m.running + m.waiting)
+                .sum(),
             _ => 0,
         });
     }
@@ -107,7 +123,11 @@ async fn read_tokens(s: &mut tonic::Streaming<v1::TokenEvent>, n: usize) -> (Str
     let (mut text, mut ids) = (String::new(), Vec::new());
     while ids.len() < n {
         let ev = s.message().await.expect("stream").expect("an event");
-        assert!(ev.finish.is_none(), "finished early after {} tokens", ids.len());
+        assert!(
+            ev.finish.is_none(),
+            "finished early after {} tokens",
+            ids.len()
+        );
         text.push_str(&ev.text);
         ids.extend(ev.token_ids);
     }
@@ -128,7 +148,11 @@ async fn serving(ws: &[WorkerProc]) -> usize {
 }
 
 /// Finishes `s`, prepending what was already read.
-async fn finish(s: tonic::Streaming<v1::TokenEvent>, text: String, ids: Vec<u32>) -> joule_testkit::gateway::Collected {
+async fn finish(
+    s: tonic::Streaming<v1::TokenEvent>,
+    text: String,
+    ids: Vec<u32>,
+) -> joule_testkit::gateway::Collected {
     let mut rest = collect(s).await;
     rest.text = text + &rest.text;
     let mut all = ids;
@@ -152,22 +176,44 @@ async fn a_stream_survives_the_death_or_stall_of_its_worker() {
     let victim = serving(&ws).await;
     ws[victim].kill9();
     let moved = finish(s, text, ids).await;
-    assert!(moved.error.is_none(), "the stream failed: {:?}\n{}", moved.error, g.log_tail());
-    assert_eq!(moved.ids, whole.ids, "the moved stream differs from the undisturbed one");
+    assert!(
+        moved.error.is_none(),
+        "the stream failed: {:?}\n{}",
+        moved.error,
+        g.log_tail()
+    );
+    assert_eq!(
+        moved.ids, whole.ids,
+        "the moved stream differs from the undisturbed one"
+    );
     assert_eq!(moved.text, whole.text);
     let f = moved.finish.expect("a finish");
     assert_eq!(f.reason, v1::FinishReason::Length as i32);
     let u = f.usage.expect("usage");
     assert_eq!(u.completion_tokens, 200, "every token is billed once");
-    assert_eq!(u.energy_source, v1::EnergySource::Estimated as i32, "a moved stream's joules are estimated");
-    assert!(g.scrape().contains("joule_gateway_migrations_total{model=\"smollm2\",outcome=\"moved\"}"), "{}", g.scrape());
+    assert_eq!(
+        u.energy_source,
+        v1::EnergySource::Estimated as i32,
+        "a moved stream's joules are estimated"
+    );
+    assert!(
+        g.scrape()
+            .contains("joule_gateway_migrations_total{model=\"smollm2\",outcome=\"moved\"}"),
+        "{}",
+        g.scrape()
+    );
 
     // Back to two replicas; a seeded chat (penalties, seeded draws, the chat template) moves
     // just as exactly.
     ws[victim].restart();
     let end = Instant::now() + Duration::from_secs(60);
     while running(&ws).await.len() < 2 || ws[victim].models().await.is_empty() {
-        assert!(Instant::now() < end, "{} did not come back:\n{}", ws[victim].name, ws[victim].log_tail());
+        assert!(
+            Instant::now() < end,
+            "{} did not come back:\n{}",
+            ws[victim].name,
+            ws[victim].log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The gateway retries past a replica the view still shows but that is gone, so wait
@@ -181,7 +227,10 @@ async fn a_stream_survives_the_death_or_stall_of_its_worker() {
     ws[victim].kill9();
     let moved = finish(s, text, ids).await;
     assert!(moved.error.is_none(), "{:?}\n{}", moved.error, g.log_tail());
-    assert_eq!(moved.ids, whole.ids, "the moved chat differs from the undisturbed one");
+    assert_eq!(
+        moved.ids, whole.ids,
+        "the moved chat differs from the undisturbed one"
+    );
     assert_eq!(moved.text, whole.text);
 
     // A worker that stops answering (SIGSTOP) is dead to the request after --token-timeout-ms.
@@ -196,12 +245,23 @@ async fn a_stream_survives_the_death_or_stall_of_its_worker() {
     let (text, ids) = read_tokens(&mut s, 20).await;
     let stalled = serving(&ws).await;
     let pid = ws[stalled].child.as_ref().unwrap().id().to_string();
-    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let moved = finish(s, text, ids).await;
-    let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
     assert!(moved.error.is_none(), "{:?}\n{}", moved.error, g.log_tail());
     let whole = collect(gw.generate(generate(200)).await.unwrap().into_inner()).await;
-    assert_eq!(moved.ids, whole.ids, "the stream moved off a stalled worker differs");
+    assert_eq!(
+        moved.ids, whole.ids,
+        "the stream moved off a stalled worker differs"
+    );
 
     // A worker's SIGTERM drain hands its streams over at its deadline (--drain-timeout-s 1)
     // instead of cancelling them.
@@ -209,10 +269,19 @@ async fn a_stream_survives_the_death_or_stall_of_its_worker() {
     let (text, ids) = read_tokens(&mut s, 20).await;
     let draining = serving(&ws).await;
     let pid = ws[draining].child.as_ref().unwrap().id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let moved = finish(s, text, ids).await;
     assert!(moved.error.is_none(), "{:?}\n{}", moved.error, g.log_tail());
-    assert_eq!(moved.ids, whole.ids, "the stream handed over by a drain differs");
+    assert_eq!(
+        moved.ids, whole.ids,
+        "the stream handed over by a drain differs"
+    );
     assert_eq!(moved.text, whole.text);
 }
 
@@ -253,7 +322,10 @@ async fn killing_the_scheduler_leader_under_load_fails_no_request() {
     let mut total = 0;
     for t in load {
         let (ok, failed) = t.await.unwrap();
-        assert!(failed.is_empty(), "requests failed across the failover: {failed:?}");
+        assert!(
+            failed.is_empty(),
+            "requests failed across the failover: {failed:?}"
+        );
         total += ok;
     }
     assert!(total >= 8, "only {total} requests ran");
@@ -270,7 +342,14 @@ async fn gateways_are_stateless_and_a_client_that_hangs_up_frees_its_sequence() 
     let g2 = GatewayProc::start("gw2", &c, &[]);
     g2.wait_ready(MODEL, 1, Duration::from_secs(30)).await;
     for gw in [&g, &g2] {
-        let got = collect(gw.client().generate(generate(8)).await.unwrap().into_inner()).await;
+        let got = collect(
+            gw.client()
+                .generate(generate(8))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
         assert_eq!(got.ids.len(), 8, "{:?}", got.error);
     }
 
@@ -279,14 +358,18 @@ async fn gateways_are_stateless_and_a_client_that_hangs_up_frees_its_sequence() 
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
     for (service, want) in [("", 1), ("joule.v1.Inference", 1), (MODEL, 1)] {
         let r = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
         assert_eq!(r.status, want, "health of {service:?}");
     }
     let unknown = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "nope".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "nope".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
@@ -299,27 +382,45 @@ async fn gateways_are_stateless_and_a_client_that_hangs_up_frees_its_sequence() 
     // An unknown model through gRPC: NOT_FOUND naming the served ones.
     let e = g
         .client()
-        .generate(v1::GenerateRequest { model: "nope".into(), ..generate(4) })
+        .generate(v1::GenerateRequest {
+            model: "nope".into(),
+            ..generate(4)
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     assert!(e.message().contains(MODEL), "{e}");
 
     // A worker in a cluster takes calls only with the join token (the gateways send it).
-    let mut anon = joule_client::Connect::default().worker(&ws[0].addr, "").unwrap();
-    let e = anon.list_models(pb::ListModelsRequest {}).await.unwrap_err();
+    let mut anon = joule_client::Connect::default()
+        .worker(&ws[0].addr, "")
+        .unwrap();
+    let e = anon
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
-    let mut wrong = joule_client::Connect::default().worker(&ws[0].addr, "nope").unwrap();
+    let mut wrong = joule_client::Connect::default()
+        .worker(&ws[0].addr, "nope")
+        .unwrap();
     assert!(wrong.generate(generate(1)).await.is_err());
 
     // A client that hangs up mid-stream: the worker's sequence ends within a step or two.
-    let mut s = g.client().generate(generate(400)).await.unwrap().into_inner();
+    let mut s = g
+        .client()
+        .generate(generate(400))
+        .await
+        .unwrap()
+        .into_inner();
     read_tokens(&mut s, 3).await;
     assert_eq!(running(&ws).await, [1]);
     drop(s);
     let end = Instant::now() + Duration::from_secs(2);
     while running(&ws).await != [0] {
-        assert!(Instant::now() < end, "the sequence still runs after the client left");
+        assert!(
+            Instant::now() < end,
+            "the sequence still runs after the client left"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -334,10 +435,17 @@ async fn gateways_are_stateless_and_a_client_that_hangs_up_frees_its_sequence() 
         {
             break started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "{}", g.log_tail());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            g.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(served < Duration::from_secs(1), "the restarted gateway served after {served:?}");
+    assert!(
+        served < Duration::from_secs(1),
+        "the restarted gateway served after {served:?}"
+    );
 }
 
 /// A Python with the official `openai` package: the system one if it has it, else a venv
@@ -369,7 +477,11 @@ fn python_with_openai() -> std::path::PathBuf {
                 .args(["-m", "pip", "install", "-q", "-r", reqs])
                 .status()
                 .is_ok_and(|s| s.success());
-        assert!(ok, "cannot set up a Python with the openai package in {} (needs python3 -m venv and PyPI)", venv.display());
+        assert!(
+            ok,
+            "cannot set up a Python with the openai package in {} (needs python3 -m venv and PyPI)",
+            venv.display()
+        );
     }
     py
 }
@@ -384,8 +496,13 @@ async fn the_official_openai_client_gets_what_it_expects() {
     huge.size_bytes = 1 << 50;
     c.apply(huge, deployment_spec("pending", "huge", 1)).await;
     let end = Instant::now() + Duration::from_secs(10);
-    while !joule_testkit::http::get(&g.http, "/v1/models").is_ok_and(|r| r.1.contains("\"pending\"")) {
-        assert!(Instant::now() < end, "the gateway never listed the pending deployment");
+    while !joule_testkit::http::get(&g.http, "/v1/models")
+        .is_ok_and(|r| r.1.contains("\"pending\""))
+    {
+        assert!(
+            Instant::now() < end,
+            "the gateway never listed the pending deployment"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_conformance.py");
@@ -409,6 +526,10 @@ async fn the_official_openai_client_gets_what_it_expects() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{text}");
-    assert!(out.status.success(), "conformance failed:\n{text}\ngateway log:\n{}", g.log_tail());
+    assert!(
+        out.status.success(),
+        "conformance failed:\n{text}\ngateway log:\n{}",
+        g.log_tail()
+    );
     assert!(text.contains("ok "), "{text}");
 }

@@ -311,33 +311,33 @@ impl Worker for WorkerService {
 /// The token ids of a chat: checked, rendered with the model's chat template and tokenized (as
 /// `Chat` and `Tokenize` with messages both do).
 fn chat_prompt(served: &Served, messages: &[v1::ChatMessage]) -> Result<Vec<u32>, Status> {
-        if messages.is_empty() {
-            return Err(Status::invalid_argument(
-                "messages is empty: send at least one message",
-            ));
-        }
-        if let Some((i, _)) = messages
-            .iter()
-            .enumerate()
-            .find(|(_, m)| m.role.trim().is_empty())
-        {
-            return Err(Status::invalid_argument(format!(
-                "messages[{i}].role is empty"
-            )));
-        }
-        let msgs: Vec<Message> = messages
-            .iter()
-            .map(|m| Message::new(&m.role, &m.content))
-            .collect();
-        let tk = served.engine.tokenizer();
-        let text = tk
-            .apply_chat_template(&msgs, true)
-            .map_err(|e| convert::status(&e))?;
-        let mut ids = tk.encode(&text).map_err(|e| convert::status(&e))?;
-        // Templates that write the BOS themselves would otherwise get it twice.
-        if tk.add_bos && ids.len() >= 2 && ids[0] == ids[1] && Some(ids[0]) == tk.bos {
-            ids.remove(0);
-        }
+    if messages.is_empty() {
+        return Err(Status::invalid_argument(
+            "messages is empty: send at least one message",
+        ));
+    }
+    if let Some((i, _)) = messages
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.role.trim().is_empty())
+    {
+        return Err(Status::invalid_argument(format!(
+            "messages[{i}].role is empty"
+        )));
+    }
+    let msgs: Vec<Message> = messages
+        .iter()
+        .map(|m| Message::new(&m.role, &m.content))
+        .collect();
+    let tk = served.engine.tokenizer();
+    let text = tk
+        .apply_chat_template(&msgs, true)
+        .map_err(|e| convert::status(&e))?;
+    let mut ids = tk.encode(&text).map_err(|e| convert::status(&e))?;
+    // Templates that write the BOS themselves would otherwise get it twice.
+    if tk.add_bos && ids.len() >= 2 && ids[0] == ids[1] && Some(ids[0]) == tk.bos {
+        ids.remove(0);
+    }
     Ok(ids)
 }
 

@@ -59,7 +59,11 @@ async fn streams_generate_and_chat_with_joules_in_the_usage() {
         .unwrap()
         .into_inner()
         .ids;
-    let used = out.finish.as_ref().and_then(|f| f.usage.as_ref()).map(|u| u.prompt_tokens);
+    let used = out
+        .finish
+        .as_ref()
+        .and_then(|f| f.usage.as_ref())
+        .map(|u| u.prompt_tokens);
     assert_eq!(Some(chat_ids.len() as u32), used);
 
     let ids = c

@@ -12,7 +12,11 @@ use crate::render::Format;
 use crate::status;
 use crate::views;
 
-pub async fn generate(w: &crate::connect::WorkerTarget, s: &Sampling, prompt: String) -> anyhow::Result<()> {
+pub async fn generate(
+    w: &crate::connect::WorkerTarget,
+    s: &Sampling,
+    prompt: String,
+) -> anyhow::Result<()> {
     let mut c = crate::connect::worker(&w.addr, &w.token).await?;
     let r = v1::GenerateRequest {
         model: s.model.clone(),
@@ -132,7 +136,11 @@ async fn print_stream(s: tonic::Streaming<v1::TokenEvent>) -> anyhow::Result<()>
 
 /// Waits until the worker answers, serves (`model`, or at least one model), or the timeout
 /// passes; a worker still starting up (refusing connections) is retried.
-pub async fn wait(w: &crate::connect::WorkerTarget, model: &str, timeout_s: u64) -> anyhow::Result<()> {
+pub async fn wait(
+    w: &crate::connect::WorkerTarget,
+    model: &str,
+    timeout_s: u64,
+) -> anyhow::Result<()> {
     let until = std::time::Instant::now() + Duration::from_secs(timeout_s.min(7 * 24 * 3600));
     let mut last = String::from("no answer yet");
     while std::time::Instant::now() < until {

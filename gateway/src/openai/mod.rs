@@ -78,7 +78,10 @@ async fn chat(State(relay): State<Arc<Relay>>, b: Result<Bytes, BytesRejection>)
     }
 }
 
-async fn completions(State(relay): State<Arc<Relay>>, b: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(
+    State(relay): State<Arc<Relay>>,
+    b: Result<Bytes, BytesRejection>,
+) -> Response {
     let limit = relay.settings.max_body_bytes;
     let default_max = relay.settings.default_max_tokens;
     match body(b, limit).and_then(|b| params::completion(&b, default_max)) {
@@ -158,7 +161,9 @@ async fn health(State(relay): State<Arc<Relay>>) -> Response {
     if !view.synced {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "starting", "message": "no routing view from a scheduler yet"})),
+            axum::Json(
+                json!({"status": "starting", "message": "no routing view from a scheduler yet"}),
+            ),
         )
             .into_response();
     }

@@ -97,7 +97,10 @@ fn objects_only(v: &Value) -> Result<(), Error> {
         && !o.is_object()
         && !o.is_null()
     {
-        return Err(Error::bad("stream_options", "stream_options must be an object"));
+        return Err(Error::bad(
+            "stream_options",
+            "stream_options must be an object",
+        ));
     }
     Ok(())
 }
@@ -125,7 +128,16 @@ pub fn completion(body: &[u8], default_max: u32) -> Result<Parsed, Error> {
         Prompt::Chat(_) => 0,
     };
     let s = r.sampling();
-    finish(r.model, prompt, &s, logprobs, default_max, "max_tokens", None, estimate)
+    finish(
+        r.model,
+        prompt,
+        &s,
+        logprobs,
+        default_max,
+        "max_tokens",
+        None,
+        estimate,
+    )
 }
 
 fn completion_prompt(p: &Value) -> Result<Prompt, Error> {
@@ -161,7 +173,8 @@ fn completion_prompt(p: &Value) -> Result<Prompt, Error> {
 
 pub fn chat(body: &[u8], default_max: u32) -> Result<Parsed, Error> {
     let r: ChatRequest = parse(body)?;
-    let unsupported = |param: &str, what: &str| Err(Error::bad(param, format!("{what} is not supported")));
+    let unsupported =
+        |param: &str, what: &str| Err(Error::bad(param, format!("{what} is not supported")));
     if r.tools.as_ref().is_some_and(non_empty) || r.functions.as_ref().is_some_and(non_empty) {
         return unsupported("tools", "tool calling");
     }
@@ -171,14 +184,20 @@ pub fn chat(body: &[u8], default_max: u32) -> Result<Parsed, Error> {
     {
         return unsupported("tool_choice", "tool calling");
     }
-    if r.function_call.as_ref().is_some_and(|v| !v.is_null() && v != "none") {
+    if r.function_call
+        .as_ref()
+        .is_some_and(|v| !v.is_null() && v != "none")
+    {
         return unsupported("function_call", "function calling");
     }
     if let Some(f) = &r.response_format
         && !f.is_null()
         && f.get("type").and_then(Value::as_str) != Some("text")
     {
-        return unsupported("response_format", "structured output (json_object, json_schema)");
+        return unsupported(
+            "response_format",
+            "structured output (json_object, json_schema)",
+        );
     }
     if let Some(m) = &r.modalities
         && !m.is_null()
@@ -193,7 +212,10 @@ pub fn chat(body: &[u8], default_max: u32) -> Result<Parsed, Error> {
         return unsupported("prediction", "predicted output");
     }
     if r.messages.is_empty() {
-        return Err(Error::bad("messages", "messages must hold at least one message"));
+        return Err(Error::bad(
+            "messages",
+            "messages must hold at least one message",
+        ));
     }
     let mut messages = Vec::with_capacity(r.messages.len());
     for (i, m) in r.messages.iter().enumerate() {
@@ -212,7 +234,8 @@ pub fn chat(body: &[u8], default_max: u32) -> Result<Parsed, Error> {
         if m.tool_calls.as_ref().is_some_and(non_empty) {
             return unsupported(&format!("messages[{i}].tool_calls"), "tool calling");
         }
-        let content = content(&m.content).map_err(|why| Error::bad(&format!("messages[{i}].content"), why))?;
+        let content = content(&m.content)
+            .map_err(|why| Error::bad(&format!("messages[{i}].content"), why))?;
         messages.push(v1::ChatMessage {
             role: role.to_string(),
             content,
@@ -222,10 +245,16 @@ pub fn chat(body: &[u8], default_max: u32) -> Result<Parsed, Error> {
         (Some(true), None) => Logprobs::Chat(0),
         (Some(true), Some(n @ 0..=20)) => Logprobs::Chat(n as u32),
         (_, Some(n)) if !(0..=20).contains(&n) => {
-            return Err(Error::bad("top_logprobs", "top_logprobs must be from 0 to 20"));
+            return Err(Error::bad(
+                "top_logprobs",
+                "top_logprobs must be from 0 to 20",
+            ));
         }
         (_, Some(_)) => {
-            return Err(Error::bad("top_logprobs", "top_logprobs needs logprobs: true"));
+            return Err(Error::bad(
+                "top_logprobs",
+                "top_logprobs needs logprobs: true",
+            ));
         }
         _ => Logprobs::None,
     };
@@ -250,7 +279,16 @@ pub fn chat(body: &[u8], default_max: u32) -> Result<Parsed, Error> {
         "max_tokens"
     };
     let s = r.sampling();
-    finish(r.model, Prompt::Chat(messages), &s, logprobs, default_max, max_param, prefix, estimate)
+    finish(
+        r.model,
+        Prompt::Chat(messages),
+        &s,
+        logprobs,
+        default_max,
+        max_param,
+        prefix,
+        estimate,
+    )
 }
 
 fn non_empty(v: &Value) -> bool {
@@ -269,12 +307,21 @@ fn content(v: &Value) -> Result<String, String> {
         Value::Array(parts) => {
             let mut out = String::new();
             for p in parts {
-                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                match (
+                    p.get("type").and_then(Value::as_str),
+                    p.get("text").and_then(Value::as_str),
+                ) {
                     (Some("text"), Some(t)) => out.push_str(t),
                     (Some(kind), _) if kind != "text" => {
-                        return Err(format!("content parts of type {kind:?} are not supported (text only)"));
+                        return Err(format!(
+                            "content parts of type {kind:?} are not supported (text only)"
+                        ));
                     }
-                    _ => return Err("a content part must be {\"type\": \"text\", \"text\": ...}".into()),
+                    _ => {
+                        return Err(
+                            "a content part must be {\"type\": \"text\", \"text\": ...}".into()
+                        );
+                    }
                 }
             }
             Ok(out)
@@ -295,14 +342,21 @@ fn finish(
     estimate: u32,
 ) -> Result<Parsed, Error> {
     if model.is_empty() {
-        return Err(Error::bad("model", "model is empty: name one of GET /v1/models"));
+        return Err(Error::bad(
+            "model",
+            "model is empty: name one of GET /v1/models",
+        ));
     }
     let max_tokens = match s.max_tokens {
         None => default_max,
         Some(n) if n < 1 => {
-            return Err(Error::bad(max_param, format!("{max_param} must be at least 1, got {n}")));
+            return Err(Error::bad(
+                max_param,
+                format!("{max_param} must be at least 1, got {n}"),
+            ));
         }
-        Some(n) => u32::try_from(n).map_err(|_| Error::bad(max_param, format!("{max_param} is too large")))?,
+        Some(n) => u32::try_from(n)
+            .map_err(|_| Error::bad(max_param, format!("{max_param} is too large")))?,
     };
     let range = |param: &str, v: Option<f64>, lo: f64, hi: f64| -> Result<Option<f32>, Error> {
         match v {
@@ -325,14 +379,22 @@ fn finish(
     let min_p = range("min_p", s.min_p, 0.0, 1.0)?;
     let repetition_penalty = match s.repetition_penalty {
         Some(x) if !(x > 0.0 && x <= 10.0) => {
-            return Err(Error::bad("repetition_penalty", "repetition_penalty must be in (0, 10]"));
+            return Err(Error::bad(
+                "repetition_penalty",
+                "repetition_penalty must be in (0, 10]",
+            ));
         }
         v => v.map(|x| x as f32),
     };
     let top_k = match s.top_k {
         None | Some(-1) | Some(0) => None,
         Some(k) if k >= 1 => Some(u32::try_from(k).unwrap_or(u32::MAX)),
-        Some(k) => return Err(Error::bad("top_k", format!("top_k must be at least 1 (or -1: no limit), got {k}"))),
+        Some(k) => {
+            return Err(Error::bad(
+                "top_k",
+                format!("top_k must be at least 1 (or -1: no limit), got {k}"),
+            ));
+        }
     };
     match s.n {
         None | Some(1) => {}
@@ -363,7 +425,10 @@ fn finish(
     }
     let stream = s.stream.unwrap_or(false);
     if s.stream_options.is_some() && !stream {
-        return Err(Error::bad("stream_options", "stream_options needs stream: true"));
+        return Err(Error::bad(
+            "stream_options",
+            "stream_options needs stream: true",
+        ));
     }
     let include_usage = s
         .stream_options

@@ -32,8 +32,11 @@ pub struct Meta {
 impl Meta {
     pub fn new(kind: Kind, model: &str, logprobs: Logprobs) -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let seed = now.as_nanos() as u64 ^ N.fetch_add(1, Ordering::Relaxed).rotate_left(40)
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let seed = now.as_nanos() as u64
+            ^ N.fetch_add(1, Ordering::Relaxed).rotate_left(40)
             ^ u64::from(std::process::id()).rotate_left(20);
         let prefix = match kind {
             Kind::Chat => "chatcmpl",
@@ -41,7 +44,11 @@ impl Meta {
         };
         Self {
             kind,
-            id: format!("{prefix}-{:016x}{:08x}", crate::relay::fnv(&seed.to_le_bytes()), seed as u32),
+            id: format!(
+                "{prefix}-{:016x}{:08x}",
+                crate::relay::fnv(&seed.to_le_bytes()),
+                seed as u32
+            ),
             created: now.as_secs(),
             model: model.to_string(),
             logprobs,
@@ -198,12 +205,18 @@ impl Chunker {
         if !ev.text.is_empty() || !ev.logprobs.is_empty() {
             let logprobs = match self.meta.logprobs {
                 Logprobs::None => Value::Null,
-                Logprobs::Chat(_) => json!({"content": chat_logprobs(&ev.logprobs), "refusal": null}),
+                Logprobs::Chat(_) => {
+                    json!({"content": chat_logprobs(&ev.logprobs), "refusal": null})
+                }
                 Logprobs::Completion(_) => completion_logprobs(&ev.logprobs, self.sent),
             };
             let choice = match self.meta.kind {
-                Kind::Chat => json!({"index": 0, "delta": {"content": ev.text}, "logprobs": logprobs, "finish_reason": null}),
-                Kind::Completion => json!({"index": 0, "text": ev.text, "logprobs": logprobs, "finish_reason": null}),
+                Kind::Chat => {
+                    json!({"index": 0, "delta": {"content": ev.text}, "logprobs": logprobs, "finish_reason": null})
+                }
+                Kind::Completion => {
+                    json!({"index": 0, "text": ev.text, "logprobs": logprobs, "finish_reason": null})
+                }
             };
             self.sent += ev.text.len();
             out.push_str(&self.chunk(json!([choice]), None));
@@ -211,8 +224,12 @@ impl Chunker {
         if let Some(f) = &ev.finish {
             let fr = finish_reason(f);
             let choice = match self.meta.kind {
-                Kind::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": fr}),
-                Kind::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": fr}),
+                Kind::Chat => {
+                    json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": fr})
+                }
+                Kind::Completion => {
+                    json!({"index": 0, "text": "", "logprobs": null, "finish_reason": fr})
+                }
             };
             out.push_str(&self.chunk(json!([choice]), None));
             if self.include_usage {

@@ -149,7 +149,11 @@ impl fmt::Display for Decision {
                 s.joules_per_token,
                 s.itl_ms,
                 s.ttft_ms,
-                if s.meets_target { "" } else { " (misses target)" }
+                if s.meets_target {
+                    ""
+                } else {
+                    " (misses target)"
+                }
             )?;
         }
         Ok(())
@@ -207,9 +211,10 @@ pub fn score(c: &Candidate, ask: &Ask) -> Score {
         ttft_ms: f64::INFINITY,
         meets_target: false,
     };
-    let (Some((tps0, w0)), Some((tps1, w1))) =
-        (at(&c.curve, c.idle_watts, b), at(&c.curve, c.idle_watts, b.saturating_add(1)))
-    else {
+    let (Some((tps0, w0)), Some((tps1, w1))) = (
+        at(&c.curve, c.idle_watts, b),
+        at(&c.curve, c.idle_watts, b.saturating_add(1)),
+    ) else {
         return unknown;
     };
     // Waking an idle node pays all of its power; otherwise only what one more stream adds.
@@ -238,7 +243,8 @@ pub fn score(c: &Candidate, ask: &Ask) -> Score {
     // The queue ahead admits at about one request per step per running stream.
     let queue_steps = f64::from(c.waiting) / f64::from(b + 1) + 1.0;
     let ttft_ms = queue_steps * itl_ms + prefill_ms;
-    let meets_target = ask.itl_ms.is_none_or(|t| itl_ms <= t) && ask.ttft_ms.is_none_or(|t| ttft_ms <= t);
+    let meets_target =
+        ask.itl_ms.is_none_or(|t| itl_ms <= t) && ask.ttft_ms.is_none_or(|t| ttft_ms <= t);
     Score {
         node: c.node.clone(),
         batch: b + 1,
@@ -254,7 +260,11 @@ pub fn route(cands: &[Candidate], ask: &Ask, policy: Policy) -> Decision {
     let open: Vec<usize> = (0..cands.len())
         .filter(|&i| !ask.exclude.contains(&cands[i].node))
         .collect();
-    let primary: Vec<usize> = open.iter().copied().filter(|&i| !cands[i].fallback).collect();
+    let primary: Vec<usize> = open
+        .iter()
+        .copied()
+        .filter(|&i| !cands[i].fallback)
+        .collect();
     let pool = if primary.is_empty() { open } else { primary };
     if pool.is_empty() {
         return Decision {
@@ -287,14 +297,12 @@ pub fn route(cands: &[Candidate], ask: &Ask, policy: Policy) -> Decision {
             pick(k, Why::LeastLoaded)
         }
         Policy::Energy => {
-            let cheapest = (0..n)
-                .filter(|&k| scores[k].meets_target)
-                .min_by(|&a, &b| {
-                    scores[a]
-                        .joules_per_token
-                        .total_cmp(&scores[b].joules_per_token)
-                        .then(scores[a].batch.cmp(&scores[b].batch))
-                });
+            let cheapest = (0..n).filter(|&k| scores[k].meets_target).min_by(|&a, &b| {
+                scores[a]
+                    .joules_per_token
+                    .total_cmp(&scores[b].joules_per_token)
+                    .then(scores[a].batch.cmp(&scores[b].batch))
+            });
             let Some(best) = cheapest else {
                 let k = (0..n)
                     .min_by(|&a, &b| {

@@ -121,9 +121,11 @@ impl<S: Store> Registry for RegistryService<S> {
                 if due {
                     // A gateway that reads nothing for this long (a half-open connection) is
                     // gone: the task ends rather than wait forever.
-                    let sent =
-                        tokio::time::timeout(super::routing::KEEPALIVE * 10, tx.send(Ok(view.clone())))
-                            .await;
+                    let sent = tokio::time::timeout(
+                        super::routing::KEEPALIVE * 10,
+                        tx.send(Ok(view.clone())),
+                    )
+                    .await;
                     if !matches!(sent, Ok(Ok(()))) {
                         break;
                     }

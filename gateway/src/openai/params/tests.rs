@@ -22,7 +22,9 @@ fn a_plain_chat_becomes_a_job_with_the_default_budget() {
     assert_eq!(p.job.sampling.max_tokens, Some(64));
     assert!(!p.stream && !p.include_usage);
     assert_eq!(p.logprobs, Logprobs::None);
-    let Prompt::Chat(m) = &p.job.prompt else { panic!() };
+    let Prompt::Chat(m) = &p.job.prompt else {
+        panic!()
+    };
     assert_eq!((m[0].role.as_str(), m[0].content.as_str()), ("user", "hi"));
 }
 
@@ -42,10 +44,19 @@ fn every_openai_sampling_field_is_carried_over() {
     .unwrap();
     let s = &p.job.sampling;
     assert_eq!(s.max_tokens, Some(9));
-    assert_eq!((s.temperature, s.top_p, s.seed), (Some(0.5), Some(0.9), Some(42)));
-    assert_eq!((s.presence_penalty, s.frequency_penalty), (Some(0.5), Some(-0.5)));
+    assert_eq!(
+        (s.temperature, s.top_p, s.seed),
+        (Some(0.5), Some(0.9), Some(42))
+    );
+    assert_eq!(
+        (s.presence_penalty, s.frequency_penalty),
+        (Some(0.5), Some(-0.5))
+    );
     assert_eq!(s.stop, ["a", "b"]);
-    assert_eq!((s.top_k, s.min_p, s.logprobs), (Some(40), Some(0.05), Some(3)));
+    assert_eq!(
+        (s.top_k, s.min_p, s.logprobs),
+        (Some(40), Some(0.05), Some(3))
+    );
     assert!(p.stream && p.include_usage);
     assert_eq!(p.logprobs, Logprobs::Chat(3));
     // `stop` as one string.
@@ -70,9 +81,15 @@ fn bad_values_name_their_parameter() {
         (r#""logit_bias": {"1": 5}"#, "logit_bias"),
         (r#""top_logprobs": 3"#, "top_logprobs"),
         (r#""top_logprobs": 50, "logprobs": true"#, "top_logprobs"),
-        (r#""stream_options": {"include_usage": true}"#, "stream_options"),
+        (
+            r#""stream_options": {"include_usage": true}"#,
+            "stream_options",
+        ),
         (r#""tools": [{"type": "function"}]"#, "tools"),
-        (r#""response_format": {"type": "json_object"}"#, "response_format"),
+        (
+            r#""response_format": {"type": "json_object"}"#,
+            "response_format",
+        ),
         (r#""frobnicate": 1"#, "frobnicate"),
         (r#""seed": 1.5"#, "seed"),
     ];
@@ -97,12 +114,22 @@ fn bad_messages_and_bodies_are_refused_clearly() {
         r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}"#,
     );
     assert_eq!(p.as_deref(), Some("messages[0].content"), "{m}");
-    let (m, p) = chat_err(r#"{"model": "m", "messages": [{"role": "user", "content": "x", "mood": 1}]}"#);
-    assert!(p.as_deref().is_some_and(|p| p.contains("mood")), "{m} {p:?}");
+    let (m, p) =
+        chat_err(r#"{"model": "m", "messages": [{"role": "user", "content": "x", "mood": 1}]}"#);
+    assert!(
+        p.as_deref().is_some_and(|p| p.contains("mood")),
+        "{m} {p:?}"
+    );
     let (m, p) = chat_err(r#"{"model": "m", "messages": [{"role": 1}]}"#);
-    assert!(p.as_deref().is_some_and(|p| p.starts_with("messages[0]")), "{m} {p:?}");
+    assert!(
+        p.as_deref().is_some_and(|p| p.starts_with("messages[0]")),
+        "{m} {p:?}"
+    );
     // Not JSON at all; the wrong type at the top.
-    let positional = format!(r#"["m", [{{"role": "user", "content": "hi"}}]{}]"#, ", null".repeat(36));
+    let positional = format!(
+        r#"["m", [{{"role": "user", "content": "hi"}}]{}]"#,
+        ", null".repeat(36)
+    );
     let (m, p) = chat_err(&positional);
     assert!(m.contains("object") && p.is_none(), "{m}");
     let (m, p) = chat_err(r#"{"model": "m", "messages": [["user", "hi"]]}"#);
@@ -119,14 +146,23 @@ fn bad_messages_and_bodies_are_refused_clearly() {
         8,
     )
     .unwrap();
-    let Prompt::Chat(m) = &p.job.prompt else { panic!() };
-    assert_eq!((m[0].role.as_str(), m[1].content.as_str()), ("system", "ab"));
+    let Prompt::Chat(m) = &p.job.prompt else {
+        panic!()
+    };
+    assert_eq!(
+        (m[0].role.as_str(), m[1].content.as_str()),
+        ("system", "ab")
+    );
     assert!(p.job.prefix.is_some(), "the system prompt keys affinity");
 }
 
 #[test]
 fn completions_take_text_or_token_ids() {
-    let p = completion(br#"{"model": "m", "prompt": "Once", "max_tokens": 5, "logprobs": 2}"#, 64).unwrap();
+    let p = completion(
+        br#"{"model": "m", "prompt": "Once", "max_tokens": 5, "logprobs": 2}"#,
+        64,
+    )
+    .unwrap();
     assert_eq!(p.job.prompt, Prompt::Text("Once".into()));
     assert_eq!(p.logprobs, Logprobs::Completion(2));
     let p = completion(br#"{"model": "m", "prompt": [1, 2, 3]}"#, 64).unwrap();
@@ -139,8 +175,14 @@ fn completions_take_text_or_token_ids() {
         (r#"{"model": "m", "prompt": [1, -2]}"#, "prompt"),
         (r#"{"model": "m", "prompt": "x", "echo": true}"#, "echo"),
         (r#"{"model": "m", "prompt": "x", "best_of": 3}"#, "best_of"),
-        (r#"{"model": "m", "prompt": "x", "logprobs": 99}"#, "logprobs"),
-        (r#"{"model": "m", "prompt": "x", "messages": []}"#, "messages"),
+        (
+            r#"{"model": "m", "prompt": "x", "logprobs": 99}"#,
+            "logprobs",
+        ),
+        (
+            r#"{"model": "m", "prompt": "x", "messages": []}"#,
+            "messages",
+        ),
         (r#"{"model": "", "prompt": "x"}"#, "model"),
     ] {
         match completion(body.as_bytes(), 8) {

@@ -51,11 +51,7 @@ impl GatewayProc {
     /// Starts the process again with the same flags and ports (after a kill).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "{} is still running", self.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("gateway log");
+        let log = crate::append_log(&self.log);
         let child = Command::new(crate::bin("joule-gateway"))
             .args(["--http-listen", &self.http, "--grpc-listen", &self.grpc])
             .args(["--metrics-listen", &self.metrics])
@@ -69,10 +65,7 @@ impl GatewayProc {
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::kill9(&mut self.child);
     }
 
     /// A client of its public gRPC API.
@@ -127,9 +120,7 @@ impl GatewayProc {
 
     /// The end of its log.
     pub fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        crate::log_tail(&self.log)
     }
 }
 

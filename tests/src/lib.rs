@@ -44,3 +44,27 @@ pub fn free_port() -> u16 {
         .expect("local address")
         .port()
 }
+
+/// Opens `log` for appending (a restarted process adds to its predecessor's log).
+pub fn append_log(log: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()))
+}
+
+/// SIGKILLs `child` (if running) and reaps it.
+pub fn kill9(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// The last 40 lines of a log, for a failing test's message.
+pub fn log_tail(log: &std::path::Path) -> String {
+    let s = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}

@@ -84,11 +84,7 @@ impl WorkerProc {
     /// Starts the process again with the same flags and ports (after a kill).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "{} is still running", self.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("worker log");
+        let log = crate::append_log(&self.log);
         let child = Command::new(crate::bin("joule-worker"))
             .args(["--node-name", &self.name, "--listen", &self.addr])
             .args(["--metrics-listen", &self.metrics])
@@ -102,10 +98,7 @@ impl WorkerProc {
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::kill9(&mut self.child);
     }
 
     /// The token its calls need: the join token of a worker in a cluster, else none.
@@ -137,6 +130,22 @@ impl WorkerProc {
         }
     }
 
+    /// Requests running or queued on it now, over all its models (0 when it does not answer).
+    pub async fn busy(&self) -> u32 {
+        let mut c = self.client();
+        match tokio::time::timeout(Duration::from_secs(2), c.stats(pb::StatsRequest::default()))
+            .await
+        {
+            Ok(Ok(s)) => s
+                .into_inner()
+                .models
+                .iter()
+                .map(|m| m.running + m.waiting)
+                .sum(),
+            _ => 0,
+        }
+    }
+
     /// Waits until it serves a model named `model`.
     pub async fn wait_serving(&self, model: &str, within: Duration) {
         let end = Instant::now() + within;
@@ -155,9 +164,7 @@ impl WorkerProc {
 
     /// The end of its log, for a failing test's message.
     pub fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        crate::log_tail(&self.log)
     }
 }
 

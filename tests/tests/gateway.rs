@@ -102,18 +102,7 @@ fn chat(seed: u64, max_tokens: u32) -> v1::ChatRequest {
 async fn running(ws: &[WorkerProc]) -> Vec<u32> {
     let mut out = Vec::new();
     for w in ws {
-        let mut c = w.client();
-        let r = tokio::time::timeout(Duration::from_secs(2), c.stats(pb::StatsRequest::default()))
-            .await;
-        out.push(match r {
-            Ok(Ok(s)) => s
-                .into_inner()
-                .models
-                .iter()
-                .map(|m| m.running + m.waiting)
-                .sum(),
-            _ => 0,
-        });
+        out.push(w.busy().await);
     }
     out
 }

@@ -11,6 +11,7 @@ use joule_proto::internal::v1 as pb;
 use joule_proto::v1::EnergySource;
 use prost::Message as _;
 
+use crate::control::inputs::{CPU_BANDWIDTH_GBS, DEFAULT_BUSY_W, DEFAULT_IDLE_W};
 use crate::placement::profile::roofline;
 use crate::state::StateMachine;
 
@@ -18,12 +19,6 @@ use crate::state::StateMachine;
 pub const POLL: Duration = Duration::from_millis(100);
 /// The longest two messages are apart.
 pub const KEEPALIVE: Duration = Duration::from_secs(1);
-
-/// Watts and bandwidth assumed for a curve estimate where the worker reported none (as
-/// placement assumes).
-const DEFAULT_IDLE_W: f64 = 40.0;
-const DEFAULT_BUSY_W: f64 = 120.0;
-const DEFAULT_BANDWIDTH_GBS: f64 = 20.0;
 
 /// The view from `st`; `loads` are the leader's latest heartbeats (empty on a follower).
 pub fn view(
@@ -110,7 +105,7 @@ fn estimate(
     let positive = |x: f64, d: f64| if x.is_finite() && x > 0.0 { x } else { d };
     let size = st.models.get(&p.model).map_or(0, |m| m.size_bytes);
     roofline(
-        positive(hw.mem_bandwidth_gbs, DEFAULT_BANDWIDTH_GBS),
+        positive(hw.mem_bandwidth_gbs, CPU_BANDWIDTH_GBS),
         size.max(1),
         positive(hw.idle_watts, DEFAULT_IDLE_W),
         positive(hw.busy_watts, DEFAULT_BUSY_W),

@@ -27,9 +27,9 @@ pub type Gone = BTreeMap<String, bool>;
 
 /// Watts and bandwidth assumed where a worker reports none (the worker's own defaults for
 /// --idle-watts/--busy-watts; bandwidth: a dual-channel DDR4 server, a mid-range GPU).
-const DEFAULT_IDLE_W: f64 = 40.0;
-const DEFAULT_BUSY_W: f64 = 120.0;
-const CPU_BANDWIDTH_GBS: f64 = 20.0;
+pub const DEFAULT_IDLE_W: f64 = 40.0;
+pub const DEFAULT_BUSY_W: f64 = 120.0;
+pub const CPU_BANDWIDTH_GBS: f64 = 20.0;
 const GPU_BANDWIDTH_GBS: f64 = 300.0;
 /// Share of a worker's RAM placement may fill when it reports no model budget.
 const RAM_SHARE: f64 = 0.8;

@@ -443,6 +443,7 @@ fn python_with_openai() -> std::path::PathBuf {
     let has = |py: &std::path::Path| {
         std::process::Command::new(py)
             .args(["-c", "import openai"])
+            .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Joule's first command: fetches the default model, builds the binaries, starts a local cluster
 # on 127.0.0.1 (three scheduler replicas, one worker, one gateway), applies the default model as
-# a deployment and answers a first request through the gateway's OpenAI API with plain curl.
+# a deployment and a tenant with an API key (kept in $JOULE_RUN_DIR/api-key), and answers a
+# first request through the gateway's OpenAI API with plain curl.
 # Everything keeps running in the background; `deploy/quickstart.sh stop` stops it.
 #   JOULE_RUN_DIR   state and logs (default /tmp/joule-quickstart)
 #   JOULE_PROFILE   cargo profile of the binaries: release (default) or debug
@@ -80,7 +81,7 @@ start worker-1 "$BIN/joule-worker" --node-name worker-1 --listen 127.0.0.1:50071
   --metrics-listen 127.0.0.1:9471 --scheduler "$SCHEDULERS" --cache-dir "$RUN_DIR/worker-1"
 start gateway "$BIN/joule-gateway" --scheduler "$SCHEDULERS" --http-listen "$HTTP" \
   --grpc-listen "${JOULE_GRPC_LISTEN:-127.0.0.1:50051}" \
-  --metrics-listen "${JOULE_GATEWAY_METRICS_LISTEN:-127.0.0.1:9462}" --no-auth
+  --metrics-listen "${JOULE_GATEWAY_METRICS_LISTEN:-127.0.0.1:9462}"
 echo "started 3 schedulers, a worker and a gateway (logs in $RUN_DIR); waiting for the worker..." >&2
 
 wait_for "the worker to join" 120 bash -c "'$BIN/joulectl' get nodes | grep -q Ready"
@@ -97,23 +98,45 @@ apiVersion: joule/v1
 kind: Deployment
 metadata: {name: smollm2}
 spec: {model: smollm2, replicas: 1}
+---
+apiVersion: joule/v1
+kind: Tenant
+metadata: {name: quickstart}
+spec:
+  limits: {requestsPerMinute: 600, maxConcurrent: 32}
 YAML
-echo "applied the deployment smollm2; waiting until it serves (the first load calibrates)..." >&2
+# The tenant's API key: made once, kept (readable by you only) for the next run.
+KEY_FILE="$RUN_DIR/api-key"
+if [[ ! -s "$KEY_FILE" ]]; then
+  if ! (umask 077 && "$BIN/joulectl" create apikey --tenant quickstart --name quickstart \
+    >"$KEY_FILE.new" 2>"$RUN_DIR/create-apikey.log"); then
+    cat "$RUN_DIR/create-apikey.log" >&2
+    exit 1
+  fi
+  mv "$KEY_FILE.new" "$KEY_FILE"
+fi
+export OPENAI_API_KEY="$(cat "$KEY_FILE")"
+echo "applied the deployment smollm2 and the tenant quickstart; waiting until it serves (the first load calibrates)..." >&2
 wait_for "smollm2 to serve" 600 bash -c \
-  "curl -sf http://$HTTP/v1/models | grep -q '\"ready_replicas\":[1-9]'"
+  "curl -sf http://$HTTP/v1/models -H \"authorization: Bearer \$OPENAI_API_KEY\" | grep -q '\"ready_replicas\":[1-9]'"
 
-set -x
-curl -sS "http://$HTTP/v1/chat/completions" -H 'content-type: application/json' -d '{
+# The command is shown with the key's variable, not the key.
+echo "+ curl -sS http://$HTTP/v1/chat/completions -H \"authorization: Bearer \$OPENAI_API_KEY\" ..." >&2
+curl -sS "http://$HTTP/v1/chat/completions" -H "authorization: Bearer $OPENAI_API_KEY" \
+  -H 'content-type: application/json' -d '{
   "model": "smollm2", "max_tokens": 48, "temperature": 0,
   "messages": [{"role": "user", "content": "What is the capital of France?"}]}'
-{ set +x; } 2>/dev/null
 echo
 cat >&2 <<MSG
 
-The cluster keeps running. The gateway speaks the OpenAI API at http://$HTTP/v1. Try:
-  curl -sN http://$HTTP/v1/chat/completions -H 'content-type: application/json' \\
+The cluster keeps running. The gateway speaks the OpenAI API at http://$HTTP/v1; requests need
+the tenant's key, which is in $KEY_FILE. Try:
+  export OPENAI_API_KEY=\$(cat $KEY_FILE) OPENAI_BASE_URL=http://$HTTP/v1
+  curl -sN http://$HTTP/v1/chat/completions -H "authorization: Bearer \$OPENAI_API_KEY" \\
+    -H 'content-type: application/json' \\
     -d '{"model": "smollm2", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}'
   JOULE_SERVER=$SCHEDULERS JOULE_TOKEN=$TOKEN_HINT $BIN/joulectl get placements -o wide
+  JOULE_SERVER=$SCHEDULERS JOULE_TOKEN=$TOKEN_HINT $BIN/joulectl get usage
   curl -s http://${JOULE_GATEWAY_METRICS_LISTEN:-127.0.0.1:9462}/metrics | grep joule_gateway_
   deploy/quickstart.sh stop
 MSG

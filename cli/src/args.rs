@@ -42,7 +42,8 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub worker_token: Option<String>,
-    /// Output format: table (default), wide (more columns), json or yaml.
+    /// Output format: table (default), wide (more columns), json, yaml, or csv (`get usage`
+    /// only).
     #[arg(short = 'o', long, global = true, default_value = "table")]
     pub output: Format,
     #[command(subcommand)]
@@ -77,24 +78,89 @@ impl Sampling {
     }
 }
 
+/// The filters of `get`.
+#[derive(clap::Args, Debug, Default)]
+pub struct GetFilters {
+    /// Placements of this node only.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The tenant: whose API keys (required for apikeys), whose usage (default: everyone's).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Usage from this day on, YYYY-MM-DD (UTC; default: the first of --to's month).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Usage up to this day, inclusive, YYYY-MM-DD (UTC; default: today).
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+/// What `create` makes.
+#[derive(Subcommand, Debug)]
+pub enum CreateWhat {
+    /// A new API key of a tenant, made here and printed once: the cluster keeps only its
+    /// SHA-256.
+    #[command(visible_alias = "key")]
+    Apikey {
+        /// The tenant the key belongs to.
+        #[arg(long)]
+        tenant: String,
+        /// A label for the key (at most 64 characters).
+        #[arg(long)]
+        name: Option<String>,
+        /// When it stops working, from now: 30d, 12h, 90m or 3600s (at most 3650d; default:
+        /// never).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// List cluster resources: nodes (no), models (mo), deployments (deploy), placements (pl;
-    /// NAME filters by deployment).
+    /// NAME filters by deployment), tenants (tn), apikeys (keys; --tenant required), usage
+    /// (per tenant, day and model; --tenant, --from, --to; -o csv too).
     Get {
         resource: String,
         name: Option<String>,
-        /// Placements of this node only.
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        filters: GetFilters,
     },
-    /// Create or update the Models and Deployments in a YAML or JSON file (`-` for stdin).
+    /// Create or update the Models, Deployments and Tenants in a YAML or JSON file (`-` for
+    /// stdin).
     Apply {
         #[arg(short = 'f', long = "filename")]
         file: String,
     },
-    /// Delete a model or a deployment.
-    Delete { resource: String, name: String },
+    /// Make a resource the cluster cannot make itself: `create apikey --tenant NAME`.
+    Create {
+        #[command(subcommand)]
+        what: CreateWhat,
+    },
+    /// Delete a model, a deployment, a tenant, or an API key (`delete apikey ID --tenant NAME`).
+    Delete {
+        resource: String,
+        name: String,
+        /// The tenant of the API key.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// A tenant's bill for one calendar month (UTC): tokens and energy, priced.
+    Bill {
+        #[arg(long)]
+        tenant: String,
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// The price of a million tokens (prompt plus completion).
+        #[arg(long)]
+        price_per_mtok: f64,
+        /// The price of a kWh (measured and estimated energy alike).
+        #[arg(long)]
+        price_per_kwh: f64,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+    },
     /// Show one resource in detail.
     Describe { resource: String, name: String },
     /// Mark a node unschedulable: no new placements; what runs there stays.

@@ -1,6 +1,7 @@
-//! `joulectl`: Joule's command-line client, in kubectl's grammar (`get`, `describe`, `cordon`,
-//! `drain`, `-o table|wide|json|yaml`) against the cluster's scheduler replicas (`--server`,
-//! `--token`), plus verbs that talk to one worker directly (`--worker`).
+//! `joulectl`: Joule's command-line client, in kubectl's grammar (`get`, `describe`, `apply`,
+//! `create`, `delete`, `cordon`, `drain`, `-o table|wide|json|yaml`) against the cluster's
+//! scheduler replicas (`--server`, `--token`), plus `bill` (a tenant's month, priced) and verbs
+//! that talk to one worker directly (`--worker`).
 //!
 //! Layout: [`args`] (flags), [`commands`] (one file per verb), [`connect`] (clients, through
 //! `joule-client`), [`render`] (the one output seam) and [`views`] (what each resource shows).
@@ -13,8 +14,9 @@ mod views;
 
 use clap::Parser as _;
 
-use args::{Cli, Cmd};
-use commands::{apply, delete, get, schedule, worker};
+use args::{Cli, Cmd, CreateWhat};
+use commands::{apply, bill, create, delete, get, schedule, worker};
+use render::Format;
 
 /// A gRPC status as an error a user reads: the code, then the server's message.
 pub fn status(s: tonic::Status) -> anyhow::Error {
@@ -23,6 +25,9 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let f = cli.output;
+    if f == Format::Csv && !matches!(cli.cmd, Cmd::Get { .. }) {
+        anyhow::bail!(render::CSV_ONLY);
+    }
     let w = &connect::WorkerTarget {
         addr: cli.worker.clone(),
         token: cli.worker_token.clone().unwrap_or_default(),
@@ -31,18 +36,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Get {
             resource,
             name,
-            node,
+            filters,
         } => {
             let c = connect::Cluster::new(&cli)?;
-            get::get(&c, resource.parse()?, name.as_deref(), node.as_deref(), f).await
+            get::get(&c, resource.parse()?, name.as_deref(), filters, f).await
         }
         Cmd::Apply { file } => {
             let c = connect::Cluster::new(&cli)?;
             apply::apply(&c, file).await
         }
-        Cmd::Delete { resource, name } => {
+        Cmd::Create {
+            what:
+                CreateWhat::Apikey {
+                    tenant,
+                    name,
+                    expires,
+                },
+        } => {
             let c = connect::Cluster::new(&cli)?;
-            delete::delete(&c, resource.parse()?, name).await
+            create::apikey(&c, tenant, name.as_deref(), expires.as_deref(), f).await
+        }
+        Cmd::Delete {
+            resource,
+            name,
+            tenant,
+        } => {
+            let c = connect::Cluster::new(&cli)?;
+            delete::delete(&c, resource.parse()?, name, tenant.as_deref()).await
+        }
+        Cmd::Bill {
+            tenant,
+            month,
+            price_per_mtok,
+            price_per_kwh,
+            currency,
+        } => {
+            let c = connect::Cluster::new(&cli)?;
+            bill::bill(
+                &c,
+                tenant,
+                month,
+                *price_per_mtok,
+                *price_per_kwh,
+                currency,
+                f,
+            )
+            .await
         }
         Cmd::Describe { resource, name } => {
             let c = connect::Cluster::new(&cli)?;

@@ -1,18 +1,23 @@
 //! The one `Render` seam for every listing: `-o table` (aligned columns), `-o wide` (more
-//! columns), `-o json` and `-o yaml`. A list prints as `{"items": [...]}` in JSON/YAML, one
-//! named object as the object itself, as kubectl does. Views (what a row shows) live in
-//! [`crate::views`]; this module only lays them out.
+//! columns), `-o json` and `-o yaml` (and `-o csv`, which only `get usage` prints). A list
+//! prints as `{"items": [...]}` in JSON/YAML, one named object as the object itself, as kubectl
+//! does. Views (what a row shows) live in [`crate::views`]; this module only lays them out.
 
 use serde::Serialize;
 
-/// `-o table|wide|json|yaml`.
+/// `-o table|wide|json|yaml|csv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
     Wide,
     Json,
     Yaml,
+    /// Only `get usage` prints CSV.
+    Csv,
 }
+
+/// The error for `-o csv` anywhere but `get usage`.
+pub const CSV_ONLY: &str = "-o csv is only for `get usage`";
 
 impl Format {
     pub fn is_table(self) -> bool {
@@ -61,12 +66,18 @@ pub fn emit<T: Serialize + ?Sized>(v: &T, f: Format) -> anyhow::Result<()> {
         Format::Json => println!("{}", serde_json::to_string_pretty(v)?),
         Format::Yaml => print!("{}", serde_norway::to_string(v)?),
         Format::Table | Format::Wide => anyhow::bail!("tables are printed with list() or one()"),
+        Format::Csv => anyhow::bail!(CSV_ONLY),
     }
     Ok(())
 }
 
-/// Aligned columns under a header.
+/// Aligned columns under a header, printed.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    print!("{}", table_text(header, rows));
+}
+
+/// Aligned columns under a header, one line each.
+pub fn table_text(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -75,18 +86,21 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
             }
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
         let s: Vec<String> = cells
             .iter()
             .enumerate()
             .map(|(i, c)| format!("{c:<width$}", width = w.get(i).copied().unwrap_or(0)))
             .collect();
-        println!("{}", s.join("   ").trim_end());
+        out.push_str(s.join("   ").trim_end());
+        out.push('\n');
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
         line(r);
     }
+    out
 }
 
 /// Bytes as a human size: "512Mi", "3.1Gi".

@@ -1,7 +1,8 @@
 //! `joule-client`: the one way any Joule component or tool connects to a Joule endpoint (a
 //! worker, a scheduler replica). It owns the address rules ([`address`]), connection and
 //! request timeouts ([`Connect`]), the bearer-token interceptor ([`Bearer`]), the typed clients
-//! and failover across a list of replicas ([`failover`]).
+//! and failover across a list of replicas ([`failover`]), and the UTC calendar days usage is
+//! counted in ([`calendar`]).
 //!
 //! It must never hold cluster state or retry a call whose outcome is unknown to the caller
 //! (only errors that prove nothing happened move on to the next replica), and it must never log
@@ -9,6 +10,7 @@
 
 pub mod address;
 mod bearer;
+pub mod calendar;
 pub mod failover;
 
 use std::time::Duration;

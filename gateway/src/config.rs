@@ -55,10 +55,14 @@ pub struct Args {
     /// How requests pick a replica.
     #[arg(long, env = "JOULE_ROUTING", value_enum, default_value = "energy")]
     pub routing: Routing,
-    /// Serve without API keys (local use). Until tenants exist every request is served as the
-    /// `default` tenant either way.
+    /// Serve without API keys (local use only): every request is the unlimited `default`
+    /// tenant's. Without it, every request needs `Authorization: Bearer KEY`.
     #[arg(long, env = "JOULE_NO_AUTH")]
     pub no_auth: bool,
+    /// How often metered usage is committed to the schedulers, ms (a crash loses at most this
+    /// much of it).
+    #[arg(long, env = "JOULE_USAGE_FLUSH_MS", default_value_t = 1000)]
+    pub usage_flush_ms: u64,
     /// The largest HTTP request body accepted, bytes (larger: 413).
     #[arg(long, env = "JOULE_MAX_BODY_BYTES", default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
@@ -111,6 +115,9 @@ pub struct Settings {
     pub token_timeout: Duration,
     pub default_max_tokens: u32,
     pub name: String,
+    /// Whether requests need an API key.
+    pub auth: bool,
+    pub usage_flush: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -120,6 +127,7 @@ impl std::fmt::Debug for Settings {
             .field("join_token", &"<redacted>")
             .field("policy", &self.policy)
             .field("name", &self.name)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +163,9 @@ impl Args {
         if self.first_token_timeout_ms == 0 || self.token_timeout_ms == 0 {
             return Err("--first-token-timeout-ms and --token-timeout-ms must be positive".into());
         }
+        if !(50..=60_000).contains(&self.usage_flush_ms) {
+            return Err("--usage-flush-ms must be from 50 to 60000".into());
+        }
         if self.default_max_tokens == 0 {
             return Err("--default-max-tokens must be at least 1".into());
         }
@@ -177,6 +188,8 @@ impl Args {
             token_timeout: Duration::from_millis(self.token_timeout_ms),
             default_max_tokens: self.default_max_tokens,
             name,
+            auth: !self.no_auth,
+            usage_flush: Duration::from_millis(self.usage_flush_ms),
         })
     }
 }

@@ -22,6 +22,22 @@ pub enum Error {
     /// No replica is ready, or none could be reached.
     Unavailable(String),
     Internal(String),
+    /// No API key, or one the cluster does not know (never echoed).
+    Unauthenticated(String),
+    /// The key's tenant may not use the deployment asked for.
+    PermissionDenied(String),
+    /// Over a per-minute or concurrency limit; `retry_ms` is when the budget frees up.
+    RateLimited {
+        message: String,
+        /// "requests" or "tokens", as OpenAI's error type says.
+        kind: &'static str,
+        retry_ms: u64,
+    },
+    /// Over the monthly token or energy quota.
+    QuotaExceeded {
+        message: String,
+        retry_ms: u64,
+    },
 }
 
 /// The error's text (the same as `message()`).
@@ -49,7 +65,20 @@ impl Error {
             | Error::PayloadTooLarge(m)
             | Error::NoCapacity(m)
             | Error::Unavailable(m)
-            | Error::Internal(m) => m,
+            | Error::Internal(m)
+            | Error::Unauthenticated(m)
+            | Error::PermissionDenied(m) => m,
+            Error::RateLimited { message, .. } | Error::QuotaExceeded { message, .. } => message,
+        }
+    }
+
+    /// When the client may usefully retry, ms (limits only).
+    pub fn retry_ms(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited { retry_ms, .. } | Error::QuotaExceeded { retry_ms, .. } => {
+                Some(*retry_ms)
+            }
+            _ => None,
         }
     }
 
@@ -83,6 +112,26 @@ impl Error {
                 Some("no_replica_ready"),
             ),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+            Error::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            ),
+            Error::PermissionDenied(_) => (
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                Some("model_not_allowed"),
+            ),
+            Error::RateLimited { kind, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                kind,
+                Some("rate_limit_exceeded"),
+            ),
+            Error::QuotaExceeded { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                Some("insufficient_quota"),
+            ),
         }
     }
 
@@ -91,7 +140,7 @@ impl Error {
         let (_, kind, code) = self.http();
         let param = match self {
             Error::BadRequest { param, .. } => param.clone(),
-            Error::ModelNotFound(_) => Some("model".into()),
+            Error::ModelNotFound(_) | Error::PermissionDenied(_) => Some("model".into()),
             _ => None,
         };
         serde_json::json!({
@@ -109,6 +158,10 @@ impl Error {
             Error::NoCapacity(_) => "no_capacity",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::PermissionDenied(_) => "permission_denied",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::QuotaExceeded { .. } => "quota_exceeded",
         }
     }
 
@@ -141,6 +194,11 @@ impl From<Error> for Status {
             Error::NoCapacity(_) => Status::resource_exhausted(m),
             Error::Unavailable(_) => Status::unavailable(m),
             Error::Internal(_) => Status::internal(m),
+            Error::Unauthenticated(_) => Status::unauthenticated(m),
+            Error::PermissionDenied(_) => Status::permission_denied(m),
+            Error::RateLimited { .. } | Error::QuotaExceeded { .. } => {
+                Status::resource_exhausted(m)
+            }
         }
     }
 }
@@ -191,6 +249,29 @@ mod tests {
             (Error::NoCapacity("full".into()), 429, None),
             (Error::Unavailable("none".into()), 503, None),
             (Error::Internal("oops".into()), 500, None),
+            (Error::Unauthenticated("who".into()), 401, None),
+            (
+                Error::PermissionDenied("not yours".into()),
+                403,
+                Some("model"),
+            ),
+            (
+                Error::RateLimited {
+                    message: "slow".into(),
+                    kind: "requests",
+                    retry_ms: 1,
+                },
+                429,
+                None,
+            ),
+            (
+                Error::QuotaExceeded {
+                    message: "spent".into(),
+                    retry_ms: 1,
+                },
+                429,
+                None,
+            ),
         ];
         for (e, status, param) in cases {
             assert_eq!(e.http().0.as_u16(), status, "{e:?}");

@@ -24,7 +24,35 @@ pub struct InferenceService {
 }
 
 impl InferenceService {
-    async fn run(&self, job: Job) -> Result<Response<EventStream>, Status> {
+    /// Who the call's `authorization` metadata stands for.
+    fn caller<T>(&self, req: &Request<T>) -> Result<crate::tenancy::keys::Caller, Status> {
+        let view = self.relay.view.get();
+        let auth = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_encoded_bytes());
+        Ok(self.relay.tenancy.caller(&view, auth)?)
+    }
+
+    /// Admits and runs `job` for `caller`. With `--no-auth` the request's own tenant (if any)
+    /// is kept for the worker's fair share; with keys it is always the key's tenant.
+    async fn run(
+        &self,
+        caller: crate::tenancy::keys::Caller,
+        mut job: Job,
+    ) -> Result<Response<EventStream>, Status> {
+        let reserve =
+            u64::from(job.sampling.max_tokens.unwrap_or(16)) + u64::from(job.prompt_estimate);
+        let (ticket, _headers) = self
+            .relay
+            .tenancy
+            .admit(caller, &job.model, reserve)
+            .await
+            .map_err(|(e, _)| Status::from(e))?;
+        if self.relay.tenancy.auth || job.tenant.is_none() {
+            job.tenant = Some(ticket.tenant());
+        }
+        job.ticket = Some(ticket);
         let rx = self.relay.start(job).await?;
         let s = ReceiverStream::new(rx).map(|item| item.map_err(Status::from));
         Ok(Response::new(Box::pin(s)))
@@ -56,6 +84,7 @@ impl Inference for InferenceService {
         &self,
         req: Request<v1::GenerateRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let caller = self.caller(&req)?;
         let r = req.into_inner();
         if r.resumed_tokens > 0 {
             return Err(Status::invalid_argument(
@@ -83,14 +112,16 @@ impl Inference for InferenceService {
             prompt,
             sampling: self.sampling(r.sampling),
             tenant: r.tenant,
+            ticket: None,
             request_id: r.request_id,
             prefix: None,
             prompt_estimate: estimate,
         };
-        self.run(job).await
+        self.run(caller, job).await
     }
 
     async fn chat(&self, req: Request<v1::ChatRequest>) -> Result<Response<EventStream>, Status> {
+        let caller = self.caller(&req)?;
         let r = req.into_inner();
         if r.messages.is_empty() {
             return Err(Status::invalid_argument(
@@ -112,17 +143,19 @@ impl Inference for InferenceService {
             prompt: Prompt::Chat(r.messages),
             sampling: self.sampling(r.sampling),
             tenant: r.tenant,
+            ticket: None,
             request_id: r.request_id,
             prefix,
             prompt_estimate: estimate,
         };
-        self.run(job).await
+        self.run(caller, job).await
     }
 
     async fn list_models(
         &self,
-        _req: Request<v1::ListServedModelsRequest>,
+        req: Request<v1::ListServedModelsRequest>,
     ) -> Result<Response<v1::ListServedModelsResponse>, Status> {
+        self.caller(&req)?;
         let view = self.relay.view.get();
         let models = view
             .deployments

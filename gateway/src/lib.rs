@@ -11,6 +11,7 @@
 //! - [`route`]: the pure routing function (table-tested; the simulator runs it too).
 //! - [`upstream`]: worker connections and in-flight counts; [`relay`]: attempts, retries and
 //!   stream migration.
+//! - [`tenancy`]: API keys, per-tenant limits (leased from the leader) and usage metering.
 //! - [`openai`]: the HTTP API; [`grpc`]: the gRPC API; [`metrics`]: `/metrics`;
 //!   [`error`]: the one error type and its HTTP and gRPC mappings.
 //! - [`run`] serves until a shutdown future resolves; `main.rs` only parses flags and binds.
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod openai;
 pub mod relay;
 pub mod route;
+pub mod tenancy;
 pub mod upstream;
 pub mod view;
 
@@ -56,12 +58,44 @@ pub async fn run(
     let servers = Arc::new(joule_client::Servers::new(settings.schedulers.clone()));
     let watcher = tokio::spawn(view::watch(
         view.clone(),
-        servers,
+        servers.clone(),
         settings.join_token.clone(),
         settings.name.clone(),
     ));
     let policy = settings.policy;
-    let relay = Arc::new(Relay::new(view, settings, metrics::Metrics::new()));
+    if !settings.auth {
+        tracing::warn!(
+            "--no-auth: every request is served WITHOUT an API key as the unlimited `default` \
+             tenant; anyone who can reach this gateway can use it. For local use only."
+        );
+    }
+    // This process's identity for leases and usage reports (a restart is a new reporter, so
+    // its sequence starts afresh without colliding with the old one's).
+    let instance = format!(
+        "{}-{:012x}",
+        settings.name,
+        relay::fnv(
+            &(tenancy::now_ms() as u64 ^ u64::from(std::process::id()).rotate_left(32))
+                .to_le_bytes()
+        ) & 0xffff_ffff_ffff
+    );
+    let link = Arc::new(tenancy::link::Link::new(
+        servers,
+        settings.join_token.clone(),
+        std::time::Duration::from_secs(2),
+    ));
+    let metrics = Arc::new(metrics::Metrics::new());
+    let limiter = tenancy::limits::Limiter::new(instance.clone());
+    let meter = tenancy::usage::Meter::new(instance);
+    let lease_task = tokio::spawn(limiter.clone().run(link.clone()));
+    let flush_task = tokio::spawn(meter.clone().run(link.clone(), settings.usage_flush));
+    let tenancy = Arc::new(tenancy::Tenancy::new(
+        settings.auth,
+        limiter,
+        meter.clone(),
+        metrics.clone(),
+    ));
+    let relay = Arc::new(Relay::new(view, settings, metrics, tenancy));
     let (health, health_service) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(grpc::report_health(relay.clone(), health));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -139,6 +173,12 @@ pub async fn run(
     health_task.abort();
     let http_result = http.await;
     let metrics_result = metrics.await;
+    lease_task.abort();
+    flush_task.abort();
+    // What was metered last is committed before the process ends.
+    if let Err(e) = meter.flush(&link).await {
+        tracing::warn!(error = %e, "usage metered since the last report could not be committed");
+    }
     grpc_result.context("the gRPC server failed")?;
     http_result
         .context("the HTTP task failed")?

@@ -26,6 +26,9 @@ pub struct Metrics {
     migrations: Family<Labels, Counter>,
     tokens: Family<Labels, Counter>,
     joules: Family<Labels, Counter<f64>>,
+    tenant_tokens: Family<Labels, Counter>,
+    tenant_joules: Family<Labels, Counter<f64>>,
+    refused: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -49,6 +52,25 @@ impl Metrics {
         let migrations = Family::<Labels, Counter>::default();
         let tokens = Family::<Labels, Counter>::default();
         let joules = Family::<Labels, Counter<f64>>::default();
+        let tenant_tokens = Family::<Labels, Counter>::default();
+        let tenant_joules = Family::<Labels, Counter<f64>>::default();
+        let refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "tenant_tokens",
+            "Tokens billed per tenant, by kind (prompt, cached_prompt, completion)",
+            tenant_tokens.clone(),
+        );
+        registry.register(
+            "tenant_energy_joules",
+            "Energy billed per tenant, by source (measured from NVML or RAPL, or estimated)",
+            tenant_joules.clone(),
+        );
+        registry.register(
+            "tenant_refusals",
+            "Requests refused before routing, by reason (unauthenticated, permission_denied, \
+             rate_limited, quota_exceeded); by tenant where it is known",
+            refused.clone(),
+        );
         registry.register(
             "requests",
             "Finished requests by model and status (ok, cancelled, invalid_request, unavailable, ...)",
@@ -96,7 +118,34 @@ impl Metrics {
             migrations,
             tokens,
             joules,
+            tenant_tokens,
+            tenant_joules,
+            refused,
         }
+    }
+
+    /// A finished request's bill, per tenant.
+    pub fn billed(&self, tenant: &str, u: &crate::tenancy::usage::Used) {
+        for (kind, n) in [
+            ("prompt", u.prompt_tokens),
+            ("cached_prompt", u.cached_prompt_tokens),
+            ("completion", u.completion_tokens),
+        ] {
+            self.tenant_tokens
+                .get_or_create(&labels(&[("tenant", tenant), ("kind", kind)]))
+                .inc_by(n);
+        }
+        let source = if u.measured { "measured" } else { "estimated" };
+        self.tenant_joules
+            .get_or_create(&labels(&[("tenant", tenant), ("source", source)]))
+            .inc_by(u.joules.max(0.0));
+    }
+
+    /// A request refused before routing; `tenant` is empty when no key named one.
+    pub fn refused(&self, tenant: &str, reason: &str) {
+        self.refused
+            .get_or_create(&labels(&[("tenant", tenant), ("reason", reason)]))
+            .inc();
     }
 
     pub fn done(&self, model: &str, status: &str) {

@@ -43,6 +43,8 @@ pub struct Job {
     /// `max_tokens` is always set (the frontends apply the default).
     pub sampling: v1::SamplingParams,
     pub tenant: Option<v1::Tenant>,
+    /// The tenant's account of this request (settled and billed when the job is dropped).
+    pub ticket: Option<Arc<crate::tenancy::Ticket>>,
     pub request_id: String,
     /// A hash of the prefix shared with other requests (the system prompt), for affinity.
     pub prefix: Option<u64>,
@@ -63,7 +65,8 @@ pub struct Relay {
     pub view: ViewHandle,
     pub upstreams: Upstreams,
     pub settings: Settings,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    pub tenancy: Arc<crate::tenancy::Tenancy>,
     tick: AtomicU64,
     affinity: Mutex<HashMap<u64, String>>,
 }
@@ -90,12 +93,18 @@ struct Resume<'a> {
 }
 
 impl Relay {
-    pub fn new(view: ViewHandle, settings: Settings, metrics: Metrics) -> Self {
+    pub fn new(
+        view: ViewHandle,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        tenancy: Arc<crate::tenancy::Tenancy>,
+    ) -> Self {
         Self {
             view,
             upstreams: Upstreams::new(settings.join_token.clone()),
             settings,
             metrics,
+            tenancy,
             tick: AtomicU64::new(0),
             affinity: Mutex::new(HashMap::new()),
         }
@@ -448,6 +457,9 @@ impl Relay {
                         }
                         last_token = Some(now);
                         generated.extend_from_slice(&ev.token_ids);
+                        if let Some(t) = &job.ticket {
+                            t.relayed(ev.token_ids.len());
+                        }
                     }
                     let done = ev.finish.is_some();
                     if let Some(u) = ev.finish.as_mut().and_then(|f| f.usage.as_mut()) {
@@ -455,6 +467,9 @@ impl Relay {
                             account_moved(u, before_attempt);
                         }
                         self.metrics.usage(&model, u.completion_tokens, u.joules);
+                        if let Some(t) = &job.ticket {
+                            t.finish(u);
+                        }
                     }
                     // A client that stops reading for this long is gone.
                     let sent = tokio::time::timeout(SEND_DEADLINE, tx.send(Ok(ev))).await;
@@ -487,15 +502,19 @@ impl Relay {
                     }
                     if generated.len() >= max_tokens {
                         // Every token was relayed; only the finish was lost.
+                        let usage = v1::Usage {
+                            completion_tokens: generated.len() as u32,
+                            energy_source: v1::EnergySource::Estimated as i32,
+                            ..Default::default()
+                        };
+                        if let Some(t) = &job.ticket {
+                            t.finish(&usage);
+                        }
                         let ev = v1::TokenEvent {
                             finish: Some(v1::Finish {
                                 reason: v1::FinishReason::Length as i32,
                                 message: String::new(),
-                                usage: Some(v1::Usage {
-                                    completion_tokens: generated.len() as u32,
-                                    energy_source: v1::EnergySource::Estimated as i32,
-                                    ..Default::default()
-                                }),
+                                usage: Some(usage),
                             }),
                             ..Default::default()
                         };

@@ -1,5 +1,5 @@
 //! The routing view: every deployment's replicas, their workers' addresses, states, curves and
-//! load, as the schedulers last said. A task ([`watch`]) keeps it current from a
+//! load, and the tenants with their keys' hashes, as the schedulers last said. A task ([`watch`]) keeps it current from a
 //! `WatchRouting` stream of any scheduler replica, moving to the next replica when its stream
 //! fails or goes quiet past three keepalives; the last view stays in force meanwhile, so a
 //! scheduler failover fails no request. Readers take an `Arc` snapshot and never wait.
@@ -57,6 +57,8 @@ pub struct View {
     pub synced: bool,
     pub deployments: BTreeMap<String, Deployment>,
     pub applied_index: u64,
+    /// Tenants and their keys' hashes.
+    pub tenants: Arc<crate::tenancy::keys::Directory>,
 }
 
 impl View {
@@ -70,6 +72,7 @@ impl View {
             synced: true,
             deployments,
             applied_index: v.applied_index,
+            tenants: Arc::new(crate::tenancy::keys::Directory::from_proto(&v.tenants)),
         }
     }
 }

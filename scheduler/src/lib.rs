@@ -16,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod limits;
 pub mod liveness;
 pub mod placement;
 pub mod raft;

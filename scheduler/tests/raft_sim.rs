@@ -254,6 +254,7 @@ fn workload_commands() -> Vec<pb::Command> {
                 id: "k1".into(),
                 sha256: "cd".repeat(32),
                 created_at_ms: 1,
+                ..Default::default()
             }),
         }),
         Kind::RecordUsage(pb::RecordUsage {
@@ -270,6 +271,7 @@ fn workload_commands() -> Vec<pb::Command> {
                     ..Default::default()
                 }),
             }],
+            ..Default::default()
         }),
     ];
     kinds

@@ -48,6 +48,32 @@ impl GatewayProc {
         g
     }
 
+    /// Starts a gateway that checks API keys (no `--no-auth`): every request needs a tenant's
+    /// key, `Authorization: Bearer KEY` over HTTP and gRPC alike. `extra` flags as
+    /// [`GatewayProc::start`].
+    pub fn start_authed(name: &str, cluster: &Cluster, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--scheduler".to_string(),
+            cluster.live_addrs(),
+            "--join-token".to_string(),
+            JOIN.to_string(),
+            "--name".to_string(),
+            name.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut g = Self {
+            name: name.to_string(),
+            http: format!("127.0.0.1:{}", crate::free_port()),
+            grpc: format!("127.0.0.1:{}", crate::free_port()),
+            metrics: format!("127.0.0.1:{}", crate::free_port()),
+            log: cluster.tmp.path().join(format!("{name}.log")),
+            args,
+            child: None,
+        };
+        g.restart();
+        g
+    }
+
     /// Starts the process again with the same flags and ports (after a kill).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "{} is still running", self.name);

@@ -10,7 +10,9 @@ pub mod cluster;
 pub mod gateway;
 pub mod http;
 pub mod linearizable;
+pub mod python;
 pub mod reflection;
+pub mod tenants;
 pub mod workers;
 
 use std::path::PathBuf;

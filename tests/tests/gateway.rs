@@ -20,6 +20,7 @@ use joule_proto::internal::v1 as pb;
 use joule_proto::v1;
 use joule_testkit::cluster::Cluster;
 use joule_testkit::gateway::{GatewayProc, collect, default_model_spec, deployment_spec};
+use joule_testkit::python::python_with_openai;
 use joule_testkit::workers::WorkerProc;
 use tokio::sync::Mutex;
 
@@ -435,45 +436,6 @@ async fn gateways_are_stateless_and_a_client_that_hangs_up_frees_its_sequence() 
         served < Duration::from_secs(1),
         "the restarted gateway served after {served:?}"
     );
-}
-
-/// A Python with the official `openai` package: the system one if it has it, else a venv
-/// under the target directory (created once, from PyPI).
-fn python_with_openai() -> std::path::PathBuf {
-    let has = |py: &std::path::Path| {
-        std::process::Command::new(py)
-            .args(["-c", "import openai"])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let system = std::path::PathBuf::from("python3");
-    if has(&system) {
-        return system;
-    }
-    let venv = joule_testkit::bin("joule-gateway")
-        .parent()
-        .unwrap()
-        .join("py-openai");
-    let py = venv.join("bin/python");
-    if !has(&py) {
-        let reqs = concat!(env!("CARGO_MANIFEST_DIR"), "/python/requirements.txt");
-        let ok = std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
-            && std::process::Command::new(&py)
-                .args(["-m", "pip", "install", "-q", "-r", reqs])
-                .status()
-                .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "cannot set up a Python with the openai package in {} (needs python3 -m venv and PyPI)",
-            venv.display()
-        );
-    }
-    py
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
-//! `apply -f FILE` (YAML or JSON, several documents, `-f -` for stdin): Model and Deployment
-//! objects shaped as kubectl users expect (`apiVersion: joule/v1`, `kind`, `metadata.name`,
-//! `spec`). The whole file is parsed and checked before anything is sent; an unknown field,
-//! a bad value or malformed YAML is refused naming the file, line and field.
+//! `apply -f FILE` (YAML or JSON, several documents, `-f -` for stdin): Model, Deployment and
+//! Tenant objects shaped as kubectl users expect (`apiVersion: joule/v1`, `kind`,
+//! `metadata.name`, `spec`). The whole file is parsed and checked before anything is sent; an
+//! unknown field, a bad value (a negative or absurd limit, say) or malformed YAML is refused
+//! naming the file, line and field.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -9,6 +10,7 @@ use std::io::Read as _;
 use anyhow::Context as _;
 use joule_proto::v1;
 use serde::Deserialize;
+use serde_norway::Number;
 
 use crate::connect::Cluster;
 
@@ -17,6 +19,7 @@ use crate::connect::Cluster;
 pub enum Object {
     Model(v1::ModelSpec),
     Deployment(v1::DeploymentSpec),
+    Tenant(v1::TenantSpec),
 }
 
 impl Object {
@@ -24,6 +27,7 @@ impl Object {
         match self {
             Self::Model(m) => ("model", &m.name),
             Self::Deployment(d) => ("deployment", &d.name),
+            Self::Tenant(t) => ("tenant", &t.name),
         }
     }
 }
@@ -98,6 +102,133 @@ struct DeploymentDoc {
     latency: Option<LatencyDoc>,
     #[serde(default)]
     priority: i32,
+}
+
+/// A tenant's spec. Numbers are read as any number and checked here, so that a negative, a
+/// fraction or an absurd value is refused naming its field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TenantDoc {
+    #[serde(default)]
+    weight: Option<Number>,
+    #[serde(default)]
+    deployments: Vec<String>,
+    #[serde(default)]
+    limits: Option<LimitsDoc>,
+    #[serde(default)]
+    quota: Option<QuotaDoc>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct LimitsDoc {
+    #[serde(default)]
+    requests_per_minute: Option<Number>,
+    #[serde(default)]
+    tokens_per_minute: Option<Number>,
+    #[serde(default)]
+    max_concurrent: Option<Number>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct QuotaDoc {
+    #[serde(default)]
+    tokens_per_month: Option<Number>,
+    #[serde(default)]
+    joules_per_month: Option<Number>,
+    #[serde(default)]
+    kwh_per_month: Option<Number>,
+}
+
+/// The most a tenant's limits and quotas may say (anything more is a typo).
+const MAX_RPM: u64 = 10_000_000;
+const MAX_TPM: u64 = 1_000_000_000_000;
+const MAX_CONCURRENT: u64 = 100_000;
+const MAX_TOKENS_PER_MONTH: u64 = 1_000_000_000_000_000;
+const MAX_KWH_PER_MONTH: f64 = 1e9;
+const MAX_WEIGHT: f64 = 1000.0;
+
+/// A whole number from 0 to `max` (absent: 0, no limit).
+fn whole(at: &str, field: &str, n: Option<&Number>, max: u64) -> anyhow::Result<u64> {
+    let Some(n) = n else { return Ok(0) };
+    let v = match (n.as_u64(), n.as_f64()) {
+        (Some(v), _) => v as f64,
+        // 1e6 and 100.0 are whole numbers too.
+        (None, Some(f)) if f.is_finite() && f >= 0.0 && f.fract() == 0.0 => f,
+        _ => anyhow::bail!("{at}: {field}: {n} is not a whole number >= 0"),
+    };
+    if v > max as f64 {
+        anyhow::bail!("{at}: {field}: {n} is more than {max}");
+    }
+    Ok(n.as_u64().unwrap_or(v as u64))
+}
+
+/// A finite number from 0 to `max` (absent: 0, no limit).
+fn amount(at: &str, field: &str, n: Option<&Number>, max: f64) -> anyhow::Result<f64> {
+    let Some(n) = n else { return Ok(0.0) };
+    match n.as_f64() {
+        Some(v) if v.is_finite() && v >= 0.0 && v <= max => Ok(v),
+        Some(v) if v.is_finite() && v > max => {
+            anyhow::bail!("{at}: {field}: {n} is more than {max}")
+        }
+        _ => anyhow::bail!("{at}: {field}: {n} is not a number >= 0"),
+    }
+}
+
+fn tenant(d: Doc<TenantDoc>, at: &str) -> anyhow::Result<v1::TenantSpec> {
+    let s = d.spec;
+    let weight = match &s.weight {
+        None => 1.0,
+        Some(n) => match n.as_f64() {
+            Some(w) if w > 0.0 && w <= MAX_WEIGHT => w,
+            _ => anyhow::bail!("{at}: spec.weight: {n} is not a number > 0 and <= {MAX_WEIGHT}"),
+        },
+    };
+    let l = s.limits.unwrap_or_default();
+    let q = s.quota.unwrap_or_default();
+    let joules_per_month = match (&q.joules_per_month, &q.kwh_per_month) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("{at}: spec.quota: give joulesPerMonth or kwhPerMonth, not both")
+        }
+        (Some(j), None) => amount(
+            at,
+            "spec.quota.joulesPerMonth",
+            Some(j),
+            MAX_KWH_PER_MONTH * 3.6e6,
+        )?,
+        (None, k) => amount(at, "spec.quota.kwhPerMonth", k.as_ref(), MAX_KWH_PER_MONTH)? * 3.6e6,
+    };
+    Ok(v1::TenantSpec {
+        name: d.metadata.name,
+        weight,
+        deployments: s.deployments,
+        requests_per_minute: whole(
+            at,
+            "spec.limits.requestsPerMinute",
+            l.requests_per_minute.as_ref(),
+            MAX_RPM,
+        )? as u32,
+        tokens_per_minute: whole(
+            at,
+            "spec.limits.tokensPerMinute",
+            l.tokens_per_minute.as_ref(),
+            MAX_TPM,
+        )?,
+        max_concurrent: whole(
+            at,
+            "spec.limits.maxConcurrent",
+            l.max_concurrent.as_ref(),
+            MAX_CONCURRENT,
+        )? as u32,
+        tokens_per_month: whole(
+            at,
+            "spec.quota.tokensPerMonth",
+            q.tokens_per_month.as_ref(),
+            MAX_TOKENS_PER_MONTH,
+        )?,
+        joules_per_month,
+    })
 }
 
 /// `FILE:LINE:COLUMN: message` from a YAML error in the document starting at `first_line`.
@@ -175,8 +306,13 @@ pub fn parse(file: &str, text: &str) -> anyhow::Result<Vec<Object>> {
                     serde_norway::from_str(&doc).map_err(|e| located(file, line, &e))?;
                 Object::Deployment(deployment(d, &at)?)
             }
-            Some(k) => anyhow::bail!("{at}: kind {k:?} is not Model or Deployment"),
-            None => anyhow::bail!("{at}: kind is missing (Model or Deployment)"),
+            Some("Tenant") => {
+                let d: Doc<TenantDoc> =
+                    serde_norway::from_str(&doc).map_err(|e| located(file, line, &e))?;
+                Object::Tenant(tenant(d, &at)?)
+            }
+            Some(k) => anyhow::bail!("{at}: kind {k:?} is not Model, Deployment or Tenant"),
+            None => anyhow::bail!("{at}: kind is missing (Model, Deployment or Tenant)"),
         };
         objects.push(obj);
     }
@@ -260,6 +396,14 @@ pub async fn apply(c: &Cluster, file: &str) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("deployment/{name}"))?;
             }
+            Object::Tenant(t) => {
+                c.call(|mut a| {
+                    let t = t.clone();
+                    async move { a.apply_tenant(t).await }
+                })
+                .await
+                .with_context(|| format!("tenant/{name}"))?;
+            }
         }
         println!("{kind}/{name} configured");
     }
@@ -307,6 +451,127 @@ spec:
         let o = parse("f.yaml", inline).unwrap();
         assert_eq!(o.len(), 2);
         assert_eq!(o[1].kind_name(), ("deployment", "b"));
+    }
+
+    const TENANT: &str = "apiVersion: joule/v1
+kind: Tenant
+metadata: {name: acme}
+spec:
+  weight: 3
+  deployments: [smollm2]
+  limits:
+    requestsPerMinute: 600
+    tokensPerMinute: 100000
+    maxConcurrent: 16
+  quota:
+    tokensPerMonth: 10000000
+    joulesPerMonth: 3600000
+";
+
+    #[test]
+    fn tenants_parse_with_their_limits_and_defaults() {
+        let o = parse("t.yaml", TENANT).unwrap();
+        assert_eq!(o[0].kind_name(), ("tenant", "acme"));
+        let Object::Tenant(t) = &o[0] else {
+            panic!("{o:?}")
+        };
+        assert_eq!(
+            (t.weight, t.deployments.as_slice()),
+            (3.0, &["smollm2".to_string()][..])
+        );
+        assert_eq!(
+            (t.requests_per_minute, t.tokens_per_minute, t.max_concurrent),
+            (600, 100_000, 16)
+        );
+        assert_eq!(
+            (t.tokens_per_month, t.joules_per_month),
+            (10_000_000, 3.6e6)
+        );
+        let bare = "apiVersion: joule/v1\nkind: Tenant\nmetadata: {name: b}\nspec: {}\n";
+        let Object::Tenant(t) = &parse("t.yaml", bare).unwrap()[0] else {
+            panic!()
+        };
+        assert_eq!(t.weight, 1.0);
+        assert!(t.deployments.is_empty());
+        assert_eq!(
+            (t.requests_per_minute, t.tokens_per_minute, t.max_concurrent),
+            (0, 0, 0)
+        );
+        assert_eq!((t.tokens_per_month, t.joules_per_month), (0, 0.0));
+        let kwh = TENANT
+            .replace("joulesPerMonth: 3600000", "kwhPerMonth: 1.5")
+            .replace("tokensPerMonth: 10000000", "tokensPerMonth: 1e7")
+            .replace("weight: 3", "weight: 0.5");
+        let Object::Tenant(t) = &parse("t.yaml", &kwh).unwrap()[0] else {
+            panic!()
+        };
+        assert!((t.joules_per_month - 5.4e6).abs() < 1e-6, "{t:?}");
+        assert_eq!((t.tokens_per_month, t.weight), (10_000_000, 0.5));
+        let json = r#"{"apiVersion": "joule/v1", "kind": "Tenant", "metadata": {"name": "j"}, "spec": {"limits": {"maxConcurrent": 4}}}"#;
+        let Object::Tenant(t) = &parse("t.json", json).unwrap()[0] else {
+            panic!()
+        };
+        assert_eq!((t.name.as_str(), t.max_concurrent), ("j", 4));
+    }
+
+    #[test]
+    fn bad_tenant_numbers_are_refused_naming_the_field() {
+        let e = |from: &str, to: &str| {
+            assert!(TENANT.contains(from), "{from}");
+            parse("f.yaml", &TENANT.replace(from, to))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e("requestsPerMinute: 600", "requestsPerMinute: -5"),
+            "f.yaml: document at line 1: spec.limits.requestsPerMinute: -5 is not a whole number >= 0"
+        );
+        let m = e("requestsPerMinute: 600", "requestsPerMinute: lots");
+        assert!(
+            m.starts_with("f.yaml:8:") && m.contains("spec.limits.requestsPerMinute"),
+            "{m}"
+        );
+        let m = e("requestsPerMinute: 600", "requestsPerMinute: 20000000");
+        assert!(
+            m.contains("spec.limits.requestsPerMinute: 20000000 is more than 10000000"),
+            "{m}"
+        );
+        let m = e("tokensPerMinute: 100000", "tokensPerMinute: 10000000000000");
+        assert!(
+            m.contains("spec.limits.tokensPerMinute") && m.contains("more than"),
+            "{m}"
+        );
+        let m = e("maxConcurrent: 16", "maxConcurrent: 100001");
+        assert!(
+            m.contains("spec.limits.maxConcurrent") && m.contains("more than"),
+            "{m}"
+        );
+        let m = e("maxConcurrent: 16", "maxConcurrent: 1.5");
+        assert!(
+            m.contains("spec.limits.maxConcurrent: 1.5 is not a whole number"),
+            "{m}"
+        );
+        for w in ["0", "-1", "1001", ".nan", "heavy"] {
+            let m = e("weight: 3", &format!("weight: {w}"));
+            assert!(m.contains("spec.weight"), "{w}: {m}");
+        }
+        let m = e("joulesPerMonth: 3600000", "joulesPerMonth: -1");
+        assert!(
+            m.contains("spec.quota.joulesPerMonth: -1 is not a number >= 0"),
+            "{m}"
+        );
+        let m = e(
+            "joulesPerMonth: 3600000",
+            "joulesPerMonth: 3600000\n    kwhPerMonth: 1",
+        );
+        assert!(m.contains("not both"), "{m}");
+        let m = e("maxConcurrent: 16", "maxConcurent: 16");
+        assert!(
+            m.starts_with("f.yaml:10:") && m.contains("maxConcurent"),
+            "{m}"
+        );
+        let m = e("kind: Tenant", "kind: Tenants");
+        assert!(m.contains("Model, Deployment or Tenant"), "{m}");
     }
 
     #[test]

@@ -1,12 +1,20 @@
-//! `delete model|deployment NAME`.
+//! `delete model|deployment|tenant NAME` and `delete apikey ID --tenant NAME`.
 
 use joule_proto::v1;
 
 use super::Resource;
 use crate::connect::Cluster;
 
-pub async fn delete(c: &Cluster, r: Resource, name: &str) -> anyhow::Result<()> {
+pub async fn delete(
+    c: &Cluster,
+    r: Resource,
+    name: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<()> {
     let n = name.to_string();
+    if tenant.is_some() && r != Resource::ApiKeys {
+        anyhow::bail!("--tenant is only for `delete apikey ID --tenant NAME`");
+    }
     match r {
         Resource::Models => {
             c.call(|mut a| {
@@ -27,9 +35,31 @@ pub async fn delete(c: &Cluster, r: Resource, name: &str) -> anyhow::Result<()> 
             .await?;
             println!("deployment/{name} deleted");
         }
-        Resource::Nodes | Resource::Placements => anyhow::bail!(
-            "delete takes a model or a deployment (a node leaves by itself; placements follow \
-             their deployment)"
+        Resource::Tenants => {
+            c.call(|mut a| {
+                let name = n.clone();
+                async move { a.delete_tenant(v1::DeleteTenantRequest { name }).await }
+            })
+            .await?;
+            println!("tenant/{name} deleted");
+        }
+        Resource::ApiKeys => {
+            let Some(tenant) = tenant else {
+                anyhow::bail!("delete apikey {name} needs --tenant NAME: keys belong to a tenant");
+            };
+            c.call(|mut a| {
+                let req = v1::DeleteApiKeyRequest {
+                    tenant: tenant.to_string(),
+                    id: n.clone(),
+                };
+                async move { a.delete_api_key(req).await }
+            })
+            .await?;
+            println!("apikey/{name} deleted (tenant {tenant})");
+        }
+        Resource::Nodes | Resource::Placements | Resource::Usage => anyhow::bail!(
+            "delete takes a model, a deployment, a tenant or an apikey (a node leaves by itself; \
+             placements follow their deployment; usage stays on record)"
         ),
     }
     Ok(())

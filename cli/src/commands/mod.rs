@@ -2,9 +2,12 @@
 //! and prints through [`crate::render`]; none of them formats a table by hand.
 
 pub mod apply;
+pub mod bill;
+pub mod create;
 pub mod delete;
 pub mod get;
 pub mod schedule;
+pub mod usage;
 pub mod worker;
 
 /// A kind of cluster resource, as kubectl names them (plural, singular or short).
@@ -14,6 +17,9 @@ pub enum Resource {
     Models,
     Deployments,
     Placements,
+    Tenants,
+    ApiKeys,
+    Usage,
 }
 
 impl std::str::FromStr for Resource {
@@ -25,9 +31,12 @@ impl std::str::FromStr for Resource {
             "models" | "model" | "mo" => Ok(Self::Models),
             "deployments" | "deployment" | "deploy" => Ok(Self::Deployments),
             "placements" | "placement" | "pl" => Ok(Self::Placements),
+            "tenants" | "tenant" | "tn" => Ok(Self::Tenants),
+            "apikeys" | "apikey" | "keys" | "key" => Ok(Self::ApiKeys),
+            "usage" => Ok(Self::Usage),
             other => anyhow::bail!(
                 "the server doesn't have a resource type {other:?}; known: nodes (no), models \
-                 (mo), deployments (deploy), placements (pl)"
+                 (mo), deployments (deploy), placements (pl), tenants (tn), apikeys (keys), usage"
             ),
         }
     }
@@ -45,6 +54,13 @@ mod tests {
         assert_eq!("deploy".parse::<Resource>().unwrap(), Resource::Deployments);
         assert_eq!("pl".parse::<Resource>().unwrap(), Resource::Placements);
         assert_eq!("mo".parse::<Resource>().unwrap(), Resource::Models);
+        for n in ["tenants", "tenant", "tn"] {
+            assert_eq!(n.parse::<Resource>().unwrap(), Resource::Tenants);
+        }
+        for n in ["apikeys", "apikey", "keys"] {
+            assert_eq!(n.parse::<Resource>().unwrap(), Resource::ApiKeys);
+        }
+        assert_eq!("usage".parse::<Resource>().unwrap(), Resource::Usage);
         let e = "pods".parse::<Resource>().unwrap_err().to_string();
         assert!(e.contains("\"pods\"") && e.contains("nodes"), "{e}");
     }

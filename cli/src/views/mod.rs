@@ -1,10 +1,14 @@
 //! What each resource shows in a table row, in `describe`, and in JSON/YAML. Views are plain
 //! serialisable structs built from API messages; they never call the API themselves.
 
+pub mod apikey;
+pub mod bill;
 pub mod deployment;
 pub mod model;
 pub mod node;
 pub mod placement;
+pub mod tenant;
+pub mod usage;
 pub mod worker;
 
 /// Unix milliseconds now.

@@ -1,7 +1,8 @@
 //! The OpenAI-compatible HTTP API (axum): `GET /v1/models`, `GET /v1/models/{model}`,
 //! `POST /v1/completions`, `POST /v1/chat/completions` (whole or SSE), `GET /health`. Bodies are
 //! read with a size limit and parsed here ([`params`]); the relay does the rest; every error is
-//! OpenAI's error object with its status ([`crate::error`]), never a bare 500.
+//! OpenAI's error object with its status ([`crate::error`]), never a bare 500. Completions
+//! and the model list need `Authorization: Bearer KEY` (unless `--no-auth`); `/health` does not.
 //!
 //! - [`types`]: the request bodies; [`params`]: checks and conversion to a job;
 //!   [`response`]: whole responses and SSE chunks.
@@ -17,7 +18,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -46,12 +47,37 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, _, _) = self.http();
         let mut r = (status, axum::Json(self.body())).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        let h = r.headers_mut();
+        if let Some(ms) = self.retry_ms() {
+            // Whole seconds, rounded up, as HTTP says; the exact figure beside it.
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ms.div_ceil(1000).max(1)),
+            );
+            h.insert(
+                HeaderName::from_static("retry-after-ms"),
+                HeaderValue::from(ms),
+            );
+        } else if status == StatusCode::SERVICE_UNAVAILABLE
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         r
     }
+}
+
+/// Adds the `x-ratelimit-*` headers.
+fn with_headers(mut r: Response, headers: &crate::tenancy::limits::Headers) -> Response {
+    for &(k, ref v) in headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            r.headers_mut().insert(HeaderName::from_static(k), v);
+        }
+    }
+    r
 }
 
 fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Error> {
@@ -69,24 +95,57 @@ fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Error> 
     })
 }
 
-async fn chat(State(relay): State<Arc<Relay>>, b: Result<Bytes, BytesRejection>) -> Response {
-    let limit = relay.settings.max_body_bytes;
-    let default_max = relay.settings.default_max_tokens;
-    match body(b, limit).and_then(|b| params::chat(&b, default_max)) {
-        Ok(p) => serve(relay, Kind::Chat, p).await,
-        Err(e) => reject(&relay, e),
-    }
+async fn chat(
+    State(relay): State<Arc<Relay>>,
+    h: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Response {
+    admit_and_serve(relay, Kind::Chat, h, b).await
 }
 
 async fn completions(
     State(relay): State<Arc<Relay>>,
+    h: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Response {
+    admit_and_serve(relay, Kind::Completion, h, b).await
+}
+
+/// The key is checked before the body is read; the tenant's permissions and limits once the
+/// body says which model and how many tokens.
+async fn admit_and_serve(
+    relay: Arc<Relay>,
+    kind: Kind,
+    h: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Response {
+    let view = relay.view.get();
+    let auth = h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    let caller = match relay.tenancy.caller(&view, auth) {
+        Ok(c) => c,
+        Err(e) => return reject(&relay, e),
+    };
+    drop(view);
     let limit = relay.settings.max_body_bytes;
     let default_max = relay.settings.default_max_tokens;
-    match body(b, limit).and_then(|b| params::completion(&b, default_max)) {
-        Ok(p) => serve(relay, Kind::Completion, p).await,
-        Err(e) => reject(&relay, e),
+    let parsed = body(b, limit).and_then(|b| match kind {
+        Kind::Chat => params::chat(&b, default_max),
+        Kind::Completion => params::completion(&b, default_max),
+    });
+    let mut p = match parsed {
+        Ok(p) => p,
+        Err(e) => return reject(&relay, e),
+    };
+    let reserve =
+        u64::from(p.job.sampling.max_tokens.unwrap_or(16)) + u64::from(p.job.prompt_estimate);
+    let model = p.job.model.clone();
+    match relay.tenancy.admit(caller, &model, reserve).await {
+        Ok((ticket, headers)) => {
+            p.job.tenant = Some(ticket.tenant());
+            p.job.ticket = Some(ticket);
+            with_headers(serve(relay, kind, p).await, &headers)
+        }
+        Err((e, headers)) => with_headers(reject(&relay, e), &headers),
     }
 }
 
@@ -142,14 +201,26 @@ fn model_object(d: &crate::view::Deployment) -> Value {
     })
 }
 
-async fn models(State(relay): State<Arc<Relay>>) -> Response {
+async fn models(State(relay): State<Arc<Relay>>, h: HeaderMap) -> Response {
     let view = relay.view.get();
+    let auth = h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    if let Err(e) = relay.tenancy.caller(&view, auth) {
+        return reject(&relay, e);
+    }
     let data: Vec<Value> = view.deployments.values().map(model_object).collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-async fn model(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Response {
+async fn model(
+    State(relay): State<Arc<Relay>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
     let view = relay.view.get();
+    let auth = h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    if let Err(e) = relay.tenancy.caller(&view, auth) {
+        return reject(&relay, e);
+    }
     match view.deployments.get(&name) {
         Some(d) => axum::Json(model_object(d)).into_response(),
         None => Error::ModelNotFound(format!("the model {name:?} does not exist")).into_response(),

@@ -459,6 +459,7 @@ fn finish(
             prompt,
             sampling,
             tenant: None,
+            ticket: None,
             request_id: String::new(),
             prefix,
             prompt_estimate: estimate,

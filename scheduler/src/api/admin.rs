@@ -9,11 +9,12 @@ use joule_proto::v1;
 use joule_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
-use super::workloads;
+use super::{tenants, workloads};
 use crate::error::{Error, Result};
 use crate::liveness::Liveness;
 use crate::state::commands;
 use crate::store::{Membership, Store};
+use workloads::known;
 
 const MAX_KEY: usize = 256;
 const MAX_VALUE: usize = 64 << 10;
@@ -427,5 +428,141 @@ impl<S: Store> Admin for AdminService<S> {
             })
             .await??;
         Ok(Response::new(v1::ListPlacementsResponse { placements }))
+    }
+
+    async fn apply_tenant(
+        &self,
+        req: Request<v1::TenantSpec>,
+    ) -> Result<Response<v1::TenantInfo>, Status> {
+        self.auth(&req, "ApplyTenant")?;
+        let spec = req.into_inner();
+        let t = self.read(move |st| tenants::tenant(spec, st)).await??;
+        let name = t.name.clone();
+        self.propose(commands::put_tenant(t)).await?;
+        tracing::info!(tenant = %name, "tenant applied");
+        let info = self
+            .read(move |st| tenants::find_tenant(st, &name).map(tenants::tenant_info))
+            .await??;
+        Ok(Response::new(info))
+    }
+
+    async fn get_tenant(
+        &self,
+        req: Request<v1::GetTenantRequest>,
+    ) -> Result<Response<v1::TenantInfo>, Status> {
+        self.auth(&req, "GetTenant")?;
+        let name = req.into_inner().name;
+        let info = self
+            .read(move |st| tenants::find_tenant(st, &name).map(tenants::tenant_info))
+            .await??;
+        Ok(Response::new(info))
+    }
+
+    async fn list_tenants(
+        &self,
+        req: Request<v1::ListTenantsRequest>,
+    ) -> Result<Response<v1::ListTenantsResponse>, Status> {
+        self.auth(&req, "ListTenants")?;
+        let tenants = self
+            .read(|st| st.tenants.values().map(tenants::tenant_info).collect())
+            .await?;
+        Ok(Response::new(v1::ListTenantsResponse { tenants }))
+    }
+
+    async fn delete_tenant(
+        &self,
+        req: Request<v1::DeleteTenantRequest>,
+    ) -> Result<Response<v1::DeleteTenantResponse>, Status> {
+        self.auth(&req, "DeleteTenant")?;
+        let name = req.into_inner().name;
+        let n = name.clone();
+        self.read(move |st| tenants::find_tenant(st, &n).map(|_| ()))
+            .await??;
+        self.propose(commands::delete_tenant(&name)).await?;
+        tracing::info!(tenant = %name, "tenant deleted");
+        Ok(Response::new(v1::DeleteTenantResponse {}))
+    }
+
+    async fn create_api_key(
+        &self,
+        req: Request<v1::CreateApiKeyRequest>,
+    ) -> Result<Response<v1::ApiKeyInfo>, Status> {
+        self.auth(&req, "CreateApiKey")?;
+        let r = req.into_inner();
+        let key = tenants::api_key(&r, commands::now_ms())?;
+        let t = r.tenant.clone();
+        self.read(move |st| tenants::find_tenant(st, &t).map(|_| ()))
+            .await??;
+        let id = key.id.clone();
+        self.propose(commands::add_api_key(&r.tenant, key)).await?;
+        tracing::info!(tenant = %r.tenant, key = %id, "API key created");
+        let (t, i) = (r.tenant.clone(), id.clone());
+        let info = self
+            .read(move |st| {
+                let tn = tenants::find_tenant(st, &t)?;
+                tn.api_keys
+                    .iter()
+                    .find(|k| k.id == i)
+                    .map(|k| tenants::key_info(&t, k))
+                    .ok_or_else(|| Error::NotFound(format!("key {i:?} is gone already")))
+            })
+            .await??;
+        Ok(Response::new(info))
+    }
+
+    async fn list_api_keys(
+        &self,
+        req: Request<v1::ListApiKeysRequest>,
+    ) -> Result<Response<v1::ListApiKeysResponse>, Status> {
+        self.auth(&req, "ListApiKeys")?;
+        let t = req.into_inner().tenant;
+        let keys = self
+            .read(move |st| {
+                let tn = tenants::find_tenant(st, &t)?;
+                Ok::<_, Error>(
+                    tn.api_keys
+                        .iter()
+                        .map(|k| tenants::key_info(&t, k))
+                        .collect(),
+                )
+            })
+            .await??;
+        Ok(Response::new(v1::ListApiKeysResponse { keys }))
+    }
+
+    async fn delete_api_key(
+        &self,
+        req: Request<v1::DeleteApiKeyRequest>,
+    ) -> Result<Response<v1::DeleteApiKeyResponse>, Status> {
+        self.auth(&req, "DeleteApiKey")?;
+        let r = req.into_inner();
+        let (t, id) = (r.tenant.clone(), r.id.clone());
+        self.read(move |st| {
+            let tn = tenants::find_tenant(st, &t)?;
+            if tn.api_keys.iter().any(|k| k.id == id) {
+                Ok(())
+            } else {
+                Err(Error::NotFound(format!(
+                    "tenant {t:?} has no API key {id:?}; its keys: {}",
+                    known(tn.api_keys.iter().map(|k| &k.id))
+                )))
+            }
+        })
+        .await??;
+        self.propose(commands::revoke_api_key(&r.tenant, &r.id))
+            .await?;
+        tracing::info!(tenant = %r.tenant, key = %r.id, "API key revoked");
+        Ok(Response::new(v1::DeleteApiKeyResponse {}))
+    }
+
+    async fn get_usage(
+        &self,
+        req: Request<v1::GetUsageRequest>,
+    ) -> Result<Response<v1::GetUsageResponse>, Status> {
+        self.auth(&req, "GetUsage")?;
+        let r = req.into_inner();
+        let today = joule_client::calendar::today();
+        let rows = self.read(move |st| tenants::usage(st, &r, today)).await??;
+        Ok(Response::new(v1::GetUsageResponse { rows }))
     }
 }

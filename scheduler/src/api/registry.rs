@@ -24,7 +24,12 @@ pub struct RegistryService<S> {
     pub live: Arc<Liveness>,
     /// Client of the leader for passing heartbeats on, by its address.
     pub leader_link: Mutex<Option<(String, joule_client::Registry)>>,
+    /// Tenants' rate budgets, while this replica leads.
+    pub budgets: crate::limits::Budgets,
 }
+
+/// The most usage records one report may carry.
+pub const MAX_USAGE_RECORDS: usize = 100_000;
 
 impl<S: Store> RegistryService<S> {
     pub fn new(
@@ -39,6 +44,7 @@ impl<S: Store> RegistryService<S> {
             heartbeat,
             live,
             leader_link: Mutex::new(None),
+            budgets: Default::default(),
         }
     }
 
@@ -49,6 +55,19 @@ impl<S: Store> RegistryService<S> {
             ));
         };
         super::auth::check_bearer(req, token, call, "join")
+    }
+
+    /// The leader's client, or UNAVAILABLE when this replica knows of none.
+    fn to_leader(&self) -> Result<joule_client::Registry> {
+        let l = self.store.leadership();
+        let addr = self
+            .store
+            .address(l.leader)
+            .filter(|_| l.leader != 0)
+            .ok_or_else(|| {
+                Error::Unavailable(format!("replica {} knows no leader right now; retry", l.me))
+            })?;
+        self.leader_client(&addr)
     }
 
     fn leader_client(&self, addr: &str) -> Result<joule_client::Registry> {
@@ -167,6 +186,69 @@ impl<S: Store> Registry for RegistryService<S> {
         }))
     }
 
+    async fn lease(
+        &self,
+        req: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        self.auth(&req, "Lease")?;
+        let r = req.into_inner();
+        let l = self.store.leadership();
+        if !l.is_leader() {
+            return self.to_leader()?.lease(r).await;
+        }
+        if r.gateway.is_empty() || r.asks.len() > crate::limits::MAX_ASKS {
+            return Err(Error::Invalid(format!(
+                "a lease needs its gateway and at most {} asks",
+                crate::limits::MAX_ASKS
+            ))
+            .into());
+        }
+        let quotas: std::collections::HashMap<String, pb::Quota> = self.store.read_local(|sm| {
+            r.asks
+                .iter()
+                .filter_map(|a| {
+                    let t = sm.state().tenants.get(&a.tenant)?;
+                    Some((a.tenant.clone(), t.quota.unwrap_or_default()))
+                })
+                .collect()
+        });
+        let resp = self.budgets.lease(
+            l.term,
+            |t| quotas.get(t).copied(),
+            &r,
+            std::time::Instant::now(),
+        );
+        Ok(Response::new(resp))
+    }
+
+    async fn record_usage(
+        &self,
+        req: Request<pb::RecordUsage>,
+    ) -> Result<Response<pb::RecordUsageResponse>, Status> {
+        self.auth(&req, "RecordUsage")?;
+        let r = req.into_inner();
+        if r.reporter.is_empty() || r.sequence == 0 {
+            return Err(Error::Invalid(
+                "a usage report needs its reporter and a sequence from 1".into(),
+            )
+            .into());
+        }
+        if r.records.len() + r.key_uses.len() > MAX_USAGE_RECORDS {
+            return Err(Error::Invalid(format!(
+                "a usage report carries at most {MAX_USAGE_RECORDS} records; send several"
+            ))
+            .into());
+        }
+        let (reporter, sequence, n) = (r.reporter.clone(), r.sequence, r.records.len());
+        let index = self
+            .store
+            .propose(commands::record_usage(r))
+            .await
+            .map_err(|e| self.store.error(e))?;
+        tracing::debug!(%reporter, sequence, records = n, index, "usage recorded");
+        Ok(Response::new(pb::RecordUsageResponse { index }))
+    }
+
     async fn heartbeat(
         &self,
         req: Request<pb::HeartbeatRequest>,
@@ -176,15 +258,7 @@ impl<S: Store> Registry for RegistryService<S> {
         let l = self.store.leadership();
         if !l.is_leader() {
             // Pass it on to the leader, who keeps the liveness records.
-            let addr = self
-                .store
-                .address(l.leader)
-                .filter(|_| l.leader != 0)
-                .ok_or_else(|| {
-                    Error::Unavailable(format!("replica {} knows no leader right now; retry", l.me))
-                })?;
-            let mut c = self.leader_client(&addr)?;
-            return c.heartbeat(hb).await;
+            return self.to_leader()?.heartbeat(hb).await;
         }
         let status = self
             .store

@@ -56,7 +56,37 @@ pub fn view(
         from_leader: leader,
         deployments,
         keepalive_ms: KEEPALIVE.as_millis() as u32,
+        tenants: tenants(st, joule_client::calendar::today()),
     }
+}
+
+/// Every tenant with its keys' hashes (what a gateway authenticates by) and its usage so far
+/// this calendar month (what its monthly quota is checked against).
+pub fn tenants(st: &pb::ClusterState, today: u32) -> Vec<pb::RoutedTenant> {
+    let (first, _) = joule_client::calendar::month_of(today);
+    st.tenants
+        .values()
+        .map(|t| {
+            let used = crate::state::tenants::usage_between(st, &t.name, first, today);
+            pb::RoutedTenant {
+                name: t.name.clone(),
+                weight: t.weight,
+                quota: t.quota,
+                deployments: t.deployments.clone(),
+                keys: t
+                    .api_keys
+                    .iter()
+                    .map(|k| pb::RoutedKey {
+                        id: k.id.clone(),
+                        sha256: k.sha256.clone(),
+                        expires_at_ms: k.expires_at_ms,
+                    })
+                    .collect(),
+                month_tokens: used.prompt_tokens.saturating_add(used.output_tokens),
+                month_mj: used.measured_mj.saturating_add(used.estimated_mj),
+            }
+        })
+        .collect()
 }
 
 fn replica(

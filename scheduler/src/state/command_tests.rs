@@ -261,6 +261,7 @@ fn key(tenant: &str, id: &str, hash_byte: &str) -> Kind {
             id: id.into(),
             sha256: hash_byte.repeat(32),
             created_at_ms: 1,
+            ..Default::default()
         }),
     })
 }
@@ -366,7 +367,38 @@ fn usage(reporter: &str, seq: u64, records: &[(&str, &str, u32, u64, u64)]) -> K
                 }),
             })
             .collect(),
+        ..Default::default()
     })
+}
+
+#[test]
+fn a_usage_report_marks_its_keys_used_and_weights_are_bounded() {
+    let mut sm = StateMachine::default();
+    run(&mut sm, tenant("acme", 60, 1)).unwrap();
+    run(&mut sm, key("acme", "jk-aaaaaaaa", "ab")).unwrap();
+    let mut report = usage("gw-1", 1, &[("acme", "m", 20_000, 5, 0)]);
+    if let Kind::RecordUsage(r) = &mut report {
+        r.key_uses = vec![
+            pb::KeyUse {
+                tenant: "acme".into(),
+                id: "jk-aaaaaaaa".into(),
+                at_ms: 500,
+            },
+            // A key revoked meanwhile, and a tenant gone: nothing to mark, nothing refused.
+            pb::KeyUse {
+                tenant: "gone".into(),
+                id: "jk-bbbbbbbb".into(),
+                at_ms: 500,
+            },
+        ];
+    }
+    run(&mut sm, report).unwrap();
+    assert_eq!(sm.state().tenants["acme"].api_keys[0].last_used_ms, 500);
+    let mut heavy = tenant("acme", 60, 1);
+    if let Kind::PutTenant(c) = &mut heavy {
+        c.tenant.as_mut().unwrap().weight = 1e6;
+    }
+    assert!(run(&mut sm, heavy).unwrap_err().contains("weight"));
 }
 
 #[test]

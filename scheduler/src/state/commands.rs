@@ -100,3 +100,34 @@ pub fn set_placement_state(
         sha256: r.sha256.clone(),
     }))
 }
+
+pub fn put_tenant(mut t: pb::Tenant) -> pb::Command {
+    t.created_at_ms = now_ms();
+    cmd(Kind::PutTenant(pb::PutTenant { tenant: Some(t) }))
+}
+
+pub fn delete_tenant(name: &str) -> pb::Command {
+    cmd(Kind::DeleteTenant(pb::DeleteTenant {
+        name: name.to_string(),
+    }))
+}
+
+pub fn add_api_key(tenant: &str, mut key: pb::ApiKey) -> pb::Command {
+    key.created_at_ms = now_ms();
+    cmd(Kind::AddApiKey(pb::AddApiKey {
+        tenant: tenant.to_string(),
+        key: Some(key),
+    }))
+}
+
+pub fn revoke_api_key(tenant: &str, id: &str) -> pb::Command {
+    cmd(Kind::RevokeApiKey(pb::RevokeApiKey {
+        tenant: tenant.to_string(),
+        id: id.to_string(),
+    }))
+}
+
+/// A gateway's usage report, as it sent it (its own sequence makes a retry count once).
+pub fn record_usage(report: pb::RecordUsage) -> pb::Command {
+    cmd(Kind::RecordUsage(report))
+}

@@ -5,17 +5,28 @@ use joule_proto::internal::v1 as pb;
 
 use super::names;
 
+/// The largest priority weight a tenant may have (relative to others' weights).
+pub const MAX_WEIGHT: f64 = 1000.0;
+/// The longest label an API key may have.
+pub const MAX_KEY_NAME: usize = 64;
+
 pub fn put_tenant(s: &mut pb::ClusterState, c: &pb::PutTenant) -> Result<(), String> {
     let mut t = c.tenant.clone().ok_or("put_tenant without a tenant")?;
     names::label("tenant", &t.name)?;
     if !t.api_keys.is_empty() {
         return Err("API keys are added with AddApiKey, not with the tenant".into());
     }
-    for m in &t.models {
-        names::model(m)?;
+    for d in &t.deployments {
+        names::label("deployment", d)?;
     }
-    t.models.sort();
-    t.models.dedup();
+    t.deployments.sort();
+    t.deployments.dedup();
+    if !(t.weight == 0.0 || (t.weight > 0.0 && t.weight <= MAX_WEIGHT)) {
+        return Err(format!(
+            "a tenant's weight must be above 0 and at most {MAX_WEIGHT}, got {}",
+            t.weight
+        ));
+    }
     if let Some(old) = s.tenants.get_mut(&t.name) {
         t.created_at_ms = old.created_at_ms;
         t.api_keys = std::mem::take(&mut old.api_keys);
@@ -42,6 +53,14 @@ pub fn add_api_key(s: &mut pb::ClusterState, c: &pb::AddApiKey) -> Result<(), St
     names::sha256("an API key's sha256", &k.sha256)?;
     if k.id.is_empty() || k.id.len() > 64 {
         return Err("an API key's id must be 1-64 characters".into());
+    }
+    if k.name.chars().count() > MAX_KEY_NAME || k.name.chars().any(char::is_control) {
+        return Err(format!(
+            "an API key's name must be at most {MAX_KEY_NAME} printable characters"
+        ));
+    }
+    if k.last_used_ms != 0 {
+        return Err("a new API key has not been used".into());
     }
     if s.tenants
         .values()
@@ -109,8 +128,35 @@ pub fn record_usage(s: &mut pb::ClusterState, c: &pb::RecordUsage) -> Result<(),
             .get_or_insert_default();
         add(total, &r.counters.unwrap_or_default());
     }
+    for u in &c.key_uses {
+        // A key revoked (or a tenant deleted) since its use is simply not there any more.
+        if let Some(k) = s
+            .tenants
+            .get_mut(&u.tenant)
+            .and_then(|t| t.api_keys.iter_mut().find(|k| k.id == u.id))
+        {
+            k.last_used_ms = k.last_used_ms.max(u.at_ms);
+        }
+    }
     s.usage_reporters.insert(c.reporter.clone(), c.sequence);
     Ok(())
+}
+
+/// Every usage record from `from_day` to `to_day` (inclusive), of one tenant or (`None`) all,
+/// in tenant, day and model order.
+pub fn usage_records<'a>(
+    s: &'a pb::ClusterState,
+    tenant: Option<&'a str>,
+    from_day: u32,
+    to_day: u32,
+) -> impl Iterator<Item = &'a pb::UsageRecord> + 'a {
+    let range: Box<dyn Iterator<Item = (&String, &pb::UsageRecord)>> = match tenant {
+        Some(t) => Box::new(s.usage.range(format!("{t}/")..format!("{t}0"))),
+        None => Box::new(s.usage.iter()),
+    };
+    range
+        .map(|(_, r)| r)
+        .filter(move |r| r.day >= from_day && r.day <= to_day)
 }
 
 /// A tenant's usage from `from_day` to `to_day` (inclusive), summed over models.
@@ -133,6 +179,9 @@ pub fn usage_between(
 fn add(total: &mut pb::UsageCounters, c: &pb::UsageCounters) {
     total.requests = total.requests.saturating_add(c.requests);
     total.prompt_tokens = total.prompt_tokens.saturating_add(c.prompt_tokens);
+    total.cached_prompt_tokens = total
+        .cached_prompt_tokens
+        .saturating_add(c.cached_prompt_tokens);
     total.output_tokens = total.output_tokens.saturating_add(c.output_tokens);
     total.measured_mj = total.measured_mj.saturating_add(c.measured_mj);
     total.estimated_mj = total.estimated_mj.saturating_add(c.estimated_mj);

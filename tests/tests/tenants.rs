@@ -516,10 +516,14 @@ async fn weights_3_and_1_share_a_saturated_worker_3_to_1() {
     );
     let secs = (to - from).as_secs_f64();
     let ratio = tokens[0] as f64 / tokens[1].max(1) as f64;
+    eprintln!(
+        "fair share: weights 3 and 1 got {} and {} completion tokens in {secs} s: ratio {ratio:.2}",
+        tokens[0], tokens[1]
+    );
     assert!(
         tokens[1] > 0 && (2.7..=3.3).contains(&ratio),
         "weights 3 and 1 got {} and {} tokens in {secs} s ({:.1} and {:.1} tokens/s): ratio \
-         {ratio:.2}, want 3 ± 10%\n{}",
+         {ratio:.2}, want 3 ± 10% (running + waiting: {busy:?})\n{}",
         tokens[0],
         tokens[1],
         tokens[0] as f64 / secs,

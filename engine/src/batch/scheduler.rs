@@ -5,11 +5,15 @@
 //! sequence is preempted: its blocks go back and it waits, first in its tenant's queue, to be
 //! recomputed (often from the prefix cache).
 //!
-//! Fairness: each tenant has a virtual time that grows by tokens run / weight; admission picks
-//! the waiting tenant with the smallest one, so under contention the tokens admitted follow the
-//! weights. A tenant that was idle starts at the smallest active virtual time (no banked credit).
+//! Fairness: each tenant has a virtual time that grows by tokens / weight; admission picks the
+//! waiting tenant with the smallest one, so under contention the tokens admitted follow the
+//! weights. A sequence is charged at admission for what it may still run (its prompt left and
+//! its whole `max_tokens`), so the several admissions of one step already see each other (a
+//! wave of finishes does not all go to one tenant); what it did not run is given back when it
+//! finishes or is preempted, and tokens past the reservation are charged as they run. A tenant
+//! that was idle starts at the smallest active virtual time (no banked credit).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::sequence::Sequence;
@@ -39,6 +43,8 @@ pub(super) struct Scheduler {
     /// Oldest admission first.
     pub running: Vec<Sequence>,
     tenants: BTreeMap<Arc<str>, Tenant>,
+    /// Per running sequence: the tokens charged at admission and those run since.
+    charges: HashMap<u64, (usize, usize)>,
     pub preemptions_total: u64,
 }
 
@@ -51,6 +57,7 @@ impl Scheduler {
             pool,
             running: Vec::new(),
             tenants: BTreeMap::new(),
+            charges: HashMap::new(),
             preemptions_total: 0,
         }
     }
@@ -112,8 +119,11 @@ impl Scheduler {
     /// Takes running sequence `idx` out (finished or failed).
     pub fn remove_running(&mut self, idx: usize) -> Sequence {
         let s = self.running.remove(idx);
+        let (reserved, run) = self.charges.remove(&s.id).unwrap_or_default();
         if let Some(t) = self.tenants.get_mut(&s.tenant) {
             t.running -= 1;
+            // What it reserved and did not run is given back.
+            t.vtime -= reserved.saturating_sub(run) as f64 / t.weight;
         }
         s
     }
@@ -170,6 +180,9 @@ impl Scheduler {
             }
             let seq = t.waiting.pop_front().expect("front exists");
             t.running += 1;
+            let reserve = seq.remaining() + seq.max_tokens;
+            t.vtime += reserve as f64 / t.weight;
+            self.charges.insert(seq.id, (reserve, 0));
             self.running.push(seq);
             plan.push(Planned {
                 idx: self.running.len() - 1,
@@ -198,11 +211,19 @@ impl Scheduler {
             .map(|(k, _)| k.clone())
     }
 
+    /// Counts the tokens of this step against each sequence's reservation; tokens beyond it
+    /// are charged now.
     fn charge(&mut self, plan: &[Planned]) {
         for p in plan {
             let s = &self.running[p.idx];
-            if let Some(t) = self.tenants.get_mut(&s.tenant) {
-                t.vtime += p.tokens as f64 / t.weight;
+            let c = self.charges.entry(s.id).or_default();
+            let over_before = c.1.saturating_sub(c.0);
+            c.1 += p.tokens;
+            let over = c.1.saturating_sub(c.0) - over_before;
+            if over > 0
+                && let Some(t) = self.tenants.get_mut(&s.tenant)
+            {
+                t.vtime += over as f64 / t.weight;
             }
         }
     }

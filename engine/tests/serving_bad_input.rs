@@ -164,7 +164,7 @@ fn bad_requests_are_refused_with_what_to_change_before_taking_a_block() {
         ),
         (
             Request::new(prompt(4), params(4)).tenant("a", 0.0),
-            "tenant weight must be in (0, 1e6]",
+            "tenant weight must be from 0.001 to 1e6",
         ),
         (
             Request::new(prompt(4), params(4)).tenant("", 1.0),

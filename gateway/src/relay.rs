@@ -267,6 +267,9 @@ impl Relay {
         let inflight = self.upstreams.start(&r.node, &job.model);
         let limit = self.settings.first_token_timeout;
         let opened = async {
+            if let Some(t) = &job.ticket {
+                t.dispatched(job.prompt_estimate);
+            }
             let resp = match resume {
                 None => match &job.prompt {
                     Prompt::Chat(messages) => {
@@ -502,7 +505,11 @@ impl Relay {
                     }
                     if generated.len() >= max_tokens {
                         // Every token was relayed; only the finish was lost.
+                        let prompt = prompt_ids
+                            .as_ref()
+                            .map_or(job.prompt_estimate, |p| p.len() as u32);
                         let usage = v1::Usage {
+                            prompt_tokens: prompt,
                             completion_tokens: generated.len() as u32,
                             energy_source: v1::EnergySource::Estimated as i32,
                             ..Default::default()

@@ -6,7 +6,9 @@
 //!
 //! A new leader starts with full buckets and no holdings: a failover can let one more bucket's
 //! worth through. A gateway's slots lapse [`LEASE`] after its last lease, so a dead gateway's
-//! slots come back. This module never proposes a command and never blocks.
+//! slots come back. Each gateway holds one spare slot when they are free; a gateway that needs a
+//! slot held as another's spare gets it, and the other loses the spare at its next lease, so
+//! concurrency can pass the limit by one slot per other gateway for at most one lease round. This module never proposes a command and never blocks.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -75,8 +77,8 @@ impl Bucket {
 struct Tenant {
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
-    /// Slots held, by gateway, and when last renewed.
-    slots: HashMap<String, (u32, Instant)>,
+    /// Slots held and needed, by gateway, and when last renewed.
+    slots: HashMap<String, (u32, u32, Instant)>,
 }
 
 /// Keeps `b` sized to `limit` per minute (`None`: no limit).
@@ -165,23 +167,27 @@ impl Budgets {
                 }
             }
             t.slots
-                .retain(|_, (_, at)| now.saturating_duration_since(*at) < LEASE);
+                .retain(|_, (_, _, at)| now.saturating_duration_since(*at) < LEASE);
+            let needed = a.concurrent_needed.min(a.concurrent);
             grant.concurrent = match q.max_concurrent {
                 0 => a.concurrent,
                 max => {
-                    let others: u32 = t
+                    let (held, need) = t
                         .slots
                         .iter()
                         .filter(|(gw, _)| **gw != req.gateway)
-                        .map(|(_, (n, _))| *n)
-                        .sum();
-                    a.concurrent.min(max.saturating_sub(others))
+                        .fold((0u32, 0u32), |(h, n), (_, (h1, n1, _))| (h + h1, n + n1));
+                    // Spares first from what nobody holds; what this gateway needs may also
+                    // come out of others' spares (they lose them at their next lease).
+                    let free = a.concurrent.min(max.saturating_sub(held));
+                    free.max(needed.min(max.saturating_sub(need)))
                 }
             };
             if grant.concurrent == 0 {
                 t.slots.remove(&req.gateway);
             } else {
-                t.slots.insert(req.gateway.clone(), (grant.concurrent, now));
+                t.slots
+                    .insert(req.gateway.clone(), (grant.concurrent, needed, now));
             }
             grants.push(grant);
         }
@@ -214,6 +220,7 @@ mod tests {
                 requests,
                 tokens,
                 concurrent,
+                concurrent_needed: concurrent,
                 ..Default::default()
             }],
         }
@@ -294,6 +301,25 @@ mod tests {
         let r = b.lease(1, q, &ask("b", 0, 0, 4), later);
         assert_eq!(r.grants[0].concurrent, 4, "a's slots lapsed");
         assert_eq!(r.gateways, 1);
+    }
+
+    #[test]
+    fn a_gateway_that_needs_a_slot_gets_anothers_spare() {
+        let b = Budgets::default();
+        let q = |_: &str| Some(quota(0, 0, 2));
+        let t0 = Instant::now();
+        let mut spare = ask("a", 0, 0, 2);
+        spare.asks[0].concurrent_needed = 1;
+        assert_eq!(b.lease(1, q, &spare, t0).grants[0].concurrent, 2);
+        let mut need = ask("b", 0, 0, 2);
+        need.asks[0].concurrent_needed = 1;
+        assert_eq!(
+            b.lease(1, q, &need, t0).grants[0].concurrent,
+            1,
+            "a's spare"
+        );
+        // a renews: its spare is gone.
+        assert_eq!(b.lease(1, q, &spare, t0).grants[0].concurrent, 1);
     }
 
     #[test]

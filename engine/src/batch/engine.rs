@@ -235,9 +235,9 @@ impl EngineHandle {
         {
             return bad(format!("token id {t} is outside the vocabulary of {vocab}"));
         }
-        if !(req.weight > 0.0 && req.weight.is_finite() && req.weight <= 1e6) {
+        if !(1e-3..=1e6).contains(&req.weight) {
             return bad(format!(
-                "tenant weight must be in (0, 1e6], got {}",
+                "tenant weight must be from 0.001 to 1e6, got {}",
                 req.weight
             ));
         }

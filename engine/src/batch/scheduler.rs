@@ -43,8 +43,9 @@ pub(super) struct Scheduler {
     /// Oldest admission first.
     pub running: Vec<Sequence>,
     tenants: BTreeMap<Arc<str>, Tenant>,
-    /// Per running sequence: the tokens charged at admission and those run since.
-    charges: HashMap<u64, (usize, usize)>,
+    /// Per running sequence: the tokens charged at admission, those run since, and the weight
+    /// they were charged at (so the refund is exactly what was charged).
+    charges: HashMap<u64, (usize, usize, f64)>,
     pub preemptions_total: u64,
 }
 
@@ -119,11 +120,13 @@ impl Scheduler {
     /// Takes running sequence `idx` out (finished or failed).
     pub fn remove_running(&mut self, idx: usize) -> Sequence {
         let s = self.running.remove(idx);
-        let (reserved, run) = self.charges.remove(&s.id).unwrap_or_default();
+        let charged = self.charges.remove(&s.id);
         if let Some(t) = self.tenants.get_mut(&s.tenant) {
             t.running -= 1;
-            // What it reserved and did not run is given back.
-            t.vtime -= reserved.saturating_sub(run) as f64 / t.weight;
+            // What it reserved and did not run is given back, at the weight it was charged at.
+            if let Some((reserved, run, w)) = charged {
+                t.vtime -= reserved.saturating_sub(run) as f64 / w;
+            }
         }
         s
     }
@@ -182,7 +185,7 @@ impl Scheduler {
             t.running += 1;
             let reserve = seq.remaining() + seq.max_tokens;
             t.vtime += reserve as f64 / t.weight;
-            self.charges.insert(seq.id, (reserve, 0));
+            self.charges.insert(seq.id, (reserve, 0, t.weight));
             self.running.push(seq);
             plan.push(Planned {
                 idx: self.running.len() - 1,
@@ -216,14 +219,17 @@ impl Scheduler {
     fn charge(&mut self, plan: &[Planned]) {
         for p in plan {
             let s = &self.running[p.idx];
-            let c = self.charges.entry(s.id).or_default();
+            let Some(c) = self.charges.get_mut(&s.id) else {
+                continue;
+            };
             let over_before = c.1.saturating_sub(c.0);
             c.1 += p.tokens;
             let over = c.1.saturating_sub(c.0) - over_before;
-            if over > 0
-                && let Some(t) = self.tenants.get_mut(&s.tenant)
-            {
-                t.vtime += over as f64 / t.weight;
+            if over > 0 {
+                let w = c.2;
+                if let Some(t) = self.tenants.get_mut(&s.tenant) {
+                    t.vtime += over as f64 / w;
+                }
             }
         }
     }

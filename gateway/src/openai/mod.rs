@@ -18,7 +18,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -31,11 +31,18 @@ use response::{Chunker, Kind, Meta};
 
 pub fn router(relay: Arc<Relay>) -> Router {
     let limit = relay.settings.max_body_bytes;
-    Router::new()
+    // The key is checked before anything else, the body included.
+    let keyed = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/v1/models/{*model}", get(model))
+        .route_layer(axum::middleware::from_fn_with_state(
+            relay.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .merge(keyed)
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -95,37 +102,53 @@ fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Error> 
     })
 }
 
+/// Middleware: who the request is for (`Authorization: Bearer KEY`), before its body is read;
+/// the caller rides in the request's extensions.
+async fn authenticate(
+    State(relay): State<Arc<Relay>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let view = relay.view.get();
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match relay.tenancy.caller(&view, auth) {
+        Ok(c) => {
+            drop(view);
+            req.extensions_mut().insert(c);
+            next.run(req).await
+        }
+        Err(e) => reject(&relay, e),
+    }
+}
+
+type Caller = axum::Extension<crate::tenancy::keys::Caller>;
+
 async fn chat(
     State(relay): State<Arc<Relay>>,
-    h: HeaderMap,
+    caller: Caller,
     b: Result<Bytes, BytesRejection>,
 ) -> Response {
-    admit_and_serve(relay, Kind::Chat, h, b).await
+    admit_and_serve(relay, Kind::Chat, caller.0, b).await
 }
 
 async fn completions(
     State(relay): State<Arc<Relay>>,
-    h: HeaderMap,
+    caller: Caller,
     b: Result<Bytes, BytesRejection>,
 ) -> Response {
-    admit_and_serve(relay, Kind::Completion, h, b).await
+    admit_and_serve(relay, Kind::Completion, caller.0, b).await
 }
 
-/// The key is checked before the body is read; the tenant's permissions and limits once the
-/// body says which model and how many tokens.
+/// The tenant's permissions and limits, once the body says which model and how many tokens.
 async fn admit_and_serve(
     relay: Arc<Relay>,
     kind: Kind,
-    h: HeaderMap,
+    caller: crate::tenancy::keys::Caller,
     b: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let view = relay.view.get();
-    let auth = h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
-    let caller = match relay.tenancy.caller(&view, auth) {
-        Ok(c) => c,
-        Err(e) => return reject(&relay, e),
-    };
-    drop(view);
     let limit = relay.settings.max_body_bytes;
     let default_max = relay.settings.default_max_tokens;
     let parsed = body(b, limit).and_then(|b| match kind {
@@ -201,27 +224,29 @@ fn model_object(d: &crate::view::Deployment) -> Value {
     })
 }
 
-async fn models(State(relay): State<Arc<Relay>>, h: HeaderMap) -> Response {
+async fn models(State(relay): State<Arc<Relay>>, caller: Caller) -> Response {
     let view = relay.view.get();
-    let auth = h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
-    if let Err(e) = relay.tenancy.caller(&view, auth) {
-        return reject(&relay, e);
-    }
-    let data: Vec<Value> = view.deployments.values().map(model_object).collect();
+    // A tenant sees the models it may use.
+    let data: Vec<Value> = view
+        .deployments
+        .values()
+        .filter(|d| caller.tenant.may_use(&d.name))
+        .map(model_object)
+        .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
 async fn model(
     State(relay): State<Arc<Relay>>,
-    h: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Response {
     let view = relay.view.get();
-    let auth = h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
-    if let Err(e) = relay.tenancy.caller(&view, auth) {
-        return reject(&relay, e);
-    }
-    match view.deployments.get(&name) {
+    match view
+        .deployments
+        .get(&name)
+        .filter(|d| caller.tenant.may_use(&d.name))
+    {
         Some(d) => axum::Json(model_object(d)).into_response(),
         None => Error::ModelNotFound(format!("the model {name:?} does not exist")).into_response(),
     }

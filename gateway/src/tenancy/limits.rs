@@ -134,17 +134,23 @@ impl Local {
         self.wait_slots = self.wait_slots.saturating_sub(1);
     }
 
-    fn take(&mut self, reserve: u64, now: Instant) {
+    /// Takes one request's share; returns the tokens taken from the stock (0 without a
+    /// token limit), which is what its permit gives back.
+    fn take(&mut self, reserve: u64, now: Instant) -> u64 {
         if self.quota.requests_per_minute > 0 {
             self.requests -= 1;
         }
-        if self.quota.tokens_per_minute > 0 {
+        let took = if self.quota.tokens_per_minute > 0 {
             self.tokens -= reserve as i64;
-        }
+            reserve
+        } else {
+            0
+        };
         self.in_flight += 1;
         self.served_requests += 1;
         self.served_tokens += reserve;
         self.last_used = now;
+        took
     }
 }
 
@@ -189,7 +195,7 @@ impl std::fmt::Debug for Permit {
 }
 
 impl Permit {
-    /// Settles on `used` tokens (prompt plus completion).
+    /// Settles on `used` tokens (prompt plus completion); an overrun is a debt.
     pub fn settle(mut self, used: u64) {
         self.release(used);
     }
@@ -201,7 +207,9 @@ impl Permit {
         self.settled = true;
         let mut l = self.limiter.lock();
         if let Some(t) = l.get_mut(&self.tenant) {
-            if t.quota.tokens_per_minute > 0 {
+            // Exactly what was taken comes back, less what was used (a limit set meanwhile
+            // does not mint stock).
+            if self.reserved > 0 {
                 t.tokens += self.reserved as i64 - used as i64;
             }
             t.in_flight = t.in_flight.saturating_sub(1);
@@ -291,15 +299,15 @@ impl Limiter {
             return Ok((None, Vec::new()));
         }
         if q.tokens_per_minute > 0 && reserve > q.tokens_per_minute {
-            return Err(Error::RateLimited {
-                message: format!(
+            // It could never run: not a 429 to retry, a request to change.
+            return Err(Error::bad(
+                "max_tokens",
+                format!(
                     "this request may use up to {reserve} tokens (its prompt and max_tokens), more \
                      than tenant {:?}'s limit of {} tokens per minute: lower max_tokens",
                     &*tenant.name, q.tokens_per_minute
                 ),
-                kind: "tokens",
-                retry_ms: 60_000,
-            });
+            ));
         }
         let deadline = Instant::now() + WAIT;
         let mut rounds = self.rounds.subscribe();
@@ -323,7 +331,8 @@ impl Limiter {
                     let spent = match kind {
                         "requests" => t.grant.requests_left < 1.0,
                         "tokens" => t.grant.tokens_left < reserve as f64,
-                        _ => true,
+                        // Every slot is here and in use: none can come from elsewhere.
+                        _ => t.slots >= q.max_concurrent,
                     };
                     if (waited && spent) || now >= deadline {
                         return Err(refusal(&tenant.name, kind, t));
@@ -339,13 +348,13 @@ impl Limiter {
                         armed: true,
                     });
                 } else {
-                    t.take(reserve, now);
+                    let took = t.take(reserve, now);
                     let headers = headers(t);
                     drop(l);
                     let permit = Permit {
                         limiter: self.clone(),
                         tenant: tenant.name.clone(),
-                        reserved: reserve,
+                        reserved: took,
                         settled: false,
                     };
                     return Ok((Some(permit), headers));
@@ -390,6 +399,11 @@ impl Limiter {
             .max(1);
         let asks = self.asks(now, gateways);
         if asks.is_empty() {
+            // Nothing to ask is not being cut off.
+            self.link_state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .last_ok = now;
             return;
         }
         let req = pb::LeaseRequest {
@@ -413,6 +427,14 @@ impl Limiter {
                     let mut s = self.link_state.lock().unwrap_or_else(|e| e.into_inner());
                     s.last_ok = Instant::now();
                     s.gateways = r.gateways.max(1);
+                }
+                // Back from being cut off: the own buckets start empty next time.
+                for t in self.lock().values_mut() {
+                    t.own_requests = Own {
+                        level: 0.0,
+                        at: now,
+                    };
+                    t.own_tokens = t.own_requests;
                 }
                 self.apply(&r.grants, now);
             }
@@ -488,8 +510,11 @@ impl Limiter {
                 t.tokens = 0;
             }
             if q.max_concurrent > 0 {
-                a.concurrent =
-                    (t.in_flight + t.wait_slots + u32::from(!idle)).min(q.max_concurrent);
+                let need = (t.in_flight + t.wait_slots).min(q.max_concurrent);
+                a.concurrent_needed = need;
+                a.concurrent = (need + u32::from(!idle)).min(q.max_concurrent);
+            } else {
+                t.slots = 0;
             }
             t.served_requests = 0;
             t.served_tokens = 0;

@@ -31,6 +31,8 @@ pub struct Tenancy {
     pub meter: Arc<Meter>,
     pub metrics: Arc<Metrics>,
     anonymous: Arc<Tenant>,
+    /// Tokens reserved by this gateway's running requests, per tenant with a monthly quota.
+    in_flight: Mutex<std::collections::HashMap<Arc<str>, u64>>,
 }
 
 /// Unix milliseconds.
@@ -61,6 +63,7 @@ impl Tenancy {
             meter,
             metrics,
             anonymous: Tenant::anonymous(),
+            in_flight: Mutex::new(Default::default()),
         }
     }
 
@@ -104,22 +107,37 @@ impl Tenancy {
                 Vec::new(),
             ));
         }
-        if let Err(e) = self.quota(&t) {
+        if let Err(e) = self.quota(&t, reserve) {
             self.metrics.refused(&t.name, "quota_exceeded");
             return Err((e, Vec::new()));
         }
         match self.limiter.admit(&t, reserve).await {
-            Ok((permit, headers)) => Ok((
-                Arc::new(Ticket {
-                    tenancy: self.clone(),
-                    caller,
-                    model: deployment.to_string(),
-                    permit: Mutex::new(permit),
-                    relayed: AtomicU64::new(0),
-                    finished: AtomicBool::new(false),
-                }),
-                headers,
-            )),
+            Ok((permit, headers)) => {
+                let monthly = t.quota.tokens_per_month > 0;
+                if monthly {
+                    *self
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(t.name.clone())
+                        .or_default() += reserve;
+                }
+                Ok((
+                    Arc::new(Ticket {
+                        tenancy: self.clone(),
+                        caller,
+                        model: deployment.to_string(),
+                        permit: Mutex::new(permit),
+                        relayed: AtomicU64::new(0),
+                        finished: AtomicBool::new(false),
+                        dispatched: AtomicBool::new(false),
+                        reserve,
+                        prompt_estimate: AtomicU64::new(0),
+                        monthly,
+                    }),
+                    headers,
+                ))
+            }
             Err(e) => {
                 self.metrics.refused(&t.name, "rate_limited");
                 Err((e, self.limiter.headers_for(&t.name)))
@@ -128,18 +146,26 @@ impl Tenancy {
     }
 
     /// The monthly token and energy quotas: committed usage plus what this gateway has not
-    /// committed yet.
-    fn quota(&self, t: &Tenant) -> Result<(), Error> {
+    /// committed yet and what its running requests may still use.
+    fn quota(&self, t: &Tenant, reserve: u64) -> Result<(), Error> {
         let q = &t.quota;
         if q.tokens_per_month == 0 && q.joules_per_month == 0 {
             return Ok(());
         }
         let (tok, mj) = self.meter.uncommitted(&t.name);
+        let running = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&t.name)
+            .copied()
+            .unwrap_or(0);
         let now = now_ms();
-        if q.tokens_per_month > 0 && t.month_tokens + tok >= q.tokens_per_month {
+        if q.tokens_per_month > 0 && t.month_tokens + tok + running + reserve > q.tokens_per_month {
             return Err(Error::QuotaExceeded {
                 message: format!(
-                    "tenant {:?} has used its {} tokens for this month",
+                    "tenant {:?} has used its {} tokens for this month (with what runs now and \
+                     this request's {reserve})",
                     &*t.name, q.tokens_per_month
                 ),
                 retry_ms: to_next_month(now),
@@ -168,6 +194,13 @@ pub struct Ticket {
     permit: Mutex<Option<Permit>>,
     relayed: AtomicU64,
     finished: AtomicBool,
+    /// Sent to a worker at least once (its prompt ran, or may have).
+    dispatched: AtomicBool,
+    /// The tokens admitted for (max_tokens and the prompt's estimate).
+    reserve: u64,
+    prompt_estimate: AtomicU64,
+    /// Counted in the tenancy's in-flight tokens (a monthly quota).
+    monthly: bool,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -192,6 +225,13 @@ impl Ticket {
         &self.caller.tenant.name
     }
 
+    /// The request goes to a worker, whose prompt is about `prompt_tokens` long.
+    pub fn dispatched(&self, prompt_tokens: u32) {
+        self.prompt_estimate
+            .store(prompt_tokens.into(), Ordering::Relaxed);
+        self.dispatched.store(true, Ordering::Release);
+    }
+
     /// `n` more tokens went to the client.
     pub fn relayed(&self, n: usize) {
         self.relayed.fetch_add(n as u64, Ordering::Relaxed);
@@ -207,6 +247,15 @@ impl Ticket {
 
     fn bill(&self, used: Used) {
         let t = &self.tenancy;
+        if self.monthly {
+            let mut m = t.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = m.get_mut(&self.caller.tenant.name) {
+                *n = n.saturating_sub(self.reserve);
+                if *n == 0 {
+                    m.remove(&self.caller.tenant.name);
+                }
+            }
+        }
         if let Some(p) = self.permit.lock().unwrap_or_else(|e| e.into_inner()).take() {
             p.settle(used.tokens());
         }
@@ -222,21 +271,39 @@ impl Ticket {
 }
 
 impl Drop for Ticket {
-    /// A request that ended without its finish (client gone, no replica): the tokens relayed
-    /// are billed (their energy unknown); one that never started costs nothing.
+    /// A request that ended without its finish (client gone, no replica left): once it was
+    /// sent to a worker, its prompt (as estimated) and the tokens relayed are billed, their
+    /// energy unknown. One that never reached a worker costs nothing.
     fn drop(&mut self) {
         if self.finished.load(Ordering::Acquire) {
             return;
         }
-        let n = self.relayed.load(Ordering::Relaxed);
-        if n == 0 {
-            // Never ran: the permit's drop gives the whole reservation back.
+        if !self.dispatched.load(Ordering::Acquire) {
+            // The permit's drop gives the whole reservation back.
+            self.bill_nothing();
             return;
         }
         self.bill(Used {
-            completion_tokens: n,
+            prompt_tokens: self.prompt_estimate.load(Ordering::Relaxed),
+            completion_tokens: self.relayed.load(Ordering::Relaxed),
             ..Default::default()
         });
+    }
+}
+
+impl Ticket {
+    /// Releases the in-flight count of a request that never ran.
+    fn bill_nothing(&self) {
+        if self.monthly {
+            let t = &self.tenancy;
+            let mut m = t.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = m.get_mut(&self.caller.tenant.name) {
+                *n = n.saturating_sub(self.reserve);
+                if *n == 0 {
+                    m.remove(&self.caller.tenant.name);
+                }
+            }
+        }
     }
 }
 

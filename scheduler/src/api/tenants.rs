@@ -9,13 +9,15 @@ use joule_proto::v1;
 
 use super::workloads::known;
 use crate::error::{Error, Result};
-use crate::state::tenants::{MAX_KEY_NAME, MAX_WEIGHT};
+use crate::state::tenants::{MAX_KEY_NAME, MAX_WEIGHT, MIN_WEIGHT};
 
 /// The most requests per minute a limit may say (above it, say none: 0).
 pub const MAX_RPM: u32 = 10_000_000;
 pub const MAX_TPM: u64 = 1_000_000_000_000;
 pub const MAX_CONCURRENT: u32 = 100_000;
 pub const MAX_MONTHLY: u64 = 1_000_000_000_000_000;
+/// The largest monthly energy quota, joules (1e9 kWh).
+pub const MAX_MONTHLY_J: f64 = 3.6e15;
 /// What an API key id looks like: the key's first characters.
 pub const KEY_PREFIX: &str = "jk-";
 pub const KEY_ID_LEN: usize = 11;
@@ -27,10 +29,10 @@ fn bad(field: &str, e: impl std::fmt::Display) -> Error {
 /// A tenant spec as the state's tenant; refuses bad fields naming them.
 pub fn tenant(spec: v1::TenantSpec, st: &pb::ClusterState) -> Result<pb::Tenant> {
     names::label("tenant", &spec.name).map_err(|e| bad("metadata.name", e))?;
-    if !(spec.weight == 0.0 || (spec.weight > 0.0 && spec.weight <= MAX_WEIGHT)) {
+    if !(spec.weight == 0.0 || (MIN_WEIGHT..=MAX_WEIGHT).contains(&spec.weight)) {
         return Err(bad(
             "spec.weight",
-            format!("{} must be above 0 and at most {MAX_WEIGHT}", spec.weight),
+            format!("{} must be from {MIN_WEIGHT} to {MAX_WEIGHT}", spec.weight),
         ));
     }
     let limit = |field: &str, v: u64, max: u64| {
@@ -64,10 +66,10 @@ pub fn tenant(spec: v1::TenantSpec, st: &pb::ClusterState) -> Result<pb::Tenant>
         MAX_MONTHLY,
     )?;
     let j = spec.joules_per_month;
-    if !(j.is_finite() && j >= 0.0 && j <= MAX_MONTHLY as f64) {
+    if !(j == 0.0 || (1.0..=MAX_MONTHLY_J).contains(&j)) {
         return Err(bad(
-            "spec.quota.joulesPerMonth",
-            format!("{j} must be a number from 0 (no quota) to {MAX_MONTHLY}"),
+            "spec.quota.joulesPerMonth (or kwhPerMonth)",
+            format!("{j} J must be 0 (no quota) or from 1 J to {MAX_MONTHLY_J} J"),
         ));
     }
     for d in &spec.deployments {

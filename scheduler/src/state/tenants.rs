@@ -7,6 +7,8 @@ use super::names;
 
 /// The largest priority weight a tenant may have (relative to others' weights).
 pub const MAX_WEIGHT: f64 = 1000.0;
+/// The smallest.
+pub const MIN_WEIGHT: f64 = 0.001;
 /// The longest label an API key may have.
 pub const MAX_KEY_NAME: usize = 64;
 
@@ -21,9 +23,9 @@ pub fn put_tenant(s: &mut pb::ClusterState, c: &pb::PutTenant) -> Result<(), Str
     }
     t.deployments.sort();
     t.deployments.dedup();
-    if !(t.weight == 0.0 || (t.weight > 0.0 && t.weight <= MAX_WEIGHT)) {
+    if !(t.weight == 0.0 || (MIN_WEIGHT..=MAX_WEIGHT).contains(&t.weight)) {
         return Err(format!(
-            "a tenant's weight must be above 0 and at most {MAX_WEIGHT}, got {}",
+            "a tenant's weight must be from {MIN_WEIGHT} to {MAX_WEIGHT}, got {}",
             t.weight
         ));
     }

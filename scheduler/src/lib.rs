@@ -89,7 +89,16 @@ pub async fn run(
         data_dir = %args.data_dir.display(),
         "scheduler replica serving"
     );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Nagle off on accepted connections: a small reply (a lease, a heartbeat answer) must not
+    // wait for the client's delayed ACK (40 ms on Linux).
+    let incoming = {
+        use tokio_stream::StreamExt as _;
+        tokio_stream::wrappers::TcpListenerStream::new(listener).map(|c| {
+            c.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        })
+    };
     let mut died = node.watch();
     let raft_died = Arc::new(AtomicBool::new(false));
     let flag = raft_died.clone();

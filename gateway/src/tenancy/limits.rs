@@ -30,8 +30,10 @@ pub const ROUND: Duration = Duration::from_millis(250);
 const WAIT: Duration = Duration::from_millis(1500);
 /// Without an answer from any scheduler for this long, the gateway admits on its own.
 pub const OFFLINE_AFTER: Duration = Duration::from_secs(3);
-/// Stock unused this long is handed back.
-const IDLE: Duration = Duration::from_secs(2);
+/// Stock (and the spare slot) unused this long is handed back.
+const IDLE: Duration = Duration::from_secs(10);
+/// Held slots are renewed at least this often (they lapse at the leader after 3 s).
+const RENEW: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Grant {
@@ -78,6 +80,11 @@ struct Local {
     served_requests: u64,
     served_tokens: u64,
     last_used: Instant,
+    /// The largest reservation admitted since the tenant was last idle.
+    recent_reserve: u64,
+    /// When the slots were last renewed, and what was asked then.
+    renewed: Instant,
+    asked_slots: u32,
     grant: Grant,
     own_requests: Own,
     own_tokens: Own,
@@ -98,6 +105,9 @@ impl Local {
             served_requests: 0,
             served_tokens: 0,
             last_used: now,
+            renewed: now,
+            asked_slots: 0,
+            recent_reserve: 0,
             grant: Grant {
                 requests_left: f64::from(quota.requests_per_minute),
                 tokens_left: quota.tokens_per_minute as f64,
@@ -149,6 +159,7 @@ impl Local {
         self.in_flight += 1;
         self.served_requests += 1;
         self.served_tokens += reserve;
+        self.recent_reserve = self.recent_reserve.max(reserve);
         self.last_used = now;
         took
     }
@@ -471,6 +482,9 @@ impl Limiter {
         for (name, t) in l.iter_mut() {
             let q = t.quota;
             let idle = now.saturating_duration_since(t.last_used) > IDLE && t.wait_requests == 0;
+            if idle {
+                t.recent_reserve = 0;
+            }
             let mut a = pb::TenantAsk {
                 tenant: name.to_string(),
                 ..Default::default()
@@ -498,7 +512,11 @@ impl Limiter {
                 let target = if idle {
                     0
                 } else {
-                    (t.wait_tokens + t.served_tokens).min(share)
+                    // Enough for the next request like the recent ones, so a steady tenant's
+                    // requests find their tokens here.
+                    (t.wait_tokens + t.served_tokens)
+                        .max(t.recent_reserve)
+                        .min(share)
                 } as i64;
                 if t.tokens < target {
                     a.tokens = (target - t.tokens) as u64;
@@ -519,10 +537,13 @@ impl Limiter {
             t.served_requests = 0;
             t.served_tokens = 0;
             t.wait_largest = 0;
-            let says = a.requests + a.tokens + a.return_requests + a.return_tokens > 0
-                || a.concurrent > 0
-                || t.slots > 0;
+            // Slots are asked for when the need changes, and renewed every RENEW.
+            let slots_due = (a.concurrent != t.asked_slots && (a.concurrent > 0 || t.slots > 0))
+                || (t.slots > 0 && now.saturating_duration_since(t.renewed) >= RENEW);
+            let says = a.requests + a.tokens + a.return_requests + a.return_tokens > 0 || slots_due;
             if says {
+                t.renewed = now;
+                t.asked_slots = a.concurrent;
                 asks.push(a);
             }
         }

@@ -496,12 +496,7 @@ impl Limiter {
                 } else {
                     (t.wait_requests + t.served_requests).clamp(1, share)
                 } as i64;
-                if t.requests < target {
-                    a.requests = (target - t.requests) as u64;
-                } else if t.requests > target && t.wait_requests == 0 {
-                    a.return_requests = (t.requests - target) as u64;
-                    t.requests = target;
-                }
+                (a.requests, a.return_requests) = top_up(&mut t.requests, target, t.wait_requests);
             } else if t.requests != 0 {
                 t.requests = 0;
             }
@@ -518,12 +513,7 @@ impl Limiter {
                         .max(t.recent_reserve)
                         .min(share)
                 } as i64;
-                if t.tokens < target {
-                    a.tokens = (target - t.tokens) as u64;
-                } else if t.tokens > target && t.wait_requests == 0 {
-                    a.return_tokens = (t.tokens - target) as u64;
-                    t.tokens = target;
-                }
+                (a.tokens, a.return_tokens) = top_up(&mut t.tokens, target, t.wait_requests);
             } else if t.tokens != 0 {
                 t.tokens = 0;
             }
@@ -607,6 +597,20 @@ impl Limiter {
                 })
             })
             .collect()
+    }
+}
+
+/// What to ask for to bring `stock` up to `target`, or to give back above it (only while no
+/// request waits); what is given back leaves the stock at once.
+fn top_up(stock: &mut i64, target: i64, waiting: u64) -> (u64, u64) {
+    if *stock < target {
+        ((target - *stock) as u64, 0)
+    } else if *stock > target && waiting == 0 {
+        let back = (*stock - target) as u64;
+        *stock = target;
+        (0, back)
+    } else {
+        (0, 0)
     }
 }
 

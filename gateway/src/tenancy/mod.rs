@@ -247,15 +247,7 @@ impl Ticket {
 
     fn bill(&self, used: Used) {
         let t = &self.tenancy;
-        if self.monthly {
-            let mut m = t.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = m.get_mut(&self.caller.tenant.name) {
-                *n = n.saturating_sub(self.reserve);
-                if *n == 0 {
-                    m.remove(&self.caller.tenant.name);
-                }
-            }
-        }
+        self.release_in_flight();
         if let Some(p) = self.permit.lock().unwrap_or_else(|e| e.into_inner()).take() {
             p.settle(used.tokens());
         }
@@ -280,7 +272,7 @@ impl Drop for Ticket {
         }
         if !self.dispatched.load(Ordering::Acquire) {
             // The permit's drop gives the whole reservation back.
-            self.bill_nothing();
+            self.release_in_flight();
             return;
         }
         self.bill(Used {
@@ -292,8 +284,8 @@ impl Drop for Ticket {
 }
 
 impl Ticket {
-    /// Releases the in-flight count of a request that never ran.
-    fn bill_nothing(&self) {
+    /// Takes this request's reservation out of the tenant's running tokens (monthly quota).
+    fn release_in_flight(&self) {
         if self.monthly {
             let t = &self.tenancy;
             let mut m = t.in_flight.lock().unwrap_or_else(|e| e.into_inner());

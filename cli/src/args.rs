@@ -10,21 +10,21 @@ use crate::render::Format;
 #[command(
     name = "joulectl",
     version,
-    about = "Joule's command-line client: the cluster (kubectl-style verbs) and single workers"
+    about = "Joule's command-line client: the cluster (kubectl-style verbs) and single workers",
+    after_help = crate::exit::HELP
 )]
 pub struct Cli {
     /// Scheduler replicas of the cluster, comma-separated (any replica answers; the next is
-    /// tried when one is down).
-    #[arg(
-        long,
-        global = true,
-        env = "JOULE_SERVER",
-        default_value = "127.0.0.1:7001"
-    )]
-    pub server: String,
-    /// The cluster's admin token.
+    /// tried when one is down). Default: the context's.
+    #[arg(long, global = true, env = "JOULE_SERVER")]
+    pub server: Option<String>,
+    /// The cluster's admin token. Default: the context's (only when --server is not given).
     #[arg(long, global = true, env = "JOULE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The context of `${JOULE_HOME:-~/.config/joule}/config.yaml` to use (default: its
+    /// current-context).
+    #[arg(long, global = true, env = "JOULE_CONTEXT")]
+    pub context: Option<String>,
     /// One worker's gRPC address (generate, chat, models, stats, wait, and drain without a
     /// node).
     #[arg(
@@ -93,6 +93,22 @@ pub struct GetFilters {
     /// Usage up to this day, inclusive, YYYY-MM-DD (UTC; default: today).
     #[arg(long)]
     pub to: Option<String>,
+    /// Nodes whose labels match: key=value, key!=value, key or !key, comma-separated (all
+    /// must hold).
+    #[arg(short = 'l', long, value_parser = crate::commands::get::Selector::parse)]
+    pub selector: Option<crate::commands::get::Selector>,
+    /// Print the list, then the rows that change, until Ctrl-C.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// How often -w polls: 2s, 500ms.
+    #[arg(
+        long,
+        hide = true,
+        env = "JOULE_WATCH_INTERVAL",
+        default_value = "2s",
+        value_parser = crate::commands::get::watch::parse_interval
+    )]
+    pub watch_interval: std::time::Duration,
 }
 
 /// What `create` makes.
@@ -115,11 +131,57 @@ pub enum CreateWhat {
     },
 }
 
+/// `config` verbs, as kubectl's.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// List the contexts (`*` marks the current one; tokens are never shown).
+    GetContexts,
+    /// Print the current context's name.
+    CurrentContext,
+    /// Make NAME the current context.
+    UseContext { name: String },
+    /// Create or change a context (only the settings given change; the first becomes current).
+    SetContext {
+        name: String,
+        /// Scheduler replicas, comma-separated.
+        #[arg(long)]
+        server: Option<String>,
+        /// The admin token.
+        #[arg(long)]
+        token: Option<String>,
+        /// The gateway's OpenAI base URL, http://host:port/v1.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// A tenant's API key for the gateway.
+        #[arg(long)]
+        api_key: Option<String>,
+    },
+    /// Remove a context.
+    DeleteContext { name: String },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
+    /// A local cluster on this machine: `cluster up|down|status`.
+    Cluster {
+        #[command(subcommand)]
+        cmd: crate::cluster::ClusterCmd,
+    },
+    /// Load an OpenAI-compatible server (the gateway by default) or Joule's gRPC API: TTFT,
+    /// ITL and end-to-end percentiles, output tokens/s, joules per token, errors by kind;
+    /// `--compare URL` runs the same requests against a second server and prints the ratios.
+    Bench(crate::commands::bench::BenchArgs),
+    /// Contexts (which cluster this client talks to): get-contexts, use-context, set-context,
+    /// current-context, delete-context.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// List cluster resources: nodes (no), models (mo), deployments (deploy), placements (pl;
-    /// NAME filters by deployment), tenants (tn), apikeys (keys; --tenant required), usage
-    /// (per tenant, day and model; --tenant, --from, --to; -o csv too).
+    /// NAME filters by deployment), events (ev; NAME filters by object: node/w1, or a bare
+    /// name), tenants (tn), apikeys (keys; --tenant required), usage
+    /// (per tenant, day and model; --tenant, --from, --to; -o csv too). `-l` selects nodes by
+    /// their labels; `-w` prints the rows that change until Ctrl-C.
     Get {
         resource: String,
         name: Option<String>,
@@ -163,6 +225,32 @@ pub enum Cmd {
     },
     /// Show one resource in detail.
     Describe { resource: String, name: String },
+    /// The fields of a kind `apply -f` takes (Model, Deployment, Tenant), or of one field:
+    /// `explain tenant`, `explain tenant.limits`.
+    Explain {
+        /// KIND or KIND.FIELD (any of the kind's names; `spec.` may be left out).
+        what: String,
+    },
+    /// Print a shell completion script: `source <(joulectl completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// A worker's recent log lines, through the cluster (`-f` to follow).
+    Logs {
+        node: String,
+        /// Keep printing new lines as the worker writes them.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines (default: every line the worker keeps, up to 2000).
+        #[arg(long)]
+        tail: Option<u32>,
+    },
+    /// Live figures per node or deployment: tokens/s, watts, tokens per joule, KV use, queues.
+    Top {
+        #[command(subcommand)]
+        what: TopWhat,
+    },
     /// Mark a node unschedulable: no new placements; what runs there stays.
     Cordon { node: String },
     /// Mark a node schedulable again.
@@ -200,4 +288,17 @@ pub enum Cmd {
         #[arg(long, default_value_t = 120)]
         timeout_s: u64,
     },
+}
+
+/// What `top` shows.
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum TopWhat {
+    /// Per node: tokens/s, watts, tokens per joule, KV use, running and waiting requests, and
+    /// whether the watts are measured or estimated.
+    #[command(visible_alias = "no", alias = "node")]
+    Nodes,
+    /// Per deployment, summed over its replicas: tokens/s, its share of watts, tokens per
+    /// joule, replicas ready.
+    #[command(visible_alias = "deploy", alias = "deployment")]
+    Deployments,
 }

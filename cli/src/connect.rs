@@ -1,5 +1,5 @@
-//! Connections: one worker (`--worker`), or the cluster's replicas (`--server`, `--token`)
-//! with failover to the next replica when one cannot be reached. All through `joule-client`.
+//! Connections: one worker (`--worker`), or the cluster's replicas (`--server`, `--token`, or
+//! the context) with failover to the next replica when one cannot be reached. All through `joule-client`.
 
 use anyhow::Context as _;
 use joule_client::{Connect, Servers};
@@ -27,15 +27,25 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The cluster the flags, or else the context, name (see [`crate::context`]).
     pub fn new(cli: &Cli) -> anyhow::Result<Self> {
-        let addrs = joule_client::address::parse_list(&cli.server).context("--server")?;
-        let token = cli.token.clone().unwrap_or_default();
+        let t = crate::context::admin_target(
+            cli.server.as_deref(),
+            cli.token.as_deref(),
+            cli.context.as_deref(),
+        )?;
+        Self::with(&t.servers, &t.token)
+    }
+
+    /// The replicas `servers` (comma-separated) with the admin token `token`.
+    pub fn with(servers: &str, token: &str) -> anyhow::Result<Self> {
+        let addrs = joule_client::address::parse_list(servers).context("--server")?;
         if token.is_empty() {
             anyhow::bail!("--token (or JOULE_TOKEN) is required: the cluster's admin token");
         }
         Ok(Self {
             servers: Servers::new(addrs),
-            token,
+            token: token.to_string(),
         })
     }
 

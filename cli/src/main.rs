@@ -1,45 +1,58 @@
 //! `joulectl`: Joule's command-line client, in kubectl's grammar (`get`, `describe`, `apply`,
 //! `create`, `delete`, `cordon`, `drain`, `-o table|wide|json|yaml`) against the cluster's
-//! scheduler replicas (`--server`, `--token`), plus `bill` (a tenant's month, priced) and verbs
-//! that talk to one worker directly (`--worker`).
+//! scheduler replicas (`--server`, `--token`, or a context of `config.yaml`), plus `cluster
+//! up|down|status` (a local cluster), `config` (contexts), `bill` (a tenant's month, priced)
+//! and verbs that talk to one worker directly (`--worker`).
 //!
-//! Layout: [`args`] (flags), [`commands`] (one file per verb), [`connect`] (clients, through
-//! `joule-client`), [`render`] (the one output seam) and [`views`] (what each resource shows).
+//! Layout: [`args`] (flags), [`commands`] (one file per verb), [`cluster`] (the local cluster),
+//! [`context`] (contexts), [`connect`] (clients, through `joule-client`), [`render`] (the one
+//! output seam), [`progress`] (progress bars) and [`views`] (what each resource shows).
 
 mod args;
+mod bench;
+mod closest;
+mod cluster;
 mod commands;
 mod connect;
+mod context;
+mod exit;
+mod progress;
 mod render;
 mod views;
 
 use clap::Parser as _;
 
 use args::{Cli, Cmd, CreateWhat};
-use commands::{apply, bill, create, delete, get, schedule, worker};
+use commands::{apply, bill, completion, create, delete, explain, get, schedule, worker};
 use render::Format;
 
-/// A gRPC status as an error a user reads: the code, then the server's message.
+/// A gRPC status as an error a user reads (the code, then the server's message) that keeps
+/// its code for the exit code ([`exit`]).
 pub fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+    exit::Failure::status(&s).into()
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let f = cli.output;
     if f == Format::Csv && !matches!(cli.cmd, Cmd::Get { .. }) {
-        anyhow::bail!(render::CSV_ONLY);
+        return Err(exit::usage(render::CSV_ONLY));
     }
     let w = &connect::WorkerTarget {
         addr: cli.worker.clone(),
         token: cli.worker_token.clone().unwrap_or_default(),
     };
     match &cli.cmd {
+        Cmd::Cluster { cmd } => cluster::run(cmd, f).await,
+        Cmd::Bench(a) => commands::bench::bench(a, cli.context.as_deref(), f),
+        Cmd::Config { cmd } => commands::config::run(cmd, f),
         Cmd::Get {
             resource,
             name,
             filters,
         } => {
+            let r = resource.parse()?;
             let c = connect::Cluster::new(&cli)?;
-            get::get(&c, resource.parse()?, name.as_deref(), filters, f).await
+            get::get(&c, r, name.as_deref(), filters, f).await
         }
         Cmd::Apply { file } => {
             let c = connect::Cluster::new(&cli)?;
@@ -61,8 +74,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             tenant,
         } => {
+            let r = resource.parse()?;
             let c = connect::Cluster::new(&cli)?;
-            delete::delete(&c, resource.parse()?, name, tenant.as_deref()).await
+            delete::delete(&c, r, name, tenant.as_deref()).await
         }
         Cmd::Bill {
             tenant,
@@ -84,9 +98,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Cmd::Describe { resource, name } => {
+            let r = resource.parse()?;
             let c = connect::Cluster::new(&cli)?;
-            get::describe(&c, resource.parse()?, name, f).await
+            get::describe(&c, r, name, f).await
         }
+        Cmd::Explain { what } => explain::explain(what, f),
+        Cmd::Completion { shell } => completion::completion(*shell),
+        Cmd::Logs { node, follow, tail } => {
+            let c = connect::Cluster::new(&cli)?;
+            commands::logs::logs(&c, node, *tail, *follow).await
+        }
+        Cmd::Top { what } => commands::top::top(&connect::Cluster::new(&cli)?, what, f).await,
         Cmd::Cordon { node } => {
             schedule::set(&connect::Cluster::new(&cli)?, node, "Cordoned", f).await
         }
@@ -112,12 +134,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
+    exit::install_panic_hook();
+    // Usage errors exit with 2, --help and --version with 0 (clap's own).
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            let code = exit::code(&e);
+            // A reader that left (`| head -1`) is no error: say nothing.
+            if code != exit::Code::Ok {
+                eprintln!("{}", exit::line(&e));
+            }
+            code.exit_code()
         }
     }
 }

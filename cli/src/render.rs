@@ -3,6 +3,8 @@
 //! prints as `{"items": [...]}` in JSON/YAML, one named object as the object itself, as kubectl
 //! does. Views (what a row shows) live in [`crate::views`]; this module only lays them out.
 
+use std::io::Write as _;
+
 use serde::Serialize;
 
 /// `-o table|wide|json|yaml|csv`.
@@ -37,17 +39,30 @@ struct Items<'a, T> {
     items: &'a [T],
 }
 
+/// Writes `text` to stdout through one lock. A reader that left (`| head -1`) comes back as
+/// an `io::Error` of kind `BrokenPipe`, which `main` counts as success; `print!` would panic.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
 /// A list: a table, or `{"items": [...]}`.
 pub fn list<T: Render>(items: &[T], f: Format) -> anyhow::Result<()> {
+    print(&list_text(items, f)?)
+}
+
+/// What [`list`] prints.
+pub fn list_text<T: Render>(items: &[T], f: Format) -> anyhow::Result<String> {
     if f.is_table() {
         let wide = f == Format::Wide;
-        table(
+        Ok(table_text(
             &T::headers(wide),
             items.iter().map(|i| i.row(wide)).collect(),
-        );
-        Ok(())
+        ))
     } else {
-        emit(&Items { items }, f)
+        emit_text(&Items { items }, f)
     }
 }
 
@@ -62,32 +77,55 @@ pub fn one<T: Render>(item: &T, f: Format) -> anyhow::Result<()> {
 
 /// Any value as JSON or YAML.
 pub fn emit<T: Serialize + ?Sized>(v: &T, f: Format) -> anyhow::Result<()> {
+    print(&emit_text(v, f)?)
+}
+
+/// What [`emit`] prints.
+pub fn emit_text<T: Serialize + ?Sized>(v: &T, f: Format) -> anyhow::Result<String> {
     match f {
-        Format::Json => println!("{}", serde_json::to_string_pretty(v)?),
-        Format::Yaml => print!("{}", serde_norway::to_string(v)?),
+        Format::Json => Ok(format!("{}\n", serde_json::to_string_pretty(v)?)),
+        Format::Yaml => Ok(serde_norway::to_string(v)?),
         Format::Table | Format::Wide => anyhow::bail!("tables are printed with list() or one()"),
         Format::Csv => anyhow::bail!(CSV_ONLY),
     }
-    Ok(())
 }
 
-/// Aligned columns under a header, printed.
+/// Aligned columns under a header, printed, for a verb that prints a table among other lines.
+/// It returns nothing, so a stdout that cannot be written ends the process here: quietly with
+/// 0 when the reader left (`| head`), else with the error's line and code.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    print!("{}", table_text(header, rows));
+    if let Err(e) = print(&table_text(header, rows)) {
+        crate::exit::now(&e);
+    }
 }
 
 /// Aligned columns under a header, one line each.
 pub fn table_text(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let w = widths(&header, &rows);
+    let mut out = lines_text(&w, std::slice::from_ref(&header));
+    out.push_str(&lines_text(&w, &rows));
+    out
+}
+
+/// The width of each column: its widest cell (in characters), the header's included.
+pub fn widths(header: &[String], rows: &[Vec<String>]) -> Vec<usize> {
+    let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
         for (i, c) in r.iter().enumerate() {
             if i < w.len() {
                 w[i] = w[i].max(c.chars().count());
             }
         }
     }
+    w
+}
+
+/// Rows laid out in columns of widths `w` (three spaces apart), one line each; `-w` prints
+/// later rows in the columns of the first table.
+pub fn lines_text(w: &[usize], rows: &[Vec<String>]) -> String {
     let mut out = String::new();
-    let mut line = |cells: Vec<String>| {
+    for cells in rows {
         let s: Vec<String> = cells
             .iter()
             .enumerate()
@@ -95,10 +133,6 @@ pub fn table_text(header: &[&str], rows: Vec<Vec<String>>) -> String {
             .collect();
         out.push_str(s.join("   ").trim_end());
         out.push('\n');
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r);
     }
     out
 }
@@ -139,5 +173,23 @@ mod tests {
         assert_eq!(age(1_000, 6_000), "5s");
         assert_eq!(age(0, 6_000), "-");
         assert_eq!(age(1, 1 + 7_200_000), "2h");
+    }
+
+    #[test]
+    fn tables_align_on_the_widest_cell_and_json_ends_with_a_newline() {
+        let t = table_text(
+            &["NAME", "STATUS"],
+            vec![
+                vec!["gpu-1".into(), "Ready".into()],
+                vec!["a".into(), "".into()],
+            ],
+        );
+        assert_eq!(t, "NAME    STATUS\ngpu-1   Ready\na\n");
+        let w = widths(&["NAME".to_string()], &[vec!["longer-name".into()]]);
+        assert_eq!(w, [11]);
+        assert_eq!(lines_text(&w, &[vec!["x".into()]]), "x\n");
+        let j = emit_text(&serde_json::json!({"a": 1}), Format::Json).unwrap();
+        assert_eq!(j, "{\n  \"a\": 1\n}\n");
+        assert!(emit_text(&1, Format::Table).is_err());
     }
 }

@@ -84,6 +84,10 @@ pub struct Args {
     /// This gateway's name in the schedulers' logs (default: the host name).
     #[arg(long, env = "JOULE_GATEWAY_NAME")]
     pub name: Option<String>,
+    /// How log lines are written to stderr: text (coloured only on a terminal) or json (one
+    /// object per line, for log shippers). RUST_LOG filters them.
+    #[arg(long, env = "JOULE_LOG_FORMAT", default_value = "text")]
+    pub log_format: joule_proto::logging::LogFormat,
 }
 
 impl std::fmt::Debug for Args {

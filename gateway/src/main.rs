@@ -7,13 +7,14 @@ use clap::Parser as _;
 use joule_gateway::Listeners;
 use joule_gateway::config::Args;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    if let Err(e) = joule_proto::logging::init("info", args.log_format, false) {
+        eprintln!("joule-gateway: {e}");
+        return ExitCode::FAILURE;
+    }
     let settings = match args.validate() {
         Ok(s) => s,
         Err(e) => {

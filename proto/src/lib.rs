@@ -2,8 +2,12 @@
 //! usage with joules, the admin API) and the internal `joule.internal.v1` services between
 //! components. The `.proto` files in this crate are the source of truth. This crate holds types
 //! and the naming rules every component shares ([`names`]); it must never depend on the engine
-//! or do I/O: conversions to engine types live in the worker, next to the engine.
+//! or do I/O: conversions to engine types live in the worker, next to the engine. With the
+//! `server` feature it also holds what every daemon shares: server reflection and the log setup
+//! (`logging`).
 
+#[cfg(feature = "server")]
+pub mod logging;
 pub mod names;
 
 /// Public request and response types (`joule/v1/inference.proto`).

@@ -76,6 +76,10 @@ pub struct Args {
     /// fewer joules per token (0 to 1).
     #[arg(long, env = "JOULE_CHURN_THRESHOLD", default_value_t = 0.25)]
     pub churn_threshold: f64,
+    /// How log lines are written to stderr: text (coloured only on a terminal) or json (one
+    /// object per line, for log shippers). RUST_LOG filters them.
+    #[arg(long, env = "JOULE_LOG_FORMAT", default_value = "text")]
+    pub log_format: joule_proto::logging::LogFormat,
 }
 
 /// The founding replicas, by id.

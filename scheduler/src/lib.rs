@@ -80,6 +80,7 @@ pub async fn run(
         store: store.clone(),
         token: admin_token,
         live: live.clone(),
+        join_token: args.join_token.clone().unwrap_or_default(),
     };
     let registry = RegistryService::new(store.clone(), args.join_token.clone(), heartbeat, live);
     tracing::info!(

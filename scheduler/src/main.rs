@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use joule_scheduler::config::Args;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    if let Err(e) = joule_proto::logging::init("info", args.log_format, false) {
+        eprintln!("joule-scheduler: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Err(e) = args.validate() {
         eprintln!("joule-scheduler: {e}");
         return ExitCode::from(2);

@@ -79,6 +79,7 @@ impl Agent {
     fn load(&self) -> pb::WorkerLoad {
         let mut l = pb::WorkerLoad {
             watts: self.state.power.watts(),
+            energy_source: self.state.energy_source() as i32,
             ..Default::default()
         };
         for m in self.state.models.ready() {
@@ -86,11 +87,15 @@ impl Agent {
             l.running += s.running as u32;
             l.waiting += s.waiting as u32;
             l.output_tokens_per_s += s.tokens_per_s;
+            l.kv_blocks_used += s.kv.used as u64;
+            l.kv_blocks_total += s.kv.total as u64;
             l.models.push(pb::ModelLoad {
                 model: m.name.clone(),
                 running: s.running as u32,
                 waiting: s.waiting as u32,
                 output_tokens_per_s: s.tokens_per_s,
+                kv_blocks_used: s.kv.used as u64,
+                kv_blocks_total: s.kv.total as u64,
             });
         }
         l

@@ -197,6 +197,11 @@ pub struct Args {
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG also works.
     #[arg(long, env = "JOULE_LOG", default_value = "info")]
     pub log: String,
+
+    /// How log lines are written to stderr: text (coloured only on a terminal) or json (one
+    /// object per line, for log shippers). The last 2000 are kept for `joulectl logs`.
+    #[arg(long, env = "JOULE_LOG_FORMAT", default_value = "text")]
+    pub log_format: joule_proto::logging::LogFormat,
 }
 
 /// The machine's host name (`/etc/hostname`, then `$HOSTNAME`, then "worker").

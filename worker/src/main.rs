@@ -1,7 +1,6 @@
 //! The `joule-worker` binary: parse settings, start logging, serve until SIGTERM, drain, exit.
 
 use joule_worker::{Args, Worker};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -12,10 +11,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&args.log))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Kept lines serve `Logs` (`joulectl logs NODE`).
+    if let Err(e) = joule_proto::logging::init(&args.log, args.log_format, true) {
+        eprintln!("{e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let worker = match Worker::start(&args).await {
         Ok(w) => w,
         Err(e) => {

@@ -21,6 +21,10 @@ use crate::state::State;
 use crate::stream::TokenStream;
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::TokenEvent, Status>> + Send>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;
+
+/// How often a followed log is checked for new lines.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -115,6 +119,51 @@ pub fn code_name(c: tonic::Code) -> &'static str {
 impl Worker for WorkerService {
     type GenerateStream = EventStream;
     type ChatStream = EventStream;
+    type LogsStream = LogStream;
+
+    async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
+        let r = req.into_inner();
+        let ring = joule_proto::logging::recent().ok_or_else(|| {
+            Status::failed_precondition(
+                "this worker keeps no log lines (it runs inside another program, not as the \
+                 joule-worker daemon)",
+            )
+        })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        // Nothing here logs: a followed stream would otherwise feed on itself.
+        tokio::spawn(async move {
+            let first = ring.tail(r.tail.map(|n| n as usize));
+            let mut next = first.next;
+            for text in first.lines {
+                if tx.send(Ok(pb::LogLine { text })).await.is_err() {
+                    return;
+                }
+            }
+            if !r.follow {
+                return;
+            }
+            let mut tick = tokio::time::interval(FOLLOW_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tick.tick() => {}
+                }
+                let more = ring.since(next);
+                next = more.next;
+                let gap = (more.missed > 0)
+                    .then(|| format!("... {} lines dropped: this reader fell behind", more.missed));
+                for text in gap.into_iter().chain(more.lines) {
+                    if tx.send(Ok(pb::LogLine { text })).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
 
     async fn generate(
         &self,

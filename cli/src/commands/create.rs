@@ -90,6 +90,36 @@ struct Created {
     expires_at: Option<String>,
 }
 
+/// Makes a key of `tenant` here and registers its id and hash: the key and what the cluster
+/// keeps.
+pub async fn make_key(
+    c: &Cluster,
+    tenant: &str,
+    name: &str,
+    expires_at_ms: i64,
+) -> anyhow::Result<(String, v1::ApiKeyInfo)> {
+    let key = new_key()?;
+    let req = v1::CreateApiKeyRequest {
+        tenant: tenant.to_string(),
+        name: name.to_string(),
+        id: key_id(&key).to_string(),
+        sha256: sha256_hex(&key),
+        expires_at_ms,
+    };
+    let k = c
+        .call(|mut a| {
+            let req = req.clone();
+            async move { a.create_api_key(req).await }
+        })
+        .await?;
+    Ok((key, k))
+}
+
+/// A key's id: its first 11 characters.
+pub fn key_id(key: &str) -> &str {
+    key.get(..ID_LEN).unwrap_or(key)
+}
+
 pub async fn apikey(
     c: &Cluster,
     tenant: &str,
@@ -108,20 +138,7 @@ pub async fn apikey(
         Some(s) => crate::views::now_ms() + parse_expires(s)?,
         None => 0,
     };
-    let key = new_key()?;
-    let req = v1::CreateApiKeyRequest {
-        tenant: tenant.to_string(),
-        name: name.to_string(),
-        id: key[..ID_LEN].to_string(),
-        sha256: sha256_hex(&key),
-        expires_at_ms,
-    };
-    let k = c
-        .call(|mut a| {
-            let req = req.clone();
-            async move { a.create_api_key(req).await }
-        })
-        .await?;
+    let (key, k) = make_key(c, tenant, name, expires_at_ms).await?;
     if f.is_table() {
         println!("{key}");
         eprintln!(

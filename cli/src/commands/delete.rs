@@ -4,6 +4,8 @@ use joule_proto::v1;
 
 use super::Resource;
 use crate::connect::Cluster;
+use crate::exit;
+use crate::render;
 
 pub async fn delete(
     c: &Cluster,
@@ -13,16 +15,18 @@ pub async fn delete(
 ) -> anyhow::Result<()> {
     let n = name.to_string();
     if tenant.is_some() && r != Resource::ApiKeys {
-        anyhow::bail!("--tenant is only for `delete apikey ID --tenant NAME`");
+        return Err(exit::usage(
+            "--tenant is only for `delete apikey ID --tenant NAME`",
+        ));
     }
-    match r {
+    let done = match r {
         Resource::Models => {
             c.call(|mut a| {
                 let name = n.clone();
                 async move { a.delete_model(v1::DeleteModelRequest { name }).await }
             })
             .await?;
-            println!("model/{name} deleted");
+            format!("model/{name} deleted\n")
         }
         Resource::Deployments => {
             c.call(|mut a| {
@@ -33,7 +37,7 @@ pub async fn delete(
                 }
             })
             .await?;
-            println!("deployment/{name} deleted");
+            format!("deployment/{name} deleted\n")
         }
         Resource::Tenants => {
             c.call(|mut a| {
@@ -41,11 +45,13 @@ pub async fn delete(
                 async move { a.delete_tenant(v1::DeleteTenantRequest { name }).await }
             })
             .await?;
-            println!("tenant/{name} deleted");
+            format!("tenant/{name} deleted\n")
         }
         Resource::ApiKeys => {
             let Some(tenant) = tenant else {
-                anyhow::bail!("delete apikey {name} needs --tenant NAME: keys belong to a tenant");
+                return Err(exit::usage(format!(
+                    "delete apikey {name} needs --tenant NAME: keys belong to a tenant"
+                )));
             };
             c.call(|mut a| {
                 let req = v1::DeleteApiKeyRequest {
@@ -55,12 +61,14 @@ pub async fn delete(
                 async move { a.delete_api_key(req).await }
             })
             .await?;
-            println!("apikey/{name} deleted (tenant {tenant})");
+            format!("apikey/{name} deleted (tenant {tenant})\n")
         }
-        Resource::Nodes | Resource::Placements | Resource::Usage => anyhow::bail!(
-            "delete takes a model, a deployment, a tenant or an apikey (a node leaves by itself; \
-             placements follow their deployment; usage stays on record)"
-        ),
-    }
-    Ok(())
+        Resource::Nodes | Resource::Placements | Resource::Events | Resource::Usage => {
+            return Err(exit::usage(
+                "delete takes a model, a deployment, a tenant or an apikey (a node leaves by \
+                 itself; placements follow their deployment; usage stays on record)",
+            ));
+        }
+    };
+    render::print(&done)
 }

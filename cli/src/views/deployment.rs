@@ -103,7 +103,8 @@ impl Render for Deployment {
 
 pub fn describe(d: &Deployment) -> String {
     let mut s = String::new();
-    let mut kv = |k: &str, v: String| s.push_str(&format!("{:<14}{v}\n", format!("{k}:")));
+    // One column past the longest key ("Node selector:").
+    let mut kv = |k: &str, v: String| s.push_str(&format!("{:<15}{v}\n", format!("{k}:")));
     kv("Name", d.name.clone());
     kv("Model", d.model.clone());
     kv(

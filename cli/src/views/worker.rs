@@ -5,52 +5,57 @@ use joule_proto::internal::v1 as pb;
 use joule_proto::v1::EnergySource;
 use serde::Serialize;
 
-use crate::render::{Format, emit, table};
+use crate::render::{Format, emit, print, table, table_text};
 
 #[derive(Serialize)]
-struct Model<'a> {
-    name: &'a str,
-    architecture: &'a str,
-    parameters: u64,
-    context_length: u32,
-    memory_bytes: u64,
-    kv_blocks: u32,
-    kv_block_size: u32,
-    sha256: &'a str,
-    path: &'a str,
+pub struct Model<'a> {
+    pub name: &'a str,
+    pub architecture: &'a str,
+    pub parameters: u64,
+    pub context_length: u32,
+    pub memory_bytes: u64,
+    pub kv_blocks: u32,
+    pub kv_block_size: u32,
+    pub sha256: &'a str,
+    pub path: &'a str,
 }
 
 #[derive(Serialize)]
-struct Point {
-    batch_size: u32,
-    output_tokens_per_s: f64,
-    watts: f64,
-    tokens_per_joule: f64,
+pub struct Point {
+    pub batch_size: u32,
+    pub output_tokens_per_s: f64,
+    pub watts: f64,
+    pub tokens_per_joule: f64,
 }
 
 #[derive(Serialize)]
-struct ModelStats<'a> {
-    model: &'a str,
-    running: u32,
-    waiting: u32,
-    kv_blocks_used: u32,
-    kv_blocks_free: u32,
-    prefix_hit_rate: f64,
-    output_tokens_per_s: f64,
-    output_tokens: u64,
-    joules: f64,
-    energy: &'static str,
-    calibration: Vec<Point>,
+pub struct ModelStats<'a> {
+    pub model: &'a str,
+    pub running: u32,
+    pub waiting: u32,
+    pub kv_blocks_used: u32,
+    pub kv_blocks_free: u32,
+    pub prefix_hit_rate: f64,
+    pub output_tokens_per_s: f64,
+    pub output_tokens: u64,
+    pub joules: f64,
+    pub energy: &'static str,
+    pub calibration: Vec<Point>,
 }
 
 #[derive(Serialize)]
-struct Stats<'a> {
-    watts: f64,
-    joules: f64,
-    energy: &'static str,
-    sensors: &'a [String],
-    draining: bool,
-    models: Vec<ModelStats<'a>>,
+pub struct Stats<'a> {
+    pub watts: f64,
+    pub joules: f64,
+    pub energy: &'static str,
+    pub sensors: &'a [String],
+    pub draining: bool,
+    pub models: Vec<ModelStats<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct Items<T> {
+    pub items: Vec<T>,
 }
 
 fn source(v: i32) -> &'static str {
@@ -65,9 +70,10 @@ fn mib(b: u64) -> String {
     format!("{:.0}Mi", b as f64 / (1u64 << 20) as f64)
 }
 
-pub fn models(ms: &[pb::ModelInfo], f: Format) -> anyhow::Result<()> {
-    if !f.is_table() {
-        let v: Vec<Model> = ms
+/// `joulectl models` as JSON/YAML: `{"items": [...]}`.
+pub fn model_views(ms: &[pb::ModelInfo]) -> Items<Model<'_>> {
+    Items {
+        items: ms
             .iter()
             .map(|m| Model {
                 name: &m.name,
@@ -80,39 +86,49 @@ pub fn models(ms: &[pb::ModelInfo], f: Format) -> anyhow::Result<()> {
                 sha256: &m.sha256,
                 path: &m.path,
             })
-            .collect();
-        return emit(&serde_json::json!({ "items": v }), f);
-    }
-    table(
-        &[
-            "NAME",
-            "ARCH",
-            "PARAMS",
-            "CONTEXT",
-            "MEMORY",
-            "KV BLOCKS",
-            "SHA256",
-        ],
-        ms.iter()
-            .map(|m| {
-                vec![
-                    m.name.clone(),
-                    m.architecture.clone(),
-                    format!("{:.0}M", m.parameters as f64 / 1e6),
-                    m.context_length.to_string(),
-                    mib(m.memory_bytes),
-                    format!("{}x{}", m.kv_blocks, m.kv_block_size),
-                    m.sha256.chars().take(12).collect(),
-                ]
-            })
             .collect(),
-    );
+    }
+}
+
+pub const MODEL_HEADERS: [&str; 7] = [
+    "NAME",
+    "ARCH",
+    "PARAMS",
+    "CONTEXT",
+    "MEMORY",
+    "KV BLOCKS",
+    "SHA256",
+];
+
+/// `joulectl models` as table rows, under [`MODEL_HEADERS`].
+pub fn model_rows(ms: &[pb::ModelInfo]) -> Vec<Vec<String>> {
+    ms.iter()
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                m.architecture.clone(),
+                format!("{:.0}M", m.parameters as f64 / 1e6),
+                m.context_length.to_string(),
+                mib(m.memory_bytes),
+                format!("{}x{}", m.kv_blocks, m.kv_block_size),
+                m.sha256.chars().take(12).collect(),
+            ]
+        })
+        .collect()
+}
+
+pub fn models(ms: &[pb::ModelInfo], f: Format) -> anyhow::Result<()> {
+    if !f.is_table() {
+        return emit(&model_views(ms), f);
+    }
+    table(&MODEL_HEADERS, model_rows(ms));
     Ok(())
 }
 
-pub fn stats(s: &pb::StatsResponse, f: Format) -> anyhow::Result<()> {
+/// `joulectl stats` as a view (what JSON/YAML print).
+pub fn stats_view(s: &pb::StatsResponse) -> Stats<'_> {
     let p = s.power.clone().unwrap_or_default();
-    let v = Stats {
+    Stats {
         watts: p.watts,
         joules: p.joules,
         energy: source(p.source),
@@ -149,19 +165,20 @@ pub fn stats(s: &pb::StatsResponse, f: Format) -> anyhow::Result<()> {
                     .collect(),
             })
             .collect(),
-    };
-    if !f.is_table() {
-        return emit(&v, f);
     }
-    println!(
-        "power {:.1} W, {:.1} J since start ({}; sensors: {}){}",
+}
+
+/// `joulectl stats` as text: the power line, the engines, each model's calibration.
+pub fn stats_text(v: &Stats) -> String {
+    let mut s = format!(
+        "power {:.1} W, {:.1} J since start ({}; sensors: {}){}\n",
         v.watts,
         v.joules,
         v.energy,
         v.sensors.join(", "),
         if v.draining { ", DRAINING" } else { "" }
     );
-    table(
+    s.push_str(&table_text(
         &[
             "MODEL",
             "RUNNING",
@@ -193,13 +210,13 @@ pub fn stats(s: &pb::StatsResponse, f: Format) -> anyhow::Result<()> {
                 ]
             })
             .collect(),
-    );
+    ));
     for m in &v.models {
         if m.calibration.is_empty() {
             continue;
         }
-        println!("\ncalibration of {} ({}):", m.model, v.energy);
-        table(
+        s.push_str(&format!("\ncalibration of {} ({}):\n", m.model, v.energy));
+        s.push_str(&table_text(
             &["BATCH", "TOK/S", "WATTS", "TOKENS/J"],
             m.calibration
                 .iter()
@@ -212,7 +229,15 @@ pub fn stats(s: &pb::StatsResponse, f: Format) -> anyhow::Result<()> {
                     ]
                 })
                 .collect(),
-        );
+        ));
     }
-    Ok(())
+    s
+}
+
+pub fn stats(s: &pb::StatsResponse, f: Format) -> anyhow::Result<()> {
+    let v = stats_view(s);
+    if !f.is_table() {
+        return emit(&v, f);
+    }
+    print(&stats_text(&v))
 }

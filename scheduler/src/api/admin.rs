@@ -9,7 +9,7 @@ use joule_proto::v1;
 use joule_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
-use super::{tenants, workloads};
+use super::{observe, tenants, workloads};
 use crate::error::{Error, Result};
 use crate::liveness::Liveness;
 use crate::state::commands;
@@ -23,7 +23,12 @@ pub struct AdminService<S> {
     pub store: S,
     pub token: String,
     pub live: Arc<Liveness>,
+    /// The cluster's join token (empty: none), which workers' own APIs take (`NodeLogs`).
+    pub join_token: String,
 }
+
+/// Marks a call a follower passed on to the leader, so it is never passed on twice.
+const FORWARDED: &str = "x-joule-forwarded";
 
 pub fn status_name(s: i32) -> &'static str {
     match pb::NodeStatus::try_from(s) {
@@ -135,6 +140,75 @@ impl<S: Store> AdminService<S> {
 
 #[tonic::async_trait]
 impl<S: Store> Admin for AdminService<S> {
+    type NodeLogsStream = observe::LogStream;
+
+    async fn node_logs(
+        &self,
+        req: Request<v1::NodeLogsRequest>,
+    ) -> Result<Response<observe::LogStream>, Status> {
+        self.auth(&req, "NodeLogs")?;
+        let r = req.into_inner();
+        // From this replica's state: a worker's logs help most when the cluster is in trouble.
+        let addr = self.store.read_local(|sm| {
+            let st = sm.state();
+            st.nodes
+                .get(&r.node)
+                .map(|n| n.address.clone())
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "no node named {:?}; nodes: {}",
+                        r.node,
+                        known(st.nodes.keys())
+                    ))
+                })
+        })?;
+        tracing::debug!(node = %r.node, %addr, follow = r.follow, "node logs");
+        let lines = observe::node_logs(&r.node, &addr, &self.join_token, r.tail, r.follow).await?;
+        Ok(Response::new(lines))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<v1::ListEventsRequest>,
+    ) -> Result<Response<v1::ListEventsResponse>, Status> {
+        self.auth(&req, "ListEvents")?;
+        let object = req.into_inner().object;
+        let events = self.read(move |st| observe::events(st, &object)).await?;
+        Ok(Response::new(v1::ListEventsResponse { events }))
+    }
+
+    async fn top(&self, req: Request<v1::TopRequest>) -> Result<Response<v1::TopResponse>, Status> {
+        self.auth(&req, "Top")?;
+        let l = self.store.leadership();
+        if !l.is_leader() {
+            // Only the leader hears heartbeats.
+            let addr = self
+                .store
+                .address(l.leader)
+                .filter(|_| l.leader != 0 && !req.metadata().contains_key(FORWARDED))
+                .ok_or_else(|| {
+                    Error::Unavailable(format!("replica {} knows no leader right now; retry", l.me))
+                })?;
+            let mut leader = joule_client::Connect::internal()
+                .admin(&addr, &self.token)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let mut fwd = Request::new(req.into_inner());
+            fwd.metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+            return leader.top(fwd).await;
+        }
+        let loads = self.live.loads();
+        let heard = self.live.silence(l.term);
+        let (nodes, deployments) = self
+            .store
+            .read_local(|sm| observe::top(sm.state(), &loads, &heard));
+        Ok(Response::new(v1::TopResponse {
+            nodes,
+            deployments,
+            leader: l.me,
+        }))
+    }
+
     async fn cluster_status(
         &self,
         req: Request<v1::ClusterStatusRequest>,

@@ -169,6 +169,7 @@ fn models_deployments_and_placements_follow_their_rules() {
         Kind::SetNodeSchedule(pb::SetNodeSchedule {
             name: "w3".into(),
             schedule: pb::NodeSchedule::Cordoned as i32,
+            at_ms: 55,
         }),
     )
     .unwrap();
@@ -194,7 +195,10 @@ fn models_deployments_and_placements_follow_their_rules() {
     );
     run(
         &mut sm,
-        Kind::RemoveNode(pb::RemoveNode { name: "w1".into() }),
+        Kind::RemoveNode(pb::RemoveNode {
+            name: "w1".into(),
+            at_ms: 65,
+        }),
     )
     .unwrap();
     assert!(placed(&sm, "chat").is_empty());
@@ -203,6 +207,7 @@ fn models_deployments_and_placements_follow_their_rules() {
         &mut sm,
         Kind::DeleteDeployment(pb::DeleteDeployment {
             name: "chat".into(),
+            at_ms: 75,
         }),
     )
     .unwrap();

@@ -34,6 +34,7 @@ pub fn set_node_schedule(name: &str, schedule: pb::NodeSchedule) -> pb::Command 
     cmd(Kind::SetNodeSchedule(pb::SetNodeSchedule {
         name: name.to_string(),
         schedule: schedule as i32,
+        at_ms: now_ms(),
     }))
 }
 
@@ -69,6 +70,7 @@ pub fn put_deployment(mut d: pb::Deployment) -> pb::Command {
 pub fn delete_deployment(name: &str) -> pb::Command {
     cmd(Kind::DeleteDeployment(pb::DeleteDeployment {
         name: name.to_string(),
+        at_ms: now_ms(),
     }))
 }
 

@@ -3,10 +3,13 @@
 //! placements in [`workloads`], tenants, API keys and usage in [`tenants`]. Applying is deterministic (no clocks, no randomness, maps
 //! in key order), so every replica that applies the same log holds the same state and encodes
 //! the same snapshot bytes. A command that does not fit the state (a node that is not there) is
-//! still committed; it changes nothing and its proposer gets the reason.
+//! still committed; it changes nothing and its proposer gets the reason. A command that applies
+//! may leave events ([`events`]: nodes joined or lost, placements made or moved), kept in the
+//! state itself.
 
 pub use joule_proto::names;
 pub mod commands;
+pub mod events;
 pub mod tenants;
 pub mod workloads;
 
@@ -34,8 +37,10 @@ impl StateMachine {
     /// Applies the command at `index`; `Err` says why it changed nothing.
     pub fn apply(&mut self, index: u64, cmd: &pb::Command) -> Result<(), String> {
         self.applied = index;
+        let kind = cmd.kind.as_ref().ok_or("empty command")?;
+        let before = events::Before::of(&self.state, kind);
         let s = &mut self.state;
-        match cmd.kind.as_ref().ok_or("empty command")? {
+        match kind {
             Kind::RegisterNode(r) => {
                 let mut n = r.node.clone().ok_or("register_node without a node")?;
                 if n.name.is_empty() {
@@ -92,6 +97,7 @@ impl StateMachine {
             Kind::RevokeApiKey(c) => tenants::revoke_api_key(s, c)?,
             Kind::RecordUsage(c) => tenants::record_usage(s, c)?,
         }
+        events::record(s, kind, before);
         Ok(())
     }
 
@@ -145,6 +151,7 @@ mod tests {
         let cordon = cmd(Kind::SetNodeSchedule(pb::SetNodeSchedule {
             name: "gpu-1".into(),
             schedule: pb::NodeSchedule::Cordoned as i32,
+            at_ms: 15,
         }));
         sm.apply(2, &cordon).unwrap();
         let down = cmd(Kind::SetNodeStatus(pb::SetNodeStatus {
@@ -172,7 +179,10 @@ mod tests {
         let e = sm
             .apply(
                 2,
-                &cmd(Kind::RemoveNode(pb::RemoveNode { name: "b".into() })),
+                &cmd(Kind::RemoveNode(pb::RemoveNode {
+                    name: "b".into(),
+                    at_ms: 2,
+                })),
             )
             .unwrap_err();
         assert_eq!(e, "no node named \"b\"");

@@ -1,0 +1,354 @@
+//! Contexts, as kubeconfig has them: `${JOULE_HOME:-~/.config/joule}/config.yaml` names
+//! clusters (scheduler addresses, the admin token, the gateway's OpenAI URL and an API key) and
+//! which one is current. This module owns reading, writing (atomically, mode 600: it holds
+//! tokens) and choosing the context; it never prints a token, and it never writes a file it
+//! could not read back.
+//!
+//! Where a setting comes from, first match wins: the flag, its `JOULE_*` variable, the context
+//! `--context` (or `JOULE_CONTEXT`) names, the current context.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// The file: contexts and the current one.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "api_version")]
+    pub api_version: String,
+    #[serde(default = "kind")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub current_context: String,
+    #[serde(default)]
+    pub contexts: Vec<Context>,
+}
+
+fn api_version() -> String {
+    "joule/v1".into()
+}
+fn kind() -> String {
+    "Config".into()
+}
+
+/// One cluster as this client reaches it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Context {
+    pub name: String,
+    /// Scheduler replicas, host:port.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// The admin token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
+    /// The gateway's OpenAI base URL (`http://host:port/v1`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway: String,
+    /// A tenant's API key for the gateway.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_key: String,
+}
+
+/// `$JOULE_HOME`, else `$XDG_CONFIG_HOME/joule`, else `~/.config/joule`.
+pub fn config_dir() -> anyhow::Result<PathBuf> {
+    if let Some(h) = std::env::var_os("JOULE_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(h));
+    }
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(x).join("joule"));
+    }
+    Ok(home()?.join(".config").join("joule"))
+}
+
+/// `$HOME`, or an error that says to set it.
+pub fn home() -> anyhow::Result<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .context("HOME is not set: set HOME or JOULE_HOME")
+}
+
+/// The config file's path.
+pub fn path() -> anyhow::Result<PathBuf> {
+    Ok(config_dir()?.join("config.yaml"))
+}
+
+impl Config {
+    /// The file at `p`; an empty config when there is none. A file that does not parse is an
+    /// error naming it and what to do.
+    pub fn load_from(p: &Path) -> anyhow::Result<Self> {
+        let text = match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::empty()),
+            Err(e) => anyhow::bail!("cannot read {}: {e}", p.display()),
+        };
+        if text.trim().is_empty() {
+            return Ok(Self::empty());
+        }
+        let c: Self = serde_norway::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a valid joulectl config: {e} (fix it, or move it away and run \
+                 `joulectl config set-context`)",
+                p.display()
+            )
+        })?;
+        c.check().with_context(|| p.display().to_string())?;
+        Ok(c)
+    }
+
+    pub fn load() -> anyhow::Result<Self> {
+        Self::load_from(&path()?)
+    }
+
+    fn empty() -> Self {
+        Self {
+            api_version: api_version(),
+            kind: kind(),
+            ..Default::default()
+        }
+    }
+
+    /// Names are unique and non-empty, and the current context exists.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.kind != "Config" {
+            anyhow::bail!("kind is {:?}; a joulectl config has kind Config", self.kind);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &self.contexts {
+            if c.name.is_empty() {
+                anyhow::bail!("a context has no name");
+            }
+            if !seen.insert(c.name.as_str()) {
+                anyhow::bail!("context {:?} is listed twice", c.name);
+            }
+        }
+        if !self.current_context.is_empty() && !seen.contains(self.current_context.as_str()) {
+            anyhow::bail!(
+                "current-context {:?} is not among the contexts (run `joulectl config \
+                 use-context NAME`)",
+                self.current_context
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the file whole: a temporary file (mode 600) renamed over it.
+    pub fn save_to(&self, p: &Path) -> anyhow::Result<()> {
+        self.check()?;
+        let dir = p.parent().context("the config path has no directory")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let text = serde_norway::to_string(self)?;
+        let tmp = dir.join(format!(".config.yaml.{}", std::process::id()));
+        write_private(&tmp, text.as_bytes())?;
+        std::fs::rename(&tmp, p).with_context(|| format!("cannot write {}", p.display()))?;
+        Ok(())
+    }
+
+    pub fn save(&self) -> anyhow::Result<()> {
+        self.save_to(&path()?)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Context> {
+        self.contexts.iter().find(|c| c.name == name)
+    }
+
+    /// Adds or replaces the context of the same name.
+    pub fn upsert(&mut self, c: Context) {
+        match self.contexts.iter_mut().find(|x| x.name == c.name) {
+            Some(x) => *x = c,
+            None => self.contexts.push(c),
+        }
+    }
+
+    /// The context `--context` names, or the current one; `None` when neither is set.
+    pub fn chosen(&self, flag: Option<&str>) -> anyhow::Result<Option<&Context>> {
+        match flag.filter(|n| !n.is_empty()) {
+            Some(n) => self.get(n).map(Some).ok_or_else(|| {
+                let names: Vec<&str> = self.contexts.iter().map(|c| c.name.as_str()).collect();
+                anyhow::anyhow!(
+                    "no context {n:?} (contexts: {}; see `joulectl config get-contexts`)",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )
+            }),
+            None if self.current_context.is_empty() => Ok(None),
+            None => Ok(self.get(&self.current_context)),
+        }
+    }
+}
+
+/// Writes `bytes` to a new file only its owner can read.
+pub fn write_private(p: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(p);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
+        .with_context(|| format!("cannot create {}", p.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", p.display()))
+}
+
+/// Where the cluster's admin API is and its token, resolved from the flags and the context.
+#[derive(Debug)]
+pub struct Target {
+    pub servers: String,
+    pub token: String,
+}
+
+/// What to do when no cluster is named anywhere.
+pub const NO_CONTEXT: &str =
+    "no context: run `joulectl cluster up` or pass --server (or set JOULE_SERVER)";
+
+/// Resolves the admin API. `--server` (or `JOULE_SERVER`) wins over the context and then takes
+/// its token from `--token`/`JOULE_TOKEN` only, so a context's token never goes to a server it
+/// was not made for.
+pub fn admin_target(
+    server: Option<&str>,
+    token: Option<&str>,
+    context: Option<&str>,
+) -> anyhow::Result<Target> {
+    let token = token.filter(|t| !t.is_empty());
+    if let Some(s) = server.filter(|s| !s.is_empty()) {
+        let token = token.with_context(|| {
+            format!("--server {s} needs --token (or JOULE_TOKEN): the cluster's admin token")
+        })?;
+        return Ok(Target {
+            servers: s.to_string(),
+            token: token.to_string(),
+        });
+    }
+    let cfg = Config::load()?;
+    let c = cfg.chosen(context)?.context(NO_CONTEXT)?;
+    if c.servers.is_empty() {
+        anyhow::bail!(
+            "context {:?} has no servers: run `joulectl config set-context {} --server ADDRS`",
+            c.name,
+            c.name
+        );
+    }
+    let token = match token {
+        Some(t) => t.to_string(),
+        None if !c.token.is_empty() => c.token.clone(),
+        None => anyhow::bail!(
+            "context {:?} has no token: pass --token or run `joulectl config set-context {} \
+             --token TOKEN`",
+            c.name,
+            c.name
+        ),
+    };
+    Ok(Target {
+        servers: c.servers.join(","),
+        token,
+    })
+}
+
+/// The gateway URL and API key: the flags, else the chosen context's.
+pub fn gateway_target(
+    url: Option<&str>,
+    key: Option<&str>,
+    context: Option<&str>,
+) -> anyhow::Result<(String, String)> {
+    let from_flags = url.filter(|u| !u.is_empty());
+    let cfg = if from_flags.is_some() && key.is_some() {
+        Config::empty()
+    } else {
+        Config::load()?
+    };
+    let ctx = cfg.chosen(context)?;
+    let url = match from_flags {
+        Some(u) => u.to_string(),
+        None => match ctx.filter(|c| !c.gateway.is_empty()) {
+            Some(c) => c.gateway.clone(),
+            None => anyhow::bail!(
+                "no gateway: pass --url (the gateway's OpenAI base URL) or run `joulectl \
+                 cluster up`"
+            ),
+        },
+    };
+    let key = match key.filter(|k| !k.is_empty()) {
+        Some(k) => k.to_string(),
+        // A context's key goes only to that context's gateway.
+        None => ctx
+            .filter(|c| c.gateway == url)
+            .map(|c| c.api_key.clone())
+            .unwrap_or_default(),
+    };
+    Ok((url, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Config {
+        Config {
+            current_context: "local".into(),
+            contexts: vec![Context {
+                name: "local".into(),
+                servers: vec!["127.0.0.1:7001".into(), "127.0.0.1:7002".into()],
+                token: "t0k".into(),
+                gateway: "http://127.0.0.1:8080/v1".into(),
+                api_key: String::new(),
+            }],
+            ..Config::empty()
+        }
+    }
+
+    #[test]
+    fn round_trips_privately_and_atomically() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub").join("config.yaml");
+        assert_eq!(Config::load_from(&p).unwrap(), Config::empty());
+        sample().save_to(&p).unwrap();
+        assert_eq!(Config::load_from(&p).unwrap(), sample());
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left");
+    }
+
+    #[test]
+    fn a_broken_file_names_itself_and_what_to_do() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.yaml");
+        std::fs::write(&p, "contexts: [name: {").unwrap();
+        let e = format!("{:#}", Config::load_from(&p).unwrap_err());
+        assert!(e.contains("config.yaml") && e.contains("set-context"), "{e}");
+        std::fs::write(&p, "current-context: gone\ncontexts: []\n").unwrap();
+        let e = format!("{:#}", Config::load_from(&p).unwrap_err());
+        assert!(e.contains("gone") && e.contains("use-context"), "{e}");
+        std::fs::write(&p, "contexts: [{name: a, colour: red}]\n").unwrap();
+        let e = format!("{:#}", Config::load_from(&p).unwrap_err());
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn chosen_context_and_unknown_names() {
+        let c = sample();
+        assert_eq!(c.chosen(None).unwrap().unwrap().name, "local");
+        assert_eq!(c.chosen(Some("local")).unwrap().unwrap().name, "local");
+        let e = c.chosen(Some("prod")).unwrap_err().to_string();
+        assert!(e.contains("prod") && e.contains("local"), "{e}");
+        assert!(Config::empty().chosen(None).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_explicit_server_needs_its_own_token() {
+        let e = admin_target(Some("10.0.0.1:7001"), None, None).unwrap_err();
+        assert!(e.to_string().contains("--token"), "{e}");
+        let t = admin_target(Some("10.0.0.1:7001"), Some("x"), None).unwrap();
+        assert_eq!((t.servers.as_str(), t.token.as_str()), ("10.0.0.1:7001", "x"));
+    }
+}

@@ -55,12 +55,18 @@ pub struct Context {
 /// `$JOULE_HOME`, else `$XDG_CONFIG_HOME/joule`, else `~/.config/joule`.
 pub fn config_dir() -> anyhow::Result<PathBuf> {
     if let Some(h) = std::env::var_os("JOULE_HOME").filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(h));
+        return absolute(PathBuf::from(h));
     }
     if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(x).join("joule"));
+        return absolute(PathBuf::from(x).join("joule"));
     }
     Ok(home()?.join(".config").join("joule"))
+}
+
+/// `p` made absolute against the working directory (a relative `JOULE_HOME` would otherwise
+/// mean another place to every daemon started elsewhere).
+pub fn absolute(p: PathBuf) -> anyhow::Result<PathBuf> {
+    std::path::absolute(&p).with_context(|| format!("{}: cannot make it absolute", p.display()))
 }
 
 /// `$HOME`, or an error that says to set it.
@@ -218,7 +224,11 @@ pub fn admin_target(
     token: Option<&str>,
     context: Option<&str>,
 ) -> anyhow::Result<Target> {
-    let token = token.filter(|t| !t.is_empty());
+    // A context named on purpose wins over the environment's JOULE_SERVER and JOULE_TOKEN
+    // (though not over the flags).
+    let named = context.is_some_and(|c| !c.is_empty());
+    let server = server.filter(|s| !(named && from_env(s, "JOULE_SERVER")));
+    let token = token.filter(|t| !t.is_empty() && !(named && from_env(t, "JOULE_TOKEN")));
     if let Some(s) = server.filter(|s| !s.is_empty()) {
         let token = token.with_context(|| {
             format!("--server {s} needs --token (or JOULE_TOKEN): the cluster's admin token")
@@ -253,7 +263,15 @@ pub fn admin_target(
     })
 }
 
-/// The gateway URL and API key: the flags, else the chosen context's.
+/// Whether `value` is what the environment variable `var` holds (clap gives a flag and its
+/// variable alike; where the source matters, this tells them apart).
+pub fn from_env(value: &str, var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == value)
+}
+
+/// The gateway URL and API key: the flags, else the chosen context's. A context's gateway
+/// gets the context's key (never one from the environment, such as `OPENAI_API_KEY`, meant for
+/// another server).
 pub fn gateway_target(
     url: Option<&str>,
     key: Option<&str>,
@@ -276,12 +294,16 @@ pub fn gateway_target(
             ),
         },
     };
-    let key = match key.filter(|k| !k.is_empty()) {
-        Some(k) => k.to_string(),
-        // A context's key goes only to that context's gateway.
-        None => ctx
-            .filter(|c| c.gateway == url)
-            .map(|c| c.api_key.clone())
+    let ctx_key = ctx
+        .filter(|c| c.gateway == url && !c.api_key.is_empty())
+        .map(|c| c.api_key.clone());
+    let key = match (from_flags, ctx_key) {
+        // The URL came from the context: its key.
+        (None, Some(k)) => k,
+        (_, ctx_key) => key
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .or(ctx_key)
             .unwrap_or_default(),
     };
     Ok((url, key))

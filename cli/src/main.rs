@@ -18,6 +18,7 @@ mod context;
 mod exit;
 mod progress;
 mod render;
+mod tls;
 mod views;
 
 use clap::Parser as _;

@@ -58,11 +58,14 @@ fn json(s: &str) -> serde_json::Value {
 /// The cluster's pids, by process name.
 fn pids(dir: &Path) -> Vec<(String, u32)> {
     let mut v: Vec<(String, u32)> = std::fs::read_dir(dir)
-        .expect("the cluster's directory")
+        .into_iter()
+        .flatten()
         .filter_map(|e| {
             let p = e.ok()?.path();
             let name = p.file_name()?.to_str()?.strip_suffix(".pid")?.to_string();
-            Some((name, std::fs::read_to_string(&p).ok()?.trim().parse().ok()?))
+            // "PID START_TIME"
+            let text = std::fs::read_to_string(&p).ok()?;
+            Some((name, text.split_whitespace().next()?.parse().ok()?))
         })
         .collect();
     v.sort();

@@ -66,6 +66,7 @@ impl OpenAi {
     pub fn connect(s: Settings<'_>, sampling: Sampling) -> anyhow::Result<Self> {
         let base = base_url(s.flag, s.url)?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(crate::tls::config())
             .timeout_global(Some(s.timeout))
             .timeout_connect(Some(s.timeout.min(Duration::from_secs(10))))
             .http_status_as_error(false)

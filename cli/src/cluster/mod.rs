@@ -36,12 +36,13 @@ pub enum ClusterCmd {
         /// Workers to start (each a node of the cluster).
         #[arg(long)]
         workers: Option<usize>,
-        /// Engine threads per worker (0: all cores).
+        /// Engine threads per worker (default: the cores shared out among the workers).
         #[arg(long)]
         threads: Option<u32>,
-        /// A GGUF file to serve, or `default` (SmolLM2-135M-Instruct Q4_1, fetched once).
-        #[arg(long, default_value = "default")]
-        model: String,
+        /// A GGUF file to serve, or `default` (SmolLM2-135M-Instruct Q4_1, fetched once;
+        /// the default for a new cluster). A cluster keeps the model it was made with.
+        #[arg(long)]
+        model: Option<String>,
         /// How long to wait for it to serve (the first load calibrates), in seconds.
         #[arg(long, default_value_t = 600)]
         timeout_s: u64,
@@ -80,6 +81,62 @@ pub fn dir(name: &str) -> anyhow::Result<PathBuf> {
         anyhow::bail!("--name {name:?}: 1-63 of a-z 0-9 -");
     }
     Ok(fetch::cache_dir()?.join("cluster").join(name))
+}
+
+/// An exclusive lock on the cluster's directory, held while `up` or `down` works.
+pub struct Lock(#[allow(dead_code)] std::fs::File);
+
+impl Lock {
+    pub fn take(dir: &std::path::Path, verb: &str) -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".lock"))?;
+        // SAFETY: flock(2) on a descriptor this File owns.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            anyhow::bail!(
+                "another joulectl is starting or stopping the cluster in {} (wait for it, or                  stop it, then run `joulectl {verb}` again)",
+                dir.display()
+            );
+        }
+        Ok(Self(f))
+    }
+}
+
+/// The binary a process of this name runs.
+fn binary_of(name: &str) -> Option<&'static str> {
+    if name.starts_with("scheduler-") {
+        Some("joule-scheduler")
+    } else if name.starts_with("worker-") {
+        Some("joule-worker")
+    } else if name == "gateway" {
+        Some("joule-gateway")
+    } else {
+        None
+    }
+}
+
+/// The processes named by the pid files in `d` (for a cluster whose record is damaged).
+fn from_pid_files(d: &std::path::Path) -> Vec<Proc> {
+    let mut v: Vec<Proc> = std::fs::read_dir(d)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.ok()?.file_name().into_string().ok()?;
+            let name = n.strip_suffix(".pid")?.to_string();
+            let binary = binary_of(&name)?;
+            Some(Proc {
+                name,
+                binary,
+                ports: Vec::new(),
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
 }
 
 /// One process of the cluster: its name, binary and ports.
@@ -132,7 +189,7 @@ pub async fn run(cmd: &ClusterCmd, f: Format) -> anyhow::Result<()> {
                 &name.name,
                 *workers,
                 *threads,
-                model,
+                model.as_deref(),
                 Duration::from_secs(*timeout_s),
                 f,
             )
@@ -145,14 +202,20 @@ pub async fn run(cmd: &ClusterCmd, f: Format) -> anyhow::Result<()> {
 
 fn down(name: &str, purge: bool) -> anyhow::Result<()> {
     let d = dir(name)?;
-    let Some(s) = State::load(&d)? else {
-        if purge && d.exists() {
-            std::fs::remove_dir_all(&d)?;
-        }
+    if !d.exists() {
         println!("no local cluster {name:?}: nothing to stop");
-        return Ok(());
+        return forget_context(name, purge);
+    }
+    let _lock = Lock::take(&d, "cluster down")?;
+    let all = match State::load(&d) {
+        Ok(Some(s)) => processes(&s),
+        Ok(None) => from_pid_files(&d),
+        Err(e) => {
+            // Still stop what the pid files name: a damaged record must not keep it running.
+            eprintln!("{e:#}; stopping the processes its pid files name");
+            from_pid_files(&d)
+        }
     };
-    let all = processes(&s);
     let mut stopped = 0;
     // The gateway first (no new requests), then the workers (they drain), then the
     // schedulers.
@@ -172,16 +235,17 @@ fn down(name: &str, purge: bool) -> anyhow::Result<()> {
             eprintln!("{k} did not stop within 40 s of SIGTERM: killed");
         }
     }
+    let left: Vec<String> = all
+        .iter()
+        .filter(|p| matches!(procs::alive(&d, &p.name, p.binary), Alive::Running(_)))
+        .map(|p| p.name.clone())
+        .collect();
+    if !left.is_empty() {
+        anyhow::bail!("{} still running after SIGKILL; nothing deleted", left.join(", "));
+    }
     if purge {
         std::fs::remove_dir_all(&d)?;
-        let mut cfg = crate::context::Config::load()?;
-        if cfg.get(name).is_some() {
-            cfg.contexts.retain(|c| c.name != name);
-            if cfg.current_context == name {
-                cfg.current_context.clear();
-            }
-            cfg.save()?;
-        }
+        forget_context(name, true)?;
         println!("cluster {name:?}: stopped {stopped} processes; deleted its data and context");
     } else {
         println!(
@@ -189,6 +253,22 @@ fn down(name: &str, purge: bool) -> anyhow::Result<()> {
              it again, `cluster down --purge` deletes it)",
             d.display()
         );
+    }
+    Ok(())
+}
+
+/// With `purge`, removes the context `up` wrote for the cluster.
+fn forget_context(name: &str, purge: bool) -> anyhow::Result<()> {
+    if !purge {
+        return Ok(());
+    }
+    let mut cfg = crate::context::Config::load()?;
+    if cfg.get(name).is_some() {
+        cfg.contexts.retain(|c| c.name != name);
+        if cfg.current_context == name {
+            cfg.current_context.clear();
+        }
+        cfg.save()?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! The local cluster's processes: each daemon started detached (its own process group, stdin
-//! closed, stdout and stderr to `NAME.log`), its pid in `NAME.pid`, found again by that pid
-//! (checked against `/proc/PID/cmdline`, so a reused pid is not taken for ours), and stopped
+//! The local cluster's processes: each daemon started detached (its own session, stdin
+//! closed, stdout and stderr to `NAME.log`), its pid and start time in `NAME.pid`, found again
+//! by them (checked against `/proc/PID/stat` and `cmdline`, so a reused pid is not taken for
+//! ours), and stopped
 //! by SIGTERM (workers drain) and, past a deadline, SIGKILL.
 //!
 //! It never signals a process it cannot prove is the one it started, and never passes a token
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-/// A daemon binary: next to `joulectl` (where cargo builds them), else `$JOULE_BIN_DIR`, else
-/// on `PATH`.
+/// A daemon binary: in `$JOULE_BIN_DIR`, else next to `joulectl` (where cargo builds them),
+/// else on `PATH`.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = std::env::var_os("JOULE_BIN_DIR").filter(|d| !d.is_empty()) {
@@ -54,15 +55,28 @@ pub fn log_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.log"))
 }
 
+/// The fields of `/proc/PID/stat` after the command name: state first, start time 20th.
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name is in parentheses and may hold spaces: split after the last ')'.
+    stat.rfind(')')
+        .map(|i| stat[i + 1..].split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// When `pid` started, in clock ticks since boot (0: no such process).
+pub fn start_time(pid: u32) -> u64 {
+    stat_fields(pid)
+        .get(19)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Whether `pid` is a live (not zombie) process whose command line starts with `binary`'s
 /// file name.
 pub fn is_ours(pid: u32, binary: &str) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The state follows the command name's closing parenthesis.
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    if matches!(state, None | Some("Z") | Some("X")) {
+    let fields = stat_fields(pid);
+    if matches!(fields.first().map(String::as_str), None | Some("Z") | Some("X")) {
         return false;
     }
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -71,15 +85,19 @@ pub fn is_ours(pid: u32, binary: &str) -> bool {
     Path::new(argv0.as_ref()).file_name().and_then(|n| n.to_str()) == Some(binary)
 }
 
-/// The state of process `name` (running `binary`) in `dir`.
+/// The state of process `name` (running `binary`) in `dir`: its pid file holds the pid and
+/// the process's start time, so a pid the kernel gave to another process is not ours.
 pub fn alive(dir: &Path, name: &str, binary: &str) -> Alive {
     let Ok(text) = std::fs::read_to_string(pid_file(dir, name)) else {
         return Alive::Stopped;
     };
-    match text.trim().parse::<u32>() {
-        Ok(pid) if is_ours(pid, binary) => Alive::Running(pid),
-        Ok(pid) => Alive::Stale(pid),
-        Err(_) => Alive::Stale(0),
+    let mut it = text.split_whitespace();
+    let pid = it.next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+    let started = it.next().and_then(|t| t.parse::<u64>().ok());
+    if pid != 0 && is_ours(pid, binary) && started.is_none_or(|t| t == start_time(pid)) {
+        Alive::Running(pid)
+    } else {
+        Alive::Stale(pid)
     }
 }
 
@@ -101,10 +119,20 @@ pub fn spawn(
         .with_context(|| format!("cannot open {}", log_file(dir, name).display()))?;
     let mut cmd = std::process::Command::new(bin);
     cmd.args(args)
+        .current_dir(dir)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0);
+        .stderr(log);
+    // SAFETY: setsid(2) is async-signal-safe; the child only calls it before exec. Its own
+    // session: no terminal's Ctrl-C or hang-up reaches it.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     for (k, _) in std::env::vars_os() {
         if k.to_str().is_some_and(|k| k.starts_with("JOULE_")) {
             cmd.env_remove(k);
@@ -119,7 +147,14 @@ pub fn spawn(
     let pid = child.id();
     // Not waited for: the process outlives joulectl, and init reaps it.
     drop(child);
-    std::fs::write(pid_file(dir, name), format!("{pid}\n"))?;
+    let tmp = dir.join(format!(".{name}.pid.new"));
+    let written = std::fs::write(&tmp, format!("{pid} {}\n", start_time(pid)))
+        .and_then(|()| std::fs::rename(&tmp, pid_file(dir, name)));
+    if let Err(e) = written {
+        // Without its pid file nothing could stop it later.
+        signal(pid, libc::SIGKILL);
+        anyhow::bail!("cannot write {}: {e}", pid_file(dir, name).display());
+    }
     Ok(pid)
 }
 
@@ -152,7 +187,9 @@ pub fn stop(dir: &Path, procs: &[(String, u32, &str)], grace: Duration) -> Vec<S
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        let _ = std::fs::remove_file(pid_file(dir, name));
+        if !is_ours(*pid, bin) {
+            let _ = std::fs::remove_file(pid_file(dir, name));
+        }
     }
     killed
 }
@@ -182,6 +219,13 @@ mod tests {
         assert_eq!(alive(d.path(), "s", "sleep"), Alive::Stopped);
         std::fs::write(pid_file(d.path(), "gone"), format!("{pid}\n")).unwrap();
         assert_eq!(alive(d.path(), "gone", "sleep"), Alive::Stale(pid));
+        // A live process of the same binary that started at another time is not ours.
+        let other = spawn(d.path(), "o", &sleep, &["30".into()], &[]).unwrap();
+        assert_eq!(alive(d.path(), "o", "sleep"), Alive::Running(other));
+        let real = start_time(other);
+        std::fs::write(pid_file(d.path(), "o"), format!("{other} {}\n", real + 1)).unwrap();
+        assert_eq!(alive(d.path(), "o", "sleep"), Alive::Stale(other));
+        stop(d.path(), &[("o".into(), other, "sleep")], Duration::from_secs(5));
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub struct Picker {
 }
 
 impl Picker {
+    /// Never hands out these.
+    pub fn reserve(&mut self, ports: impl IntoIterator<Item = u16>) {
+        self.taken.extend(ports);
+    }
+
     /// `want` when it is free on 127.0.0.1, else a free port the OS picks.
     pub fn pick(&mut self, want: u16) -> anyhow::Result<u16> {
         if want != 0 && !self.taken.contains(&want) && free(want) {

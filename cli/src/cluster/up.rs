@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::procs::{self, Alive};
 use super::state::{Picker, State, free};
-use super::{Proc, dir, fetch, processes};
+use super::{Lock, Proc, dir, fetch, processes};
 use crate::connect::Cluster;
 use crate::render::{self, Format};
 
@@ -37,29 +37,6 @@ struct Summary {
     servers: String,
     dir: String,
     context: String,
-}
-
-/// An exclusive lock on the cluster's directory, held while `up` works.
-struct Lock(#[allow(dead_code)] std::fs::File);
-
-impl Lock {
-    fn take(dir: &Path) -> anyhow::Result<Self> {
-        use std::os::fd::AsRawFd as _;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(".lock"))?;
-        // SAFETY: flock(2) on a descriptor this File owns.
-        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            anyhow::bail!(
-                "another `joulectl cluster up` is working on {}: wait for it",
-                dir.display()
-            );
-        }
-        Ok(Self(f))
-    }
 }
 
 /// A DNS label from a file name: `Llama-3.2-1B.Q4_K_M.gguf` → `llama-3-2-1b-q4-k-m`.
@@ -105,16 +82,34 @@ pub async fn up(
     name: &str,
     workers: Option<usize>,
     threads: Option<u32>,
-    model: &str,
+    model: Option<&str>,
     timeout: Duration,
     f: Format,
 ) -> anyhow::Result<()> {
+    for v in ["JOULE_SERVER", "JOULE_TOKEN", "JOULE_CONTEXT"] {
+        if std::env::var_os(v).is_some_and(|x| !x.is_empty()) {
+            eprintln!(
+                "note: {v} is set: it overrides the context this writes (unset it to use the \
+                 local cluster by default)"
+            );
+        }
+    }
     if workers == Some(0) || workers.is_some_and(|w| w > 64) {
         anyhow::bail!("--workers: 1 to 64");
     }
     let d = dir(name)?;
-    std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
-    let _lock = Lock::take(&d)?;
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        // Only its owner reads the data (tenants, key hashes) and the logs.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&d)
+            .with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let _lock = Lock::take(&d, "cluster up")?;
+    // A broken config file is found before anything starts.
+    crate::context::Config::load()?;
     let bins = [
         ("joule-scheduler", procs::binary("joule-scheduler")?),
         ("joule-worker", procs::binary("joule-worker")?),
@@ -138,27 +133,43 @@ pub async fn up(
                     s.threads
                 );
             }
-            if model != "default" {
-                let p = std::fs::canonicalize(model).unwrap_or_else(|_| model.into());
-                if p.display().to_string() != s.model {
+            let default = s.model_sha256 == fetch::SHA256;
+            let same = match model {
+                None => true,
+                Some("default") => default,
+                Some(m) => std::fs::canonicalize(m)
+                    .is_ok_and(|p| p.display().to_string() == s.model),
+            };
+            if !same {
+                anyhow::bail!(
+                    "cluster {name:?} serves {}: `joulectl cluster down --purge --name {name}` \
+                     first to serve another model",
+                    s.model
+                );
+            }
+            if !Path::new(&s.model).is_file() {
+                if !default {
                     anyhow::bail!(
-                        "cluster {name:?} serves {}: `joulectl cluster down --purge --name \
-                         {name}` first to serve another model",
+                        "{}, the model cluster {name:?} serves, is gone: put it back, or \
+                         `joulectl cluster down --purge --name {name}`",
                         s.model
                     );
                 }
-            } else if !Path::new(&s.model).is_file() {
                 // The cache was cleaned: fetch it again.
                 s.model = fetch::default_model()?.display().to_string();
+                s.save(&d)?;
             }
             s
         }
         None => {
-            let (path, sha, deployment) = resolve_model(model)?;
+            let (path, sha, deployment) = resolve_model(model.unwrap_or("default"))?;
+            let n = workers.unwrap_or(1);
+            // The cores shared out: N workers that each take every core would fight.
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
             let s = State::new(
                 name,
-                workers.unwrap_or(1),
-                threads.unwrap_or(0),
+                n,
+                threads.unwrap_or(if n > 1 { (cores / n).max(1) as u32 } else { 0 }),
                 &path,
                 &sha,
                 &deployment,
@@ -193,6 +204,8 @@ pub async fn up(
     // Ports of what is to start: a scheduler's are fixed (its peers know them); a worker's
     // or the gateway's move when another process took them.
     let mut picker = Picker::default();
+    // A moved port never lands on another of the cluster's own.
+    picker.reserve(all.iter().flat_map(|p| p.ports.iter().map(|(_, port)| *port)));
     let mut moved = false;
     for p in &to_start {
         for (kind, port) in &p.ports {
@@ -245,7 +258,13 @@ pub async fn up(
         ];
         procs::spawn(&d, &p.name, &bin(p.binary).expect("found"), &args, &env)?;
     }
-    wait_leader(&c, &d, &all, timeout).await?;
+    let hint = || {
+        format!(
+            "the processes started keep running: `joulectl cluster status --name {name}` \
+             shows them, `joulectl cluster down --name {name}` stops them"
+        )
+    };
+    wait_leader(&c, &d, &all, timeout).await.with_context(hint)?;
     for p in to_start.iter().filter(|p| p.binary != "joule-scheduler") {
         let mut args: Vec<String> = Vec::new();
         if p.binary == "joule-worker" {
@@ -287,10 +306,12 @@ pub async fn up(
             d.display()
         );
     }
-    wait_nodes(&c, &d, &s, &all, timeout).await?;
-    apply(&c, &s).await?;
-    ensure_key(&c, &mut s, &d).await?;
-    wait_serving(&c, &d, &s, &all, timeout).await?;
+    wait_nodes(&c, &d, &s, &all, timeout).await.with_context(hint)?;
+    apply(&c, &s).await.with_context(hint)?;
+    ensure_key(&c, &mut s, &d).await.with_context(hint)?;
+    wait_serving(&c, &d, &s, &all, timeout)
+        .await
+        .with_context(hint)?;
 
     let mut cfg = crate::context::Config::load()?;
     cfg.upsert(crate::context::Context {
@@ -442,8 +463,42 @@ async fn wait_nodes(
     Ok(())
 }
 
-/// The model, its deployment (a replica on every worker) and the tenant.
+/// Whether a Get answered NOT_FOUND (an error of any other kind is an error).
+fn missing<T>(r: anyhow::Result<T>) -> anyhow::Result<bool> {
+    match r {
+        Ok(_) => Ok(false),
+        Err(e) if crate::exit::code(&e) == crate::exit::Code::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// The model, its deployment (a replica on every worker) and the tenant, each only when the
+/// cluster lacks it: a user's changes to them stand.
 async fn apply(c: &Cluster, s: &State) -> anyhow::Result<()> {
+    let n = s.deployment.clone();
+    let m_missing = missing(
+        c.call(|mut a| {
+            let name = n.clone();
+            async move { a.get_model(v1::GetModelRequest { name }).await }
+        })
+        .await,
+    )?;
+    let d_missing = missing(
+        c.call(|mut a| {
+            let name = n.clone();
+            async move { a.get_deployment(v1::GetDeploymentRequest { name }).await }
+        })
+        .await,
+    )?;
+    let t_missing = missing(
+        c.call(|mut a| async move {
+            a.get_tenant(v1::GetTenantRequest {
+                name: TENANT.into(),
+            })
+            .await
+        })
+        .await,
+    )?;
     let m = v1::ModelSpec {
         name: s.deployment.clone(),
         source: format!("file://{}", s.model),
@@ -451,34 +506,40 @@ async fn apply(c: &Cluster, s: &State) -> anyhow::Result<()> {
         size_bytes: s.model_size,
         format: "gguf".into(),
     };
-    c.call(|mut a| {
-        let m = m.clone();
-        async move { a.apply_model(m).await }
-    })
-    .await
-    .context("applying the model")?;
+    if m_missing {
+        c.call(|mut a| {
+            let m = m.clone();
+            async move { a.apply_model(m).await }
+        })
+        .await
+        .context("applying the model")?;
+    }
     let dep = v1::DeploymentSpec {
         name: s.deployment.clone(),
         model: s.deployment.clone(),
         replicas: s.workers.len() as u32,
         ..Default::default()
     };
-    c.call(|mut a| {
-        let dep = dep.clone();
-        async move { a.apply_deployment(dep).await }
-    })
-    .await
-    .context("applying the deployment")?;
+    if d_missing {
+        c.call(|mut a| {
+            let dep = dep.clone();
+            async move { a.apply_deployment(dep).await }
+        })
+        .await
+        .context("applying the deployment")?;
+    }
     let t = v1::TenantSpec {
         name: TENANT.into(),
         ..Default::default()
     };
-    c.call(|mut a| {
-        let t = t.clone();
-        async move { a.apply_tenant(t).await }
-    })
-    .await
-    .context("applying the tenant")?;
+    if t_missing {
+        c.call(|mut a| {
+            let t = t.clone();
+            async move { a.apply_tenant(t).await }
+        })
+        .await
+        .context("applying the tenant")?;
+    }
     Ok(())
 }
 

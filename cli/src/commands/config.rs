@@ -89,6 +89,14 @@ pub fn run(cmd: &ConfigCmd, f: Format) -> anyhow::Result<()> {
                 ..Default::default()
             });
             let created = cfg.get(name).is_none();
+            // `--server` and `--token` share their names with the global flags, whose
+            // JOULE_SERVER and JOULE_TOKEN clap hands down: only a value typed here counts.
+            let server = server
+                .as_ref()
+                .filter(|v| !context::from_env(v, "JOULE_SERVER"));
+            let token = token
+                .as_ref()
+                .filter(|v| !context::from_env(v, "JOULE_TOKEN"));
             if let Some(s) = server {
                 c.servers = joule_client::address::parse_list(s)
                     .map_err(|e| anyhow::anyhow!("--server: {e}"))?;

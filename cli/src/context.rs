@@ -228,7 +228,7 @@ pub fn admin_target(
     // (though not over the flags).
     let named = context.is_some_and(|c| !c.is_empty());
     let server = server.filter(|s| !(named && from_env(s, "JOULE_SERVER")));
-    let token = token.filter(|t| !t.is_empty() && !(named && from_env(t, "JOULE_TOKEN")));
+    let token = token.filter(|t| !(t.is_empty() || named && from_env(t, "JOULE_TOKEN")));
     if let Some(s) = server.filter(|s| !s.is_empty()) {
         let token = token.with_context(|| {
             format!("--server {s} needs --token (or JOULE_TOKEN): the cluster's admin token")
@@ -347,7 +347,10 @@ mod tests {
         let p = d.path().join("config.yaml");
         std::fs::write(&p, "contexts: [name: {").unwrap();
         let e = format!("{:#}", Config::load_from(&p).unwrap_err());
-        assert!(e.contains("config.yaml") && e.contains("set-context"), "{e}");
+        assert!(
+            e.contains("config.yaml") && e.contains("set-context"),
+            "{e}"
+        );
         std::fs::write(&p, "current-context: gone\ncontexts: []\n").unwrap();
         let e = format!("{:#}", Config::load_from(&p).unwrap_err());
         assert!(e.contains("gone") && e.contains("use-context"), "{e}");
@@ -371,6 +374,9 @@ mod tests {
         let e = admin_target(Some("10.0.0.1:7001"), None, None).unwrap_err();
         assert!(e.to_string().contains("--token"), "{e}");
         let t = admin_target(Some("10.0.0.1:7001"), Some("x"), None).unwrap();
-        assert_eq!((t.servers.as_str(), t.token.as_str()), ("10.0.0.1:7001", "x"));
+        assert_eq!(
+            (t.servers.as_str(), t.token.as_str()),
+            ("10.0.0.1:7001", "x")
+        );
     }
 }

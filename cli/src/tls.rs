@@ -17,8 +17,13 @@ fn roots() -> RootCerts {
     static ROOTS: OnceLock<RootCerts> = OnceLock::new();
     ROOTS
         .get_or_init(|| {
-            let from_env = std::env::var("SSL_CERT_FILE").ok().filter(|p| !p.is_empty());
-            let paths = from_env.iter().map(String::as_str).chain(BUNDLES.iter().copied());
+            let from_env = std::env::var("SSL_CERT_FILE")
+                .ok()
+                .filter(|p| !p.is_empty());
+            let paths = from_env
+                .iter()
+                .map(String::as_str)
+                .chain(BUNDLES.iter().copied());
             for p in paths {
                 let Ok(pem) = std::fs::read(p) else { continue };
                 let certs: Vec<_> = ureq::tls::parse_pem(&pem)

@@ -10,7 +10,8 @@
 #    Release, -march=native, no network / optional deps. Compiles run under
 #    `nice -n 15` with $LLAMACPP_JOBS jobs (default 2).
 # 3. Runs `llama-bench -m MODEL -t T -p 512 -n 128 -r 3` per thread count and
-#    prints llama-bench's markdown table.
+#    prints llama-bench's markdown table. With LLAMACPP_SERVER=1 it builds llama-server
+#    instead and stops there (for `joulectl bench --compare`, deploy/bench-vs-llamacpp.sh).
 # Each step is skipped when its output already exists, so re-runs only bench.
 # The llama.cpp source is downloaded to /tmp at run time and is never committed.
 set -euo pipefail
@@ -27,6 +28,9 @@ THREADS=("$@")
 
 SRC_ROOT="${LLAMACPP_SRC:-/tmp/llamacpp-src}"
 BUILD_DIR="${LLAMACPP_DIR:-/tmp/llamacpp-build}"
+# LLAMACPP_SERVER=1: also build llama-server (for `joulectl bench --compare`), and skip the
+# llama-bench run.
+SERVER="${LLAMACPP_SERVER:-0}"
 JOBS="${LLAMACPP_JOBS:-2}"
 BIN="$BUILD_DIR/bin"
 
@@ -76,13 +80,19 @@ if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
         -DLLAMA_OPENSSL=OFF \
         -DLLAMA_BUILD_TESTS=OFF \
         -DLLAMA_BUILD_EXAMPLES=ON \
-        -DLLAMA_BUILD_SERVER=OFF \
+        -DLLAMA_BUILD_SERVER="$([[ $SERVER == 1 ]] && echo ON || echo OFF)" \
         -DLLAMA_BUILD_APP=OFF \
         -DLLAMA_BUILD_UI=OFF \
         -DLLAMA_USE_PREBUILT_UI=OFF >&2
 fi
 
 TARGETS=(llama-bench llama-tokenize llama-simple llama-batched-bench)
+if [[ $SERVER == 1 ]]; then
+    if ! grep -q '^LLAMA_BUILD_SERVER:BOOL=ON' "$BUILD_DIR/CMakeCache.txt"; then
+        nice -n 15 cmake "$BUILD_DIR" -DLLAMA_BUILD_SERVER=ON >&2
+    fi
+    TARGETS=(llama-server)
+fi
 missing=0
 for tgt in "${TARGETS[@]}"; do [[ -x "$BIN/$tgt" ]] || missing=1; done
 if [[ $missing -eq 1 ]]; then
@@ -91,6 +101,11 @@ if [[ $missing -eq 1 ]]; then
     nice -n 15 cmake --build "$BUILD_DIR" --config Release -j"$JOBS" \
         --target "${TARGETS[@]}" >&2
     log "build took $(( $(date +%s) - start )) s"
+fi
+
+if [[ $SERVER == 1 ]]; then
+    log "built $BIN/llama-server"
+    exit 0
 fi
 
 # --- step 3: bench ----------------------------------------------------------

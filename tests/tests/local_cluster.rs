@@ -142,7 +142,10 @@ fn cluster_up_serves_the_default_model_and_down_leaves_nothing_behind() {
     assert!(key.starts_with("jk-"), "{up}");
     assert!(!base.contains(":8080/"), "a taken port was avoided: {base}");
     let servers = up["servers"].as_str().expect("servers");
-    assert!(!servers.contains(":7001"), "a taken port was avoided: {servers}");
+    assert!(
+        !servers.contains(":7001"),
+        "a taken port was avoided: {servers}"
+    );
     drop(held);
     let first = pids(&dir);
     assert_eq!(first.len(), 5, "{first:?}");
@@ -156,21 +159,33 @@ fn cluster_up_serves_the_default_model_and_down_leaves_nothing_behind() {
     assert!(!a["text"].as_str().unwrap_or("").is_empty(), "{a}");
     let nodes = json(&ok(h, &["get", "nodes", "-o", "json"]));
     let w = &nodes["items"][0];
-    assert_eq!((w["name"].as_str(), w["status"].as_str()), (Some("worker-1"), Some("Ready")), "{nodes}");
+    assert_eq!(
+        (w["name"].as_str(), w["status"].as_str()),
+        (Some("worker-1"), Some("Ready")),
+        "{nodes}"
+    );
     let until = Instant::now() + Duration::from_secs(20);
     let rate = loop {
         chat(&py, &base, &key);
         let top = json(&ok(h, &["top", "nodes", "-o", "json"]));
-        let r = top["items"][0]["output_tokens_per_s"].as_f64().unwrap_or(0.0);
+        let r = top["items"][0]["output_tokens_per_s"]
+            .as_f64()
+            .unwrap_or(0.0);
         if r > 0.0 || Instant::now() > until {
             break r;
         }
         std::thread::sleep(Duration::from_millis(300));
     };
-    assert!(rate > 0.0, "top nodes shows the worker's tokens/s after requests");
+    assert!(
+        rate > 0.0,
+        "top nodes shows the worker's tokens/s after requests"
+    );
     let status = ok(h, &["cluster", "status"]);
     assert_eq!(status.matches("Running").count(), 5, "{status}");
-    assert!(status.contains("Leader") && status.contains("Ready"), "{status}");
+    assert!(
+        status.contains("Leader") && status.contains("Ready"),
+        "{status}"
+    );
 
     // Twice: nothing changes.
     let again = json(&ok(h, &["cluster", "up", "-o", "json"]));
@@ -179,7 +194,11 @@ fn cluster_up_serves_the_default_model_and_down_leaves_nothing_behind() {
     assert_eq!(pids(&dir), first);
 
     // A process that died: named, cleaned up, started again on its port.
-    let gw = first.iter().find(|(n, _)| n == "gateway").expect("gateway").1;
+    let gw = first
+        .iter()
+        .find(|(n, _)| n == "gateway")
+        .expect("gateway")
+        .1;
     let _ = Command::new("kill").args(["-9", &gw.to_string()]).status();
     let t = Instant::now();
     while live(gw) && t.elapsed() < Duration::from_secs(5) {
@@ -187,12 +206,22 @@ fn cluster_up_serves_the_default_model_and_down_leaves_nothing_behind() {
     }
     let (code, out, err) = ctl(h, &["cluster", "status"]);
     assert_ne!(code, 0, "status fails while a process is down: {out}");
-    assert!(out.contains("Exited") && err.contains("cluster up"), "{out}\n{err}");
+    assert!(
+        out.contains("Exited") && err.contains("cluster up"),
+        "{out}\n{err}"
+    );
     let (code, _, err) = ctl(h, &["cluster", "up"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("gateway") && err.contains("stale pid"), "{err}");
+    assert!(
+        err.contains("gateway") && err.contains("stale pid"),
+        "{err}"
+    );
     let second = pids(&dir);
-    let gw2 = second.iter().find(|(n, _)| n == "gateway").expect("gateway").1;
+    let gw2 = second
+        .iter()
+        .find(|(n, _)| n == "gateway")
+        .expect("gateway")
+        .1;
     assert_ne!(gw2, gw);
     guard.1.push(gw2);
     let a = chat(&py, &base, &key);
@@ -201,7 +230,10 @@ fn cluster_up_serves_the_default_model_and_down_leaves_nothing_behind() {
     // Down: every process gone, by pid.
     ok(h, &["cluster", "down"]);
     for (name, pid) in &second {
-        assert!(!live(*pid), "{name} (pid {pid}) is still running after `cluster down`");
+        assert!(
+            !live(*pid),
+            "{name} (pid {pid}) is still running after `cluster down`"
+        );
     }
     assert!(pids(&dir).is_empty(), "no pid file is left");
     let (code, _, err) = ctl(h, &["get", "nodes"]);
@@ -219,19 +251,43 @@ fn without_a_usable_context_each_verb_says_what_to_do() {
     let one_line = |args: &[&str], want: &[&str]| {
         let (code, out, err) = ctl(h, args);
         assert_ne!(code, 0, "joulectl {args:?} succeeded: {out}");
-        assert_eq!(err.trim().lines().count(), 1, "one line for {args:?}: {err}");
-        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "one line for {args:?}: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
         for w in want {
-            assert!(err.contains(w), "joulectl {args:?}: {err:?} does not say {w:?}");
+            assert!(
+                err.contains(w),
+                "joulectl {args:?}: {err:?} does not say {w:?}"
+            );
         }
     };
     one_line(&["get", "nodes"], &["no context", "cluster up", "--server"]);
     one_line(&["cluster", "status"], &["no local cluster", "cluster up"]);
     one_line(&["config", "current-context"], &["use-context"]);
     one_line(&["--server", "127.0.0.1:1", "get", "nodes"], &["--token"]);
-    ok(h, &["config", "set-context", "lab", "--server", "127.0.0.1:1", "--token", "t"]);
+    ok(
+        h,
+        &[
+            "config",
+            "set-context",
+            "lab",
+            "--server",
+            "127.0.0.1:1",
+            "--token",
+            "t",
+        ],
+    );
     let ctxs = ok(h, &["config", "get-contexts"]);
-    assert!(ctxs.contains("lab") && !ctxs.contains(" t\n"), "the token is never shown: {ctxs}");
+    assert!(
+        ctxs.contains("lab") && !ctxs.contains(" t\n"),
+        "the token is never shown: {ctxs}"
+    );
     assert_eq!(ok(h, &["config", "current-context"]).trim(), "lab");
     one_line(&["--context", "prod", "get", "nodes"], &["prod", "lab"]);
     one_line(&["config", "use-context", "prod"], &["prod"]);

@@ -286,8 +286,8 @@ impl TargetSpec {
                 model_flag,
             } => Box::new(http::OpenAi::connect(
                 http::Settings {
-                    flag: *flag,
-                    model_flag: *model_flag,
+                    flag,
+                    model_flag,
                     url: url.as_str(),
                     key: key.as_deref(),
                     model: model.as_deref(),
@@ -491,7 +491,7 @@ mod tests {
         let open = rounds(None, true);
         assert_eq!(open[0].indices.start, 0);
         assert_eq!(open[2].indices.start, OPEN_HALF);
-        assert!(WARMUP_BASE > OPEN_HALF);
+        const { assert!(WARMUP_BASE > OPEN_HALF) };
     }
 
     #[test]

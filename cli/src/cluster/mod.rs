@@ -241,7 +241,10 @@ fn down(name: &str, purge: bool) -> anyhow::Result<()> {
         .map(|p| p.name.clone())
         .collect();
     if !left.is_empty() {
-        anyhow::bail!("{} still running after SIGKILL; nothing deleted", left.join(", "));
+        anyhow::bail!(
+            "{} still running after SIGKILL; nothing deleted",
+            left.join(", ")
+        );
     }
     if purge {
         std::fs::remove_dir_all(&d)?;

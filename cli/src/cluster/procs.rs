@@ -19,7 +19,10 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     if let Some(d) = std::env::var_os("JOULE_BIN_DIR").filter(|d| !d.is_empty()) {
         dirs.push(PathBuf::from(d));
     }
-    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(d) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         dirs.push(d);
     }
     if let Some(path) = std::env::var_os("PATH") {
@@ -60,7 +63,12 @@ fn stat_fields(pid: u32) -> Vec<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name is in parentheses and may hold spaces: split after the last ')'.
     stat.rfind(')')
-        .map(|i| stat[i + 1..].split_whitespace().map(str::to_string).collect())
+        .map(|i| {
+            stat[i + 1..]
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -76,13 +84,19 @@ pub fn start_time(pid: u32) -> u64 {
 /// file name.
 pub fn is_ours(pid: u32, binary: &str) -> bool {
     let fields = stat_fields(pid);
-    if matches!(fields.first().map(String::as_str), None | Some("Z") | Some("X")) {
+    if matches!(
+        fields.first().map(String::as_str),
+        None | Some("Z") | Some("X")
+    ) {
         return false;
     }
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let argv0 = cmd.split(|b| *b == 0).next().unwrap_or_default();
     let argv0 = String::from_utf8_lossy(argv0);
-    Path::new(argv0.as_ref()).file_name().and_then(|n| n.to_str()) == Some(binary)
+    Path::new(argv0.as_ref())
+        .file_name()
+        .and_then(|n| n.to_str())
+        == Some(binary)
 }
 
 /// The state of process `name` (running `binary`) in `dir`: its pid file holds the pid and
@@ -213,7 +227,11 @@ mod tests {
         assert_eq!(alive(d.path(), "s", "sleep"), Alive::Running(pid));
         // Another binary's name under the same pid is not ours.
         assert_eq!(alive(d.path(), "s", "joule-worker"), Alive::Stale(pid));
-        let killed = stop(d.path(), &[("s".into(), pid, "sleep")], Duration::from_secs(5));
+        let killed = stop(
+            d.path(),
+            &[("s".into(), pid, "sleep")],
+            Duration::from_secs(5),
+        );
         assert!(killed.is_empty(), "sleep exits on SIGTERM");
         assert!(!is_ours(pid, "sleep"));
         assert_eq!(alive(d.path(), "s", "sleep"), Alive::Stopped);
@@ -225,7 +243,11 @@ mod tests {
         let real = start_time(other);
         std::fs::write(pid_file(d.path(), "o"), format!("{other} {}\n", real + 1)).unwrap();
         assert_eq!(alive(d.path(), "o", "sleep"), Alive::Stale(other));
-        stop(d.path(), &[("o".into(), other, "sleep")], Duration::from_secs(5));
+        stop(
+            d.path(),
+            &[("o".into(), other, "sleep")],
+            Duration::from_secs(5),
+        );
     }
 
     #[test]

@@ -93,7 +93,8 @@ pub fn free(port: u16) -> bool {
 /// 32 random bytes as hex.
 pub fn token() -> anyhow::Result<String> {
     let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("cannot read the OS random source: {e}"))?;
+    getrandom::fill(&mut b)
+        .map_err(|e| anyhow::anyhow!("cannot read the OS random source: {e}"))?;
     Ok(b.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -137,8 +137,9 @@ pub async fn up(
             let same = match model {
                 None => true,
                 Some("default") => default,
-                Some(m) => std::fs::canonicalize(m)
-                    .is_ok_and(|p| p.display().to_string() == s.model),
+                Some(m) => {
+                    std::fs::canonicalize(m).is_ok_and(|p| p.display().to_string() == s.model)
+                }
             };
             if !same {
                 anyhow::bail!(
@@ -205,7 +206,10 @@ pub async fn up(
     // or the gateway's move when another process took them.
     let mut picker = Picker::default();
     // A moved port never lands on another of the cluster's own.
-    picker.reserve(all.iter().flat_map(|p| p.ports.iter().map(|(_, port)| *port)));
+    picker.reserve(
+        all.iter()
+            .flat_map(|p| p.ports.iter().map(|(_, port)| *port)),
+    );
     let mut moved = false;
     for p in &to_start {
         for (kind, port) in &p.ports {
@@ -264,7 +268,9 @@ pub async fn up(
              shows them, `joulectl cluster down --name {name}` stops them"
         )
     };
-    wait_leader(&c, &d, &all, timeout).await.with_context(hint)?;
+    wait_leader(&c, &d, &all, timeout)
+        .await
+        .with_context(hint)?;
     for p in to_start.iter().filter(|p| p.binary != "joule-scheduler") {
         let mut args: Vec<String> = Vec::new();
         if p.binary == "joule-worker" {
@@ -306,7 +312,9 @@ pub async fn up(
             d.display()
         );
     }
-    wait_nodes(&c, &d, &s, &all, timeout).await.with_context(hint)?;
+    wait_nodes(&c, &d, &s, &all, timeout)
+        .await
+        .with_context(hint)?;
     apply(&c, &s).await.with_context(hint)?;
     ensure_key(&c, &mut s, &d).await.with_context(hint)?;
     wait_serving(&c, &d, &s, &all, timeout)
@@ -316,7 +324,11 @@ pub async fn up(
     let mut cfg = crate::context::Config::load()?;
     cfg.upsert(crate::context::Context {
         name: name.to_string(),
-        servers: s.schedulers.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+        servers: s
+            .schedulers
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect(),
         token: s.admin_token.clone(),
         gateway: s.base_url(),
         api_key: s.api_key.clone(),
@@ -347,7 +359,10 @@ pub async fn up(
     );
     println!("  OpenAI base URL: {}", sum.base_url);
     println!("  API key:         {}", sum.api_key);
-    println!("  model:           {} (deployment {})", sum.model, sum.deployment);
+    println!(
+        "  model:           {} (deployment {})",
+        sum.model, sum.deployment
+    );
     println!("  context:         {name} (current; `joulectl get nodes` uses it)");
     println!("  data and logs:   {}", sum.dir);
     Ok(())
@@ -424,12 +439,18 @@ async fn wait_leader(c: &Cluster, d: &Path, all: &[Proc], timeout: Duration) -> 
         .filter(|p| p.binary == "joule-scheduler")
         .cloned()
         .collect();
-    poll("a scheduler leader", d, &schedulers, timeout, move || async move {
-        c.call(|mut a| async move { a.cluster_status(v1::ClusterStatusRequest {}).await })
-            .await
-            .ok()
-            .filter(|s| s.leader != 0)
-    })
+    poll(
+        "a scheduler leader",
+        d,
+        &schedulers,
+        timeout,
+        move || async move {
+            c.call(|mut a| async move { a.cluster_status(v1::ClusterStatusRequest {}).await })
+                .await
+                .ok()
+                .filter(|s| s.leader != 0)
+        },
+    )
     .await?;
     bar.finish_and_clear();
     Ok(())
@@ -443,7 +464,9 @@ async fn wait_nodes(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let bar = crate::progress::steps(s.workers.len() as u64, "workers joining".into());
-    let want: Vec<String> = (1..=s.workers.len()).map(|i| format!("worker-{i}")).collect();
+    let want: Vec<String> = (1..=s.workers.len())
+        .map(|i| format!("worker-{i}"))
+        .collect();
     let (want, bar_ref) = (&want, &bar);
     poll("the workers to join", d, all, timeout, move || async move {
         let nodes = c
@@ -601,9 +624,10 @@ async fn wait_serving(
                 .await
                 .ok()?
                 .placements;
-            if let Some(p) = pl.iter().min_by_key(|p| {
-                STAGES.iter().position(|s| *s == p.state).unwrap_or(0)
-            }) {
+            if let Some(p) = pl
+                .iter()
+                .min_by_key(|p| STAGES.iter().position(|s| *s == p.state).unwrap_or(0))
+            {
                 let pos = STAGES.iter().position(|s| *s == p.state).unwrap_or(0);
                 bar.set_position(pos as u64);
                 let note = if p.message.is_empty() {
@@ -645,9 +669,8 @@ fn gateway_serves(models_url: &str, key: &str, dep: &str) -> bool {
         return false;
     };
     v["data"].as_array().is_some_and(|d| {
-        d.iter().any(|m| {
-            m["id"] == dep && m["joule"]["ready_replicas"].as_u64().is_some_and(|n| n > 0)
-        })
+        d.iter()
+            .any(|m| m["id"] == dep && m["joule"]["ready_replicas"].as_u64().is_some_and(|n| n > 0))
     })
 }
 
@@ -712,7 +735,10 @@ impl Health {
     }
 
     pub fn of(&self, name: &str) -> String {
-        self.0.get(name).cloned().unwrap_or_else(|| "Unknown".into())
+        self.0
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| "Unknown".into())
     }
 }
 

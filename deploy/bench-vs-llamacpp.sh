@@ -8,6 +8,7 @@
 #        (defaults: 2 threads, 96 requests, concurrency 32, 128 prompt and 64 output tokens)
 #   LLAMA_SERVER  a llama-server binary (default: built by engine/benches/llamacpp.sh into
 #                 /tmp/llamacpp-build with LLAMACPP_SERVER=1, -march=native)
+#   LLAMA_ARGS    more llama-server flags (e.g. --no-repack)
 #   BENCH_OUTPUT  table (default), json or yaml
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +26,10 @@ before=$("$CTL" config current-context 2>/dev/null || true)
 "$CTL" cluster up --name bench --threads "$T"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # 32 slots of (context / 32) tokens each: room for the prompt and the answer.
+# LLAMA_ARGS: more flags, e.g. --no-repack where weight repacking crashes (it does on this
+# project's Sapphire Rapids VMs, whose AMX path llama.cpp cannot use).
 "$LLAMA" -m "$MODEL" -t "$T" -np 32 -c $((32 * (IN + OUT + 64))) --host 127.0.0.1 \
-  --port "$port" >/tmp/llama-server.log 2>&1 &
+  --port "$port" ${LLAMA_ARGS:-} >/tmp/llama-server.log 2>&1 &
 llama=$!
 cleanup() {
   kill "$llama" 2>/dev/null || true
@@ -36,6 +39,7 @@ cleanup() {
 trap cleanup EXIT
 for _ in $(seq 120); do
   curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
+  kill -0 "$llama" 2>/dev/null || { echo "llama-server exited:" >&2; tail -5 /tmp/llama-server.log >&2; exit 1; }
   sleep 0.5
 done
 

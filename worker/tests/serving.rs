@@ -664,7 +664,8 @@ fn an_unavailable_sensor_or_a_bad_flag_stops_start_up_with_the_reason() {
         Err(reason) => {
             let out = out.wait_with_output().unwrap();
             assert_eq!(out.status.code(), Some(1));
-            let log = String::from_utf8_lossy(&out.stdout);
+            // The log goes to stderr.
+            let log = String::from_utf8_lossy(&out.stderr);
             assert!(log.contains("RAPL"), "{log}");
             assert!(reason.contains("RAPL"), "{reason}");
         }

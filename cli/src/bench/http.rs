@@ -175,15 +175,24 @@ impl Target for OpenAi {
     fn send(&self, r: &Request) -> Outcome {
         let (path, b) = body(&self.model, r, &self.sampling);
         let url = format!("{}{path}", self.base);
-        let mut req = self
-            .agent
-            .post(url.as_str())
-            .header("Content-Type", "application/json");
-        if let Some(a) = &self.auth {
-            req = req.header("Authorization", a.as_str());
-        }
+        let post = || {
+            let mut req = self
+                .agent
+                .post(url.as_str())
+                .header("Content-Type", "application/json");
+            if let Some(a) = &self.auth {
+                req = req.header("Authorization", a.as_str());
+            }
+            req.send(b.to_string())
+        };
         let sent = Instant::now();
-        let mut resp = req.send(b.to_string()).map_err(call_failure)?;
+        // A pooled connection the server closed while idle fails before any answer: once,
+        // the request goes again on a new connection (the time lost counts in its TTFT).
+        let mut resp = match post() {
+            Err(ureq::Error::Io(_)) => post(),
+            r => r,
+        }
+        .map_err(call_failure)?;
         let status = resp.status().as_u16();
         if status != 200 {
             let text = resp.body_mut().read_to_string().unwrap_or_default();

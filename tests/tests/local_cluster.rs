@@ -8,8 +8,8 @@
 //! - `up` twice changes nothing (same pids, same key); a process that died is named, its stale
 //!   pid file cleaned up and the process started again;
 //! - `down` leaves no process behind, checked by pid;
-//! - a missing or broken context file, no cluster, an unknown context: one line, what to do,
-//!   a non-zero exit.
+//! - a missing or broken context file, no cluster, an unknown context, a refused token: one
+//!   line, what to do, a non-zero exit.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -180,6 +180,11 @@ fn cluster_up_serves_the_default_model_and_down_leaves_nothing_behind() {
         rate > 0.0,
         "top nodes shows the worker's tokens/s after requests"
     );
+    // A token the cluster refuses (a rotated or expired one): exit 5, one line, what to do.
+    let (code, _, err) = ctl(h, &["--token", "not-the-token", "get", "nodes"]);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("--token") && !err.contains("not-the-token"), "{err}");
     let status = ok(h, &["cluster", "status"]);
     assert_eq!(status.matches("Running").count(), 5, "{status}");
     assert!(

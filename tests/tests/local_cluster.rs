@@ -184,7 +184,10 @@ fn cluster_up_serves_the_default_model_and_down_leaves_nothing_behind() {
     let (code, _, err) = ctl(h, &["--token", "not-the-token", "get", "nodes"]);
     assert_eq!(code, 5, "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.contains("--token") && !err.contains("not-the-token"), "{err}");
+    assert!(
+        err.contains("--token") && !err.contains("not-the-token"),
+        "{err}"
+    );
     let status = ok(h, &["cluster", "status"]);
     assert_eq!(status.matches("Running").count(), 5, "{status}");
     assert!(

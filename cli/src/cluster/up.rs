@@ -115,7 +115,12 @@ pub async fn up(
         ("joule-worker", procs::binary("joule-worker")?),
         ("joule-gateway", procs::binary("joule-gateway")?),
     ];
-    let bin = |b: &str| bins.iter().find(|(n, _)| *n == b).map(|(_, p)| p.clone());
+    let bin = |b: &str| {
+        bins.iter()
+            .find(|(n, _)| *n == b)
+            .map(|(_, p)| p.clone())
+            .with_context(|| format!("no binary {b}"))
+    };
 
     let mut s = match State::load(&d)? {
         Some(mut s) => {
@@ -260,7 +265,7 @@ pub async fn up(
             ("JOULE_JOIN_TOKEN", s.join_token.as_str()),
             ("JOULE_PEER_TOKEN", s.peer_token.as_str()),
         ];
-        procs::spawn(&d, &p.name, &bin(p.binary).expect("found"), &args, &env)?;
+        procs::spawn(&d, &p.name, &bin(p.binary)?, &args, &env)?;
     }
     let hint = || {
         format!(
@@ -302,7 +307,7 @@ pub async fn up(
             ]);
         }
         let env = [("JOULE_JOIN_TOKEN", s.join_token.as_str())];
-        procs::spawn(&d, &p.name, &bin(p.binary).expect("found"), &args, &env)?;
+        procs::spawn(&d, &p.name, &bin(p.binary)?, &args, &env)?;
     }
     if !to_start.is_empty() {
         eprintln!(
@@ -486,82 +491,33 @@ async fn wait_nodes(
     Ok(())
 }
 
-/// Whether a Get answered NOT_FOUND (an error of any other kind is an error).
-fn missing<T>(r: anyhow::Result<T>) -> anyhow::Result<bool> {
-    match r {
-        Ok(_) => Ok(false),
-        Err(e) if crate::exit::code(&e) == crate::exit::Code::NotFound => Ok(true),
-        Err(e) => Err(e),
-    }
-}
-
 /// The model, its deployment (a replica on every worker) and the tenant, each only when the
 /// cluster lacks it: a user's changes to them stand.
 async fn apply(c: &Cluster, s: &State) -> anyhow::Result<()> {
-    let n = s.deployment.clone();
-    let m_missing = missing(
-        c.call(|mut a| {
-            let name = n.clone();
-            async move { a.get_model(v1::GetModelRequest { name }).await }
-        })
-        .await,
-    )?;
-    let d_missing = missing(
-        c.call(|mut a| {
-            let name = n.clone();
-            async move { a.get_deployment(v1::GetDeploymentRequest { name }).await }
-        })
-        .await,
-    )?;
-    let t_missing = missing(
-        c.call(|mut a| async move {
-            a.get_tenant(v1::GetTenantRequest {
-                name: TENANT.into(),
-            })
-            .await
-        })
-        .await,
-    )?;
-    let m = v1::ModelSpec {
-        name: s.deployment.clone(),
-        source: format!("file://{}", s.model),
-        sha256: s.model_sha256.clone(),
-        size_bytes: s.model_size,
-        format: "gguf".into(),
-    };
-    if m_missing {
-        c.call(|mut a| {
-            let m = m.clone();
-            async move { a.apply_model(m).await }
-        })
-        .await
-        .context("applying the model")?;
-    }
-    let dep = v1::DeploymentSpec {
-        name: s.deployment.clone(),
-        model: s.deployment.clone(),
-        replicas: s.workers.len() as u32,
-        ..Default::default()
-    };
-    if d_missing {
-        c.call(|mut a| {
-            let dep = dep.clone();
-            async move { a.apply_deployment(dep).await }
-        })
-        .await
-        .context("applying the deployment")?;
-    }
-    let t = v1::TenantSpec {
-        name: TENANT.into(),
-        ..Default::default()
-    };
-    if t_missing {
-        c.call(|mut a| {
-            let t = t.clone();
-            async move { a.apply_tenant(t).await }
-        })
-        .await
-        .context("applying the tenant")?;
+    use crate::commands::apply::{Object, exists, send};
+    let objects = [
+        Object::Model(v1::ModelSpec {
+            name: s.deployment.clone(),
+            source: format!("file://{}", s.model),
+            sha256: s.model_sha256.clone(),
+            size_bytes: s.model_size,
+            format: "gguf".into(),
+        }),
+        Object::Deployment(v1::DeploymentSpec {
+            name: s.deployment.clone(),
+            model: s.deployment.clone(),
+            replicas: s.workers.len() as u32,
+            ..Default::default()
+        }),
+        Object::Tenant(v1::TenantSpec {
+            name: TENANT.into(),
+            ..Default::default()
+        }),
+    ];
+    for o in &objects {
+        if !exists(c, o).await? {
+            send(c, o).await?;
+        }
     }
     Ok(())
 }

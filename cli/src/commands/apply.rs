@@ -377,37 +377,74 @@ pub fn read(file: &str) -> anyhow::Result<String> {
 pub async fn apply(c: &Cluster, file: &str) -> anyhow::Result<()> {
     let objects = parse(if file == "-" { "<stdin>" } else { file }, &read(file)?)?;
     for o in objects {
+        send(c, &o).await?;
         let (kind, name) = o.kind_name();
-        let name = name.to_string();
-        match o {
-            Object::Model(m) => {
-                c.call(|mut a| {
-                    let m = m.clone();
-                    async move { a.apply_model(m).await }
-                })
-                .await
-                .with_context(|| format!("model/{name}"))?;
-            }
-            Object::Deployment(d) => {
-                c.call(|mut a| {
-                    let d = d.clone();
-                    async move { a.apply_deployment(d).await }
-                })
-                .await
-                .with_context(|| format!("deployment/{name}"))?;
-            }
-            Object::Tenant(t) => {
-                c.call(|mut a| {
-                    let t = t.clone();
-                    async move { a.apply_tenant(t).await }
-                })
-                .await
-                .with_context(|| format!("tenant/{name}"))?;
-            }
-        }
         println!("{kind}/{name} configured");
     }
     Ok(())
+}
+
+/// Creates or updates one object.
+pub async fn send(c: &Cluster, o: &Object) -> anyhow::Result<()> {
+    let (kind, name) = o.kind_name();
+    match o {
+        Object::Model(m) => c
+            .call(|mut a| {
+                let m = m.clone();
+                async move { a.apply_model(m).await }
+            })
+            .await
+            .map(drop),
+        Object::Deployment(d) => c
+            .call(|mut a| {
+                let d = d.clone();
+                async move { a.apply_deployment(d).await }
+            })
+            .await
+            .map(drop),
+        Object::Tenant(t) => c
+            .call(|mut a| {
+                let t = t.clone();
+                async move { a.apply_tenant(t).await }
+            })
+            .await
+            .map(drop),
+    }
+    .with_context(|| format!("{kind}/{name}"))
+}
+
+/// Whether the cluster has an object of this kind and name (NOT_FOUND: no; any other error is
+/// an error).
+pub async fn exists(c: &Cluster, o: &Object) -> anyhow::Result<bool> {
+    let name = o.kind_name().1.to_string();
+    let r = match o {
+        Object::Model(_) => c
+            .call(|mut a| {
+                let name = name.clone();
+                async move { a.get_model(v1::GetModelRequest { name }).await }
+            })
+            .await
+            .map(drop),
+        Object::Deployment(_) => c
+            .call(|mut a| {
+                let name = name.clone();
+                async move { a.get_deployment(v1::GetDeploymentRequest { name }).await }
+            })
+            .await
+            .map(drop),
+        Object::Tenant(_) => c
+            .call(|mut a| {
+                let name = name.clone();
+                async move { a.get_tenant(v1::GetTenantRequest { name }).await }
+            })
+            .await
+            .map(drop),
+    };
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if crate::exit::code(&e) == crate::exit::Code::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

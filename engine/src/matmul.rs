@@ -2,7 +2,8 @@
 //! or several weights sharing the same input (Q/K/V, gate/up). Work is split over row ranges of
 //! all weights at once so one parallel region covers the group; each task runs its block of rows
 //! against every token, so the block is read from memory once per step and then hits the cache.
-//! Tiled matrices (AVX-512 VNNI) run 16 rows against up to eight tokens per pass.
+//! Tiled matrices (quantized ones, at every x86 level) run 16 rows against up to eight tokens
+//! per pass, so a prompt chunk reads each weight block from memory once, not once per token.
 
 use rayon::prelude::*;
 
@@ -73,9 +74,11 @@ pub fn matmul(k: &Kernels, ws: &[&Weight], x: &Acts, outs: &mut [&mut [f32]]) {
         .collect();
     tasks.par_iter().for_each(|&(i, r0, r1)| {
         let w = ws[i];
-        let rb = w.row_bytes();
         if w.packed {
-            let tile = k.tile(w.dtype).expect("tiled by these kernels");
+            let Some(tile) = k.tile(w.dtype) else {
+                unreachable!("a matrix is tiled only for kernels that have tiled kernels")
+            };
+            let rb = w.layout_row_bytes();
             for r in (r0..r1).step_by(TILE) {
                 let bytes = &w.data()[r * rb..(r + TILE) * rb];
                 // SAFETY: rows r..r + lanes of every token lie inside `outs[i]` (checked above)
@@ -84,6 +87,7 @@ pub fn matmul(k: &Kernels, ws: &[&Weight], x: &Acts, outs: &mut [&mut [f32]]) {
             }
             return;
         }
+        let rb = w.row_bytes();
         let dot = k.dot(w.dtype);
         let rows = &w.data()[r0 * rb..r1 * rb];
         for (t, a) in acts.iter().enumerate() {

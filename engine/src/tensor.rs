@@ -163,6 +163,16 @@ impl Weight {
         }
     }
 
+    /// Bytes per row in this weight's layout: stored, or tiled (Q4_K's tiles carry unpacked
+    /// scales).
+    pub fn layout_row_bytes(&self) -> usize {
+        if self.packed {
+            crate::quant::pack::tiled_row_bytes(self.dtype, self.cols)
+        } else {
+            self.row_bytes()
+        }
+    }
+
     /// Total bytes (read once per token in decode); a tiled matrix counts its padding rows.
     pub fn nbytes(&self) -> usize {
         let rows = if self.packed {
@@ -170,6 +180,6 @@ impl Weight {
         } else {
             self.rows
         };
-        rows * self.row_bytes()
+        rows * self.layout_row_bytes()
     }
 }

@@ -165,7 +165,8 @@ impl Worker {
             power::open(args.power_sensor, &est, serving_gpu).map_err(anyhow::Error::msg)?;
         let monitor = PowerMonitor::start(sensors, Duration::from_millis(args.power_interval_ms));
         tracing::info!(sensors = ?monitor.sensors(), source = monitor.source().as_str(), watts = monitor.watts(), "power sensors open");
-        let hw = Hardware::detect(joule_engine::quant::Kernels::detect().level, gpu_names);
+        let kernels = joule_engine::quant::Kernels::select().map_err(anyhow::Error::msg)?;
+        let hw = Hardware::detect(kernels.level, gpu_names);
         let fingerprint = hw.fingerprint(&format!("threads={threads}"));
         tracing::info!(cpu = %hw.cpu_model, cores = hw.physical_cores, simd = %hw.simd, gpus = ?hw.gpus, fingerprint = %fingerprint, "hardware");
         let budget = args.memory_budget.bytes(joule_engine::kv::mem_available());

@@ -92,7 +92,7 @@ impl Model {
                 EngineError::InvalidRequest(format!("cannot start {threads} threads: {e}"))
             })?;
         let inv_freq = config.rope_inv_freq();
-        let kernels = Kernels::detect();
+        let kernels = Kernels::select().map_err(EngineError::InvalidRequest)?;
         // Repacking copies the matrices into memory in the SIMD layout (same size as stored).
         let weights = weights.for_kernels(kernels);
         tracing::info!(

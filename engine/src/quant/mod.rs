@@ -7,18 +7,22 @@
 //! stays 256 times below plain int8 (GGML's Q8_1): logits track an f64 reference to ~1e-3.
 //! Float weights (F32/F16/BF16) are dotted with the f32 activations directly.
 //!
-//! The SIMD level is chosen once at run time ([`Kernels::detect`]): AVX-512 VNNI (with Q4_0,
-//! Q4_1 and Q8_0 matrices tiled at load time by [`pack`], 16 rows per 512-bit register),
-//! AVX2+FMA+F16C, or the portable scalar code, which is also the reference the SIMD paths are
-//! tested against.
+//! The SIMD level ([`Level`]) is chosen once per process ([`Kernels::detect`]): the best this
+//! CPU runs, or a lower one forced with `JOULE_SIMD=scalar|avx2|avx512|avx512-vnni`. At every
+//! x86 level, quantized matrices (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) are tiled at load time by
+//! [`pack`] and run 16 rows per tile against several tokens per pass ([`tiled`]); the portable
+//! scalar code runs stored rows and is the reference the SIMD paths are tested against.
 
 mod actq;
+mod level;
 pub mod pack;
+pub mod quantize;
 mod scalar;
-#[cfg(target_arch = "x86_64")]
-mod tiled;
+pub mod tiled;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
+
+pub use level::Level;
 
 use std::sync::OnceLock;
 
@@ -143,7 +147,9 @@ pub type TileFn =
 /// The dot products for each stored type at the SIMD level of this CPU.
 #[derive(Debug, Clone, Copy)]
 pub struct Kernels {
+    /// [`Level::name`] of `simd`.
     pub level: &'static str,
+    pub simd: Level,
     q4_0: DotFn,
     q4_1: DotFn,
     q8_0: DotFn,
@@ -161,6 +167,7 @@ impl Kernels {
     pub fn scalar() -> Self {
         Self {
             level: "scalar",
+            simd: Level::Scalar,
             q4_0: |w, rb, a, o| scalar::rows(scalar::dot_q4_0, w, rb, a, o),
             q4_1: |w, rb, a, o| scalar::rows(scalar::dot_q4_1, w, rb, a, o),
             q8_0: |w, rb, a, o| scalar::rows(scalar::dot_q8_0, w, rb, a, o),
@@ -173,19 +180,31 @@ impl Kernels {
         }
     }
 
-    /// The fastest kernels this CPU runs, detected once. `JOULE_SIMD=scalar|avx2` caps the level.
+    /// The kernels of `level`, or why this CPU cannot run them.
+    pub fn at(level: Level) -> Result<Self, String> {
+        Level::choose(level.name())?;
+        #[cfg(target_arch = "x86_64")]
+        if level != Level::Scalar {
+            return Ok(x86::kernels(level));
+        }
+        Ok(Self::scalar())
+    }
+
+    /// The kernels `JOULE_SIMD` asks for (the best this CPU runs when unset), chosen once per
+    /// process; an unknown or unsupported level is an error naming what to set instead.
+    pub fn select() -> Result<&'static Self, String> {
+        static K: OnceLock<Result<Kernels, String>> = OnceLock::new();
+        K.get_or_init(|| Level::from_env().and_then(Self::at))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The kernels of this process: [`Kernels::select`]'s, or the best this CPU runs where
+    /// `JOULE_SIMD` is bad (whatever loads a model has refused it already, through `select`).
     pub fn detect() -> &'static Self {
-        static K: OnceLock<Kernels> = OnceLock::new();
-        K.get_or_init(|| {
-            let cap = std::env::var("JOULE_SIMD").unwrap_or_default();
-            #[cfg(target_arch = "x86_64")]
-            if cap != "scalar"
-                && let Some(k) = x86::kernels(cap != "avx2")
-            {
-                return k;
-            }
-            let _ = cap;
-            Self::scalar()
+        static BEST: OnceLock<Kernels> = OnceLock::new();
+        Self::select().unwrap_or_else(|_| {
+            BEST.get_or_init(|| Self::at(Level::best()).unwrap_or_else(|_| Self::scalar()))
         })
     }
 

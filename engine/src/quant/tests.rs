@@ -16,11 +16,27 @@ const ALL: [DType; 8] = [
     DType::Q6K,
 ];
 
+/// Every level this CPU runs, lowest first (scalar always).
 fn levels() -> Vec<Kernels> {
-    let mut v = vec![Kernels::scalar(), *Kernels::detect()];
-    #[cfg(target_arch = "x86_64")]
-    v.extend(x86::kernels(false));
+    let v: Vec<Kernels> = Level::supported()
+        .into_iter()
+        .map(|l| Kernels::at(l).expect("a supported level"))
+        .collect();
+    eprintln!(
+        "kernel levels tested: {:?}",
+        v.iter().map(|k| k.level).collect::<Vec<_>>()
+    );
     v
+}
+
+#[test]
+fn an_unsupported_level_is_refused_naming_what_is_missing() {
+    for l in Level::ALL {
+        match Kernels::at(l) {
+            Ok(k) => assert_eq!((k.simd, k.level), (l, l.name())),
+            Err(e) => assert!(e.contains("this CPU lacks"), "{e}"),
+        }
+    }
 }
 
 #[test]
@@ -90,17 +106,25 @@ fn activation_planes_round_trip_within_half_a_step() {
     assert_eq!((q.d[0], q.s[0]), (0.0, 0.0));
 }
 
-/// Tiled kernels: every output against the exact dot, and bit-identical whatever else runs with
-/// it (alone or with up to 11 other activation rows) and whichever lane or tile its row is in.
+/// Tiled kernels: every output against the exact dot, bit-identical to the portable definition
+/// ([`tiled::portable`]) at every level, and bit-identical whatever else runs with it (alone or
+/// with up to 11 other activation rows) and whichever lane or tile its row is in.
 #[test]
 fn tiled_kernels_match_the_exact_dot_and_never_depend_on_the_batch() {
+    let mut tested = 0;
     for k in &levels() {
         for dtype in ALL {
-            let Some(tile) = k.tile(dtype) else {
+            let portable = tiled::portable(dtype);
+            let Some(tile) = k.tile(dtype).or(portable) else {
                 continue;
             };
+            let portable = portable.expect("every tiled type has a portable kernel");
+            tested += 1;
             let mut rng = Rng::new(dtype as u64 + 11);
-            for (n, rows) in [(64usize, 1usize), (96, 5), (576, 16), (608, 21), (1536, 35)] {
+            for (n, rows) in [(64usize, 1usize), (96, 5), (256, 3), (512, 17), (576, 16), (608, 21), (1536, 35)] {
+                if n % dtype.block_len() != 0 {
+                    continue;
+                }
                 let mut stored: Vec<u8> = (0..rows)
                     .flat_map(|_| random_data(dtype, n, 1.0, &mut rng))
                     .collect();
@@ -109,7 +133,8 @@ fn tiled_kernels_match_the_exact_dot_and_never_depend_on_the_batch() {
                 stored.extend_from_within(..rb);
                 let rows = rows + 1;
                 let w = pack::tile_matrix(dtype, rows, rb, &stored);
-                assert_eq!(w.len(), rows.div_ceil(pack::TILE) * pack::TILE * rb);
+                let trb = pack::tiled_row_bytes(dtype, n);
+                assert_eq!(w.len(), rows.div_ceil(pack::TILE) * pack::TILE * trb);
                 let tokens = 12;
                 let x: Vec<f32> = (0..tokens * n).map(|_| rng.symmetric(3.0)).collect();
                 let mut q = QActs::default();
@@ -117,17 +142,26 @@ fn tiled_kernels_match_the_exact_dot_and_never_depend_on_the_batch() {
                 let acts: Vec<ActRow<'_>> = (0..tokens)
                     .map(|t| q.row(&x[t * n..(t + 1) * n], t, n))
                     .collect();
-                let run = |acts: &[ActRow<'_>]| {
+                let run_with = |tile: TileFn, acts: &[ActRow<'_>]| {
                     let mut out = vec![f32::NAN; acts.len() * rows];
                     for r in (0..rows).step_by(pack::TILE) {
-                        let bytes = &w[r * rb..(r + pack::TILE) * rb];
+                        let bytes = &w[r * trb..(r + pack::TILE) * trb];
                         let lanes = pack::TILE.min(rows - r);
                         // SAFETY: out has tokens * rows values; row r + j < rows.
                         unsafe { tile(bytes, lanes, acts, out.as_mut_ptr().add(r), rows) };
                     }
                     out
                 };
+                let run = |acts: &[ActRow<'_>]| run_with(tile, acts);
                 let all = run(&acts);
+                let reference = run_with(portable, &acts);
+                assert!(
+                    all.iter()
+                        .zip(&reference)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{} tiled {dtype} n={n}: not bit-identical to the portable definition",
+                    k.level
+                );
                 let mut wf = vec![0f32; n];
                 for r in 0..rows {
                     dequantize_row(dtype, &stored[r * rb..(r + 1) * rb], &mut wf);
@@ -168,4 +202,6 @@ fn tiled_kernels_match_the_exact_dot_and_never_depend_on_the_batch() {
             }
         }
     }
+    // Five tiled types at every level (the portable kernel stands in at the scalar level).
+    assert_eq!(tested, 5 * levels().len());
 }

@@ -1,6 +1,8 @@
-//! x86-64 SIMD dot products. Stored (GGML) layouts run block by block on 256-bit registers, with
-//! AVX2's `vpmaddubsw` or, where present, AVX-512 VNNI's `vpdpbusd` (`VNNI` picks). Matrices
-//! tiled by [`super::pack`] run 16 rows at a time in `super::tiled` (VNNI only).
+//! x86-64 SIMD dot products over stored (GGML) rows, and which CPU features each level needs.
+//! Stored layouts run block by block on 256-bit registers, with AVX2's `vpmaddubsw` or, at the
+//! AVX-512 VNNI level, `vpdpbusd` (`VNNI` picks; the AVX-512 F/BW level uses the AVX2 bodies).
+//! Quantized matrices are tiled at load and run in `super::tiled` at every level; these row
+//! kernels serve float weights, single rows and the tests.
 //! Every integer product is done twice, once per activation plane, and recombined as
 //! `255 * hi + lo` before it is scaled.
 
@@ -8,47 +10,76 @@ use std::arch::x86_64::*;
 
 use super::{ActRow, Kernels};
 
-/// The x86 kernels if this CPU has AVX2+FMA+F16C (`allow_vnni`: may use AVX-512 VNNI).
-pub(super) fn kernels(allow_vnni: bool) -> Option<Kernels> {
-    if !(is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c"))
-    {
-        return None;
+/// The CPU features each x86 level needs, by the names `is_x86_feature_detected!` takes.
+pub(super) fn missing(level: super::Level) -> Vec<&'static str> {
+    use super::Level;
+    let want: &[&'static str] = match level {
+        Level::Scalar => &[],
+        Level::Avx2 => &["avx2", "fma", "f16c"],
+        Level::Avx512 => &["avx2", "fma", "f16c", "avx512f", "avx512bw"],
+        Level::Avx512Vnni => &[
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512vnni",
+        ],
+    };
+    want.iter()
+        .copied()
+        .filter(|f| !has(f))
+        .collect()
+}
+
+fn has(feature: &str) -> bool {
+    match feature {
+        "avx2" => is_x86_feature_detected!("avx2"),
+        "fma" => is_x86_feature_detected!("fma"),
+        "f16c" => is_x86_feature_detected!("f16c"),
+        "avx512f" => is_x86_feature_detected!("avx512f"),
+        "avx512bw" => is_x86_feature_detected!("avx512bw"),
+        "avx512vl" => is_x86_feature_detected!("avx512vl"),
+        "avx512vnni" => is_x86_feature_detected!("avx512vnni"),
+        _ => false,
     }
-    let vnni = allow_vnni
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vl")
-        && is_x86_feature_detected!("avx512vnni");
-    // SAFETY (every closure below): the features each function enables were detected above.
-    Some(if vnni {
-        Kernels {
-            level: "avx512-vnni",
+}
+
+/// The x86 kernels of `level`; the caller checked [`missing`] is empty.
+pub(super) fn kernels(level: super::Level) -> Kernels {
+    use super::Level;
+    // SAFETY (every closure below): the features each function enables were detected.
+    match level {
+        Level::Avx512Vnni => Kernels {
             q4_0: |w, rb, a, o| unsafe { q4_0_vnni(w, rb, a, o) },
             q4_1: |w, rb, a, o| unsafe { q4_1_vnni(w, rb, a, o) },
             q8_0: |w, rb, a, o| unsafe { q8_0_vnni(w, rb, a, o) },
             q4k: |w, rb, a, o| unsafe { q4k_vnni(w, rb, a, o) },
             q6k: |w, rb, a, o| unsafe { q6k_vnni(w, rb, a, o) },
-            tiled: super::tiled::kernel,
-            ..float_kernels("avx512-vnni")
-        }
-    } else {
-        Kernels {
-            level: "avx2",
+            tiled: super::tiled::vnni,
+            ..float_kernels(level)
+        },
+        _ => Kernels {
             q4_0: |w, rb, a, o| unsafe { q4_0_avx2(w, rb, a, o) },
             q4_1: |w, rb, a, o| unsafe { q4_1_avx2(w, rb, a, o) },
             q8_0: |w, rb, a, o| unsafe { q8_0_avx2(w, rb, a, o) },
             q4k: |w, rb, a, o| unsafe { q4k_avx2(w, rb, a, o) },
             q6k: |w, rb, a, o| unsafe { q6k_avx2(w, rb, a, o) },
-            ..float_kernels("avx2")
-        }
-    })
+            tiled: if level == Level::Avx512 {
+                super::tiled::avx512
+            } else {
+                super::tiled::avx2
+            },
+            ..float_kernels(level)
+        },
+    }
 }
 
-fn float_kernels(level: &'static str) -> Kernels {
+fn float_kernels(level: super::Level) -> Kernels {
     Kernels {
-        level,
+        level: level.name(),
+        simd: level,
         f32: |w, rb, a, o| unsafe { float_rows::<0>(w, rb, a.f, o) },
         f16: |w, rb, a, o| unsafe { float_rows::<1>(w, rb, a.f, o) },
         bf16: |w, rb, a, o| unsafe { float_rows::<2>(w, rb, a.f, o) },

@@ -1,0 +1,287 @@
+//! The tiled kernels, written once over [`Isa`] and instantiated per x86 level. A pass runs up
+//! to `Isa::MAXN` activation rows against the whole tile: each block's weights are decoded
+//! into registers once and then dotted with every row of the pass. A 256-bit level runs the
+//! tile's two halves (rows 0..8 and 8..16) one after the other inside the same block loop, so
+//! the tile is still streamed from memory once.
+//!
+//! Integer sums stay exact: without VNNI the `vpmaddubsw` pairs are summed in 16 bits only as
+//! far as they cannot overflow (eight 4-bit weights' pairs, two 6-bit ones', one 8-bit one's).
+
+use super::isa::{Avx2, Avx512, Isa, Vnni};
+use super::{Q4_0, Q4_1, Q4K, Q6K, Q8_0, check, dtype_of};
+use crate::quant::pack::{TILE, layout::*, tile_block_bytes};
+use crate::quant::{ActRow, QK, TileFn};
+use crate::tensor::DType;
+
+macro_rules! level {
+    ($name:ident, $isa:ty, $feat:literal) => {
+        /// The tiled kernel for `dtype` at this level (the caller detected its features).
+        pub(in crate::quant) fn $name(dtype: DType) -> Option<TileFn> {
+            #[target_feature(enable = $feat)]
+            unsafe fn entry<const T: u8>(
+                tile: &[u8],
+                lanes: usize,
+                acts: &[ActRow<'_>],
+                out: *mut f32,
+                stride: usize,
+            ) {
+                // SAFETY: the features are enabled; see TileFn for `out`.
+                unsafe { rows::<$isa, T>(tile, lanes, acts, out, stride) }
+            }
+            Some(match dtype {
+                DType::Q4_0 => entry::<Q4_0>,
+                DType::Q4_1 => entry::<Q4_1>,
+                DType::Q8_0 => entry::<Q8_0>,
+                DType::Q4K => entry::<Q4K>,
+                DType::Q6K => entry::<Q6K>,
+                _ => return None,
+            })
+        }
+    };
+}
+level!(avx2, Avx2, "avx2,fma,f16c");
+level!(avx512, Avx512, "avx2,fma,f16c,avx512f,avx512bw");
+level!(vnni, Vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vnni");
+
+#[inline(always)]
+unsafe fn rows<S: Isa, const T: u8>(
+    tile: &[u8],
+    lanes: usize,
+    acts: &[ActRow<'_>],
+    out: *mut f32,
+    stride: usize,
+) {
+    let nk = check(T, tile, lanes, acts);
+    let mut t = 0;
+    while t < acts.len() {
+        let a = &acts[t..];
+        // SAFETY: lengths checked; the caller vouches for `out` (see TileFn).
+        unsafe {
+            let o = out.add(t * stride);
+            let p = tile.as_ptr();
+            t += match a.len().min(S::MAXN) {
+                1 => pass::<S, T, 1>(p, nk, lanes, a, o, stride),
+                2 => pass::<S, T, 2>(p, nk, lanes, a, o, stride),
+                3 => pass::<S, T, 3>(p, nk, lanes, a, o, stride),
+                4 => pass::<S, T, 4>(p, nk, lanes, a, o, stride),
+                5 => pass::<S, T, 5>(p, nk, lanes, a, o, stride),
+                6 => pass::<S, T, 6>(p, nk, lanes, a, o, stride),
+                7 => pass::<S, T, 7>(p, nk, lanes, a, o, stride),
+                _ => pass::<S, T, 8>(p, nk, lanes, a, o, stride),
+            };
+        }
+    }
+}
+
+/// The tile against the first `N` activation rows; returns `N`.
+#[inline(always)]
+unsafe fn pass<S: Isa, const T: u8, const N: usize>(
+    tile: *const u8,
+    nk: usize,
+    lanes: usize,
+    acts: &[ActRow<'_>],
+    out: *mut f32,
+    stride: usize,
+) -> usize {
+    let tb = tile_block_bytes(dtype_of(T));
+    let parts = TILE / S::L;
+    let acts: &[ActRow<'_>; N] = acts[..N].try_into().expect("N rows");
+    // SAFETY (all loads): tile-block k is tile[k * tb..][..tb], within the length checked by
+    // the caller; part p reads its lanes' share of each array in it.
+    unsafe {
+        let mut acc = [[S::zero_f(); N]; 2];
+        for k in 0..nk {
+            let base = tile.add(k * tb);
+            for (p, acc) in acc.iter_mut().enumerate().take(parts) {
+                block::<S, T, N>(base, p * S::L, k, acts, acc);
+            }
+        }
+        for (p, acc) in acc.iter().enumerate().take(parts) {
+            let n = lanes.saturating_sub(p * S::L).min(S::L);
+            if n == 0 {
+                continue;
+            }
+            for (t, v) in acc.iter().enumerate() {
+                S::store(out.add(t * stride + p * S::L), n, *v);
+            }
+        }
+    }
+    N
+}
+
+/// One tile-block (stored block `k` of 16 rows), lanes `l0..l0 + L`, against `N` rows.
+#[inline(always)]
+unsafe fn block<S: Isa, const T: u8, const N: usize>(
+    base: *const u8,
+    l0: usize,
+    k: usize,
+    acts: &[ActRow<'_>; N],
+    acc: &mut [S::F; N],
+) {
+    unsafe {
+        let d = S::f16s(base.add(2 * l0));
+        match T {
+            Q4_0 => {
+                let w = group::<S>(base.add(Q4_0_Q + 4 * l0));
+                for (acc, a) in acc.iter_mut().zip(acts) {
+                    let sum = a.h16[2 * k] + a.h16[2 * k + 1];
+                    let x = S::sub32(u4dot::<S>(&w, a, k), S::set1_32(8 * sum));
+                    *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(a.d[k])), *acc);
+                }
+            }
+            Q4_1 => {
+                let m = S::f16s(base.add(Q4_1_M + 2 * l0));
+                let w = group::<S>(base.add(Q4_1_Q + 4 * l0));
+                for (acc, a) in acc.iter_mut().zip(acts) {
+                    let x = u4dot::<S>(&w, a, k);
+                    *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(a.d[k])), *acc);
+                    *acc = S::fma(m, S::set1_f(a.s[k]), *acc);
+                }
+            }
+            Q8_0 => {
+                let q = base.add(Q8_0_Q + 4 * l0);
+                let w: [S::I; 8] = std::array::from_fn(|c| S::load(q.add(64 * c)));
+                q8::<S, N>(&w, d, k, acts, acc);
+            }
+            Q4K => {
+                let dmin = S::f16s(base.add(Q4K_DMIN + 2 * l0));
+                for s in 0..8 {
+                    let b = 8 * k + s;
+                    let sc = S::mul(d, S::u8s(base.add(Q4K_SC + TILE * s + l0)));
+                    let m = S::neg(S::mul(dmin, S::u8s(base.add(Q4K_MIN + TILE * s + l0))));
+                    let w = group::<S>(base.add(Q4K_Q + GROUP * s + 4 * l0));
+                    for (acc, a) in acc.iter_mut().zip(acts) {
+                        let x = u4dot::<S>(&w, a, b);
+                        *acc = S::fma(S::cvt(x), S::mul(sc, S::set1_f(a.d[b])), *acc);
+                        *acc = S::fma(m, S::set1_f(a.s[b]), *acc);
+                    }
+                }
+            }
+            _ => {
+                for s in 0..8 {
+                    let b = 8 * k + s;
+                    let sc0 = S::mul(d, S::i8s(base.add(Q6K_SC + TILE * 2 * s + l0)));
+                    let sc1 = S::mul(d, S::i8s(base.add(Q6K_SC + TILE * (2 * s + 1) + l0)));
+                    let sub = base.add(Q6K_Q + Q6K_SUB * s);
+                    let mut w = group::<S>(sub.add(4 * l0));
+                    let m30 = S::set1_8(0x30);
+                    for h in 0..2 {
+                        let hb = S::load(sub.add(GROUP + 64 * h + 4 * l0));
+                        let up = [
+                            S::slli16(hb, 4),
+                            S::slli16(hb, 2),
+                            hb,
+                            S::srli16(hb, 2),
+                        ];
+                        for (i, v) in up.into_iter().enumerate() {
+                            w[4 * h + i] = S::or(w[4 * h + i], S::and(v, m30));
+                        }
+                    }
+                    for (acc, a) in acc.iter_mut().zip(acts) {
+                        for h in 0..2 {
+                            let at = QK * b + 16 * h;
+                            let ws = &w[4 * h..4 * h + 4];
+                            let x = S::combine(
+                                udot::<S, 2>(ws, a.hi.as_ptr().add(at)),
+                                udot::<S, 2>(ws, a.lo.as_ptr().add(at)),
+                            );
+                            let x = S::sub32(x, S::set1_32(32 * a.h16[2 * b + h]));
+                            let sc = if h == 0 { sc0 } else { sc1 };
+                            *acc = S::fma(S::cvt(x), S::mul(sc, S::set1_f(a.d[b])), *acc);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A nibble group's 32 weights per lane: `w[c]` holds weights `4c..4c + 4`.
+#[inline(always)]
+unsafe fn group<S: Isa>(q: *const u8) -> [S::I; 8] {
+    unsafe {
+        let m4 = S::set1_8(0x0F);
+        let mut w = [S::zero_i(); 8];
+        for c in 0..4 {
+            let v = S::load(q.add(64 * c));
+            w[c] = S::and(v, m4);
+            w[c + 4] = S::and(S::srli16(v, 4), m4);
+        }
+        w
+    }
+}
+
+/// `sum(w * q)` of 4-bit weights against one activation block, exact.
+#[inline(always)]
+unsafe fn u4dot<S: Isa>(w: &[S::I; 8], a: &ActRow<'_>, b: usize) -> S::I {
+    unsafe {
+        S::combine(
+            udot::<S, 8>(w, a.hi.as_ptr().add(QK * b)),
+            udot::<S, 8>(w, a.lo.as_ptr().add(QK * b)),
+        )
+    }
+}
+
+/// `sum over c of w[c] . a[4c..4c + 4]` per lane: unsigned weights, signed activations.
+/// Without VNNI, `G` consecutive `vpmaddubsw` results are summed in 16 bits first.
+#[inline(always)]
+unsafe fn udot<S: Isa, const G: usize>(w: &[S::I], a: *const i8) -> S::I {
+    unsafe {
+        let mut acc = S::zero_i();
+        if S::VNNI {
+            for (c, &w) in w.iter().enumerate() {
+                acc = S::dpbusd(acc, w, S::bcast(a.add(4 * c)));
+            }
+            return acc;
+        }
+        for (g, ws) in w.chunks(G).enumerate() {
+            let mut s = S::maddubs(ws[0], S::bcast(a.add(4 * G * g)));
+            for (i, &w) in ws.iter().enumerate().skip(1) {
+                s = S::add16(s, S::maddubs(w, S::bcast(a.add(4 * (G * g + i)))));
+            }
+            acc = S::add32(acc, S::madd1(s));
+        }
+        acc
+    }
+}
+
+/// Q8_0: signed weights. With VNNI they are offset to unsigned and the offset taken off as
+/// `128 * sum(q)`; without, the sign moves onto the activations.
+#[inline(always)]
+unsafe fn q8<S: Isa, const N: usize>(
+    w: &[S::I; 8],
+    d: S::F,
+    b: usize,
+    acts: &[ActRow<'_>; N],
+    acc: &mut [S::F; N],
+) {
+    unsafe {
+        if S::VNNI {
+            let flip = S::set1_8(i8::MIN);
+            let u = w.map(|w| S::xor(w, flip));
+            for (acc, a) in acc.iter_mut().zip(acts) {
+                let sum = a.h16[2 * b] + a.h16[2 * b + 1];
+                let x = S::combine(
+                    udot::<S, 1>(&u, a.hi.as_ptr().add(QK * b)),
+                    udot::<S, 1>(&u, a.lo.as_ptr().add(QK * b)),
+                );
+                let x = S::sub32(x, S::set1_32(128 * sum));
+                *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(a.d[b])), *acc);
+            }
+            return;
+        }
+        let aw = w.map(|w| S::abs8(w));
+        for (acc, a) in acc.iter_mut().zip(acts) {
+            let sdot = |p: *const i8| {
+                let mut x = S::zero_i();
+                for c in 0..8 {
+                    let s = S::sign8(S::bcast(p.add(4 * c)), w[c]);
+                    x = S::add32(x, S::madd1(S::maddubs(aw[c], s)));
+                }
+                x
+            };
+            let x = S::combine(sdot(a.hi.as_ptr().add(QK * b)), sdot(a.lo.as_ptr().add(QK * b)));
+            *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(a.d[b])), *acc);
+        }
+    }
+}

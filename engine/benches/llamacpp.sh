@@ -6,9 +6,12 @@
 # 1. Downloads the llama-cpp-python sdist from PyPI (it vendors llama.cpp) into
 #    $LLAMACPP_SRC (default /tmp/llamacpp-src) and unpacks it.
 # 2. Configures and builds only llama-bench, llama-tokenize, llama-simple and
-#    llama-batched-bench into $LLAMACPP_DIR (default /tmp/llamacpp-build),
-#    Release, -march=native, no network / optional deps. Compiles run under
-#    `nice -n 15` with $LLAMACPP_JOBS jobs (default 2).
+#    llama-batched-bench into $LLAMACPP_DIR, Release, no network / optional deps.
+#    LLAMACPP_LEVEL picks the instruction set, to match the engine's JOULE_SIMD:
+#    native (default: -march=native, into /tmp/llamacpp-build), or avx2, avx512,
+#    avx512-vnni (GGML_NATIVE=OFF with only that level's GGML_* flags on, AMX off,
+#    into /tmp/llamacpp-build-LEVEL). Compiles run under `nice -n 15` with
+#    $LLAMACPP_JOBS jobs (default 2).
 # 3. Runs `llama-bench -m MODEL -t T -p 512 -n 128 -r 3` per thread count and
 #    prints llama-bench's markdown table. With LLAMACPP_SERVER=1 it builds llama-server
 #    instead and stops there (for `joulectl bench --compare`, deploy/bench-vs-llamacpp.sh).
@@ -17,7 +20,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 
@@ -27,7 +30,19 @@ THREADS=("$@")
 [[ -f "$MODEL" ]] || { echo "model not found: $MODEL" >&2; exit 1; }
 
 SRC_ROOT="${LLAMACPP_SRC:-/tmp/llamacpp-src}"
-BUILD_DIR="${LLAMACPP_DIR:-/tmp/llamacpp-build}"
+LEVEL="${LLAMACPP_LEVEL:-native}"
+case "$LEVEL" in
+    native) ISA=(-DGGML_NATIVE=ON); DEFAULT_DIR=/tmp/llamacpp-build ;;
+    avx2|avx512|avx512-vnni)
+        ISA=(-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
+             -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512_VBMI=OFF
+             -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+             -DGGML_AVX512="$([[ $LEVEL == avx2 ]] && echo OFF || echo ON)"
+             -DGGML_AVX512_VNNI="$([[ $LEVEL == avx512-vnni ]] && echo ON || echo OFF)")
+        DEFAULT_DIR=/tmp/llamacpp-build-$LEVEL ;;
+    *) echo "LLAMACPP_LEVEL must be native, avx2, avx512 or avx512-vnni, got $LEVEL" >&2; exit 2 ;;
+esac
+BUILD_DIR="${LLAMACPP_DIR:-$DEFAULT_DIR}"
 # LLAMACPP_SERVER=1: also build llama-server (for `joulectl bench --compare`), and skip the
 # llama-bench run.
 SERVER="${LLAMACPP_SERVER:-0}"
@@ -75,7 +90,7 @@ if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
     # network or optional deps, so they are all off.
     nice -n 15 cmake -S "$SRC" -B "$BUILD_DIR" \
         -DCMAKE_BUILD_TYPE=Release \
-        -DGGML_NATIVE=ON \
+        "${ISA[@]}" \
         -DLLAMA_CURL=OFF \
         -DLLAMA_OPENSSL=OFF \
         -DLLAMA_BUILD_TESTS=OFF \

@@ -328,3 +328,16 @@ fn a_resumed_request_continues_the_interrupted_one_exactly() {
     assert!(err.to_string().contains("resumed_tokens"), "{err}");
     common::assert_pool_full(&h);
 }
+
+/// Batch identity again at each other SIMD level this CPU runs, scalar aside (`JOULE_SIMD`
+/// forced): the tiled kernels of every level must not depend on the batch either.
+#[test]
+fn every_simd_level_gives_the_same_outputs_in_any_batch() {
+    common::rerun_at_other_levels(
+        &[
+            "greedy_outputs_in_batches_of_1_8_and_64_match_each_request_alone",
+            "a_resumed_request_continues_the_interrupted_one_exactly",
+        ],
+        false,
+    );
+}

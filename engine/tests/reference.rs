@@ -8,7 +8,8 @@ use common::*;
 use joule_engine::model::forward::Logits;
 use joule_engine::model::{LoadOptions, Model};
 use joule_engine::sample::argmax;
-use joule_engine::testkit::{self, TINY_MODELS};
+use joule_engine::gguf::GgufFile;
+use joule_engine::testkit::{self, Requant, TINY_MODELS};
 
 /// Greedy-decodes `n` tokens after `prompt`.
 fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
@@ -130,4 +131,44 @@ fn tiny_models_match_the_reference() {
             spec.name
         );
     }
+}
+
+/// SmolLM2 requantised by the engine's own quantiser to Q8_0, Q6_K and Q4_K_M (deterministic:
+/// the fixture names the file's sha256, and the reference read that same file). Its width, 576,
+/// is not a multiple of 256, so only the FFN-down matrices become K-quants; the others fall back
+/// to Q8_0 / Q4_1 (see `testkit::requant_dtype`).
+#[test]
+fn requantised_default_model_matches_the_reference() {
+    let src = GgufFile::open(default_model()).expect("open the default model");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (scheme, name) in [
+        (Requant::Q8_0, "q8_0"),
+        (Requant::Q6K, "q6_k"),
+        (Requant::Q4KM, "q4_k_m"),
+    ] {
+        let fx = fixture(&format!("smollm2-{name}.json"));
+        let bytes = testkit::requantize(&src, scheme).expect("requantize");
+        assert_eq!(
+            sha256_hex(&bytes),
+            fx["model_sha256"].as_str().expect("sha"),
+            "SmolLM2 {name}: the requantised file differs from the one the fixture was computed on; rerun tests/reference/regen.sh"
+        );
+        let path = dir.path().join(format!("smollm2-{name}.gguf"));
+        std::fs::write(&path, &bytes).expect("write");
+        let model = Model::load(&path, &LoadOptions::default()).expect("load");
+        let tol = tolerance(name, model.config.n_layers);
+        let label = format!("SmolLM2 {name}");
+        let worst = check_cases(&model, &fx, tol, &label);
+        eprintln!("{label}: worst logit error {worst:.2e} of the top logit");
+    }
+}
+
+/// Every test above again at each other SIMD level this CPU runs (`JOULE_SIMD` forced).
+#[test]
+fn every_simd_level_matches_the_reference() {
+    rerun_at_other_levels(&[
+        "default_model_matches_the_reference",
+        "tiny_models_match_the_reference",
+        "requantised_default_model_matches_the_reference",
+    ], true);
 }

@@ -3,6 +3,8 @@
 #   tiny/NAME.json        logits + greedy of the tiny random models (written by the engine's
 #                         deterministic test kit, computed by reference.py)
 #   smollm2.json          logits + greedy of the default model on cases/smollm2_prompts.json
+#   smollm2-SCHEME.json   the same prompts on the default model requantised by the engine's
+#                         quantiser (examples/requantize.rs) to q8_0, q6_k and q4_k_m
 #   tokenizer_smollm2.json  token ids of cases/tokenizer_corpus.json from llama.cpp's tokenizer
 #   tokenizer_tiny_spm.json token ids of cases/tokenizer_spm_corpus.json with the test kit's
 #                         SentencePiece vocabulary (spm-vocab.gguf), from llama.cpp's tokenizer
@@ -58,6 +60,21 @@ PY
 echo "== SmolLM2 logits" >&2
 python3 $REF/reference.py logits --model "$MODEL" --cases "$tmp/smollm2_cases.json" \
   --greedy 32 --out "$FX/smollm2.json"
+
+echo "== SmolLM2 requantised by the engine (Q8_0, Q6_K, Q4_K_M)" >&2
+python3 -c 'import json, sys; fx = json.load(open(sys.argv[1]));
+json.dump({"prompts": [c["prompt_ids"] for c in fx["cases"]]}, open(sys.argv[2], "w"))' \
+  "$FX/smollm2.json" "$tmp/smollm2_ids.json"
+for scheme in q8_0 q6_k q4_k_m; do
+  cargo run --quiet --release -p joule-engine --example requantize -- "$MODEL" "$scheme" "$tmp/smollm2-$scheme.gguf"
+  python3 $REF/reference.py logits --model "$tmp/smollm2-$scheme.gguf" --cases "$tmp/smollm2_ids.json" \
+    --greedy 8 --out "$FX/smollm2-$scheme.json"
+  # The prompts were chosen on the Q4_1 model; keep those whose closest argmax call on this
+  # file is wide enough (0.002 of the top logit) to be compared at the engine's error.
+  python3 -c 'import json, sys; p = sys.argv[1]; fx = json.load(open(p))
+fx["cases"] = [c for c in fx["cases"] if c["min_argmax_margin"] >= 0.002]
+assert len(fx["cases"]) >= 3, p; json.dump(fx, open(p, "w"))' "$FX/smollm2-$scheme.json"
+done
 
 echo "== tiny model logits" >&2
 while read -r name path; do

@@ -82,3 +82,48 @@ pub fn assert_pool_full(h: &joule_engine::batch::EngineHandle) {
         "blocks still held: {kv:?}"
     );
 }
+
+/// Runs `tests` of this test binary again in a child process per SIMD level this CPU runs other
+/// than the one this process picked, with `JOULE_SIMD` set to it: the numeric contract must hold
+/// at every level the engine can be forced to, not only the best. Does nothing where
+/// `JOULE_SIMD` is already set (a child, or a run forced by hand). `scalar`: include the portable
+/// level (slow; its row-at-a-time kernels cannot depend on the batch by construction).
+pub fn rerun_at_other_levels(tests: &[&str], scalar: bool) {
+    use joule_engine::quant::Level;
+    if std::env::var_os("JOULE_SIMD").is_some() {
+        eprintln!("JOULE_SIMD is set: only this level runs");
+        return;
+    }
+    let exe = std::env::current_exe().expect("this test binary");
+    let best = Level::best();
+    let levels = Level::supported()
+        .into_iter()
+        .filter(|l| *l != best && (scalar || *l != Level::Scalar));
+    for level in levels {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(&exe)
+            .args(tests)
+            .arg("--exact")
+            .env("JOULE_SIMD", level.name())
+            .output()
+            .expect("run this test binary again");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        assert!(
+            out.status.success(),
+            "JOULE_SIMD={level}: {tests:?} failed:\n{}",
+            tail.join("\n")
+        );
+        let ran = text.matches("... ok").count();
+        assert_eq!(ran, tests.len(), "JOULE_SIMD={level}: expected {} tests to pass:\n{text}", tests.len());
+        eprintln!(
+            "JOULE_SIMD={level}: {ran} tests passed in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}

@@ -112,27 +112,37 @@ unsafe fn score_tile<const N: usize, const V: usize>(
     // SAFETY (all loads): the caller checked the bounds of keys; q has N rows of hd.
     unsafe {
         let mut acc = [[[_mm256_setzero_ps(); V]; N]; 2];
-        let step = |acc: &mut [[__m256; V]; N], d: usize| {
-            let mut k = [_mm256_setzero_ps(); V];
-            for (v, kv) in k.iter_mut().enumerate() {
-                *kv = load8(keys, f16, d * bs + s0 + 8 * v);
-            }
-            for (j, a) in acc.iter_mut().enumerate() {
-                let qb = _mm256_broadcast_ss(&*q.as_ptr().add(j * hd + d));
-                for v in 0..V {
-                    a[v] = _mm256_fmadd_ps(qb, k[v], a[v]);
+        // A function, not a closure: closures do not inherit the caller's target features, so
+        // the intrinsics in one would be calls.
+        #[inline(always)]
+        unsafe fn step<const N: usize, const V: usize>(
+            acc: &mut [[__m256; V]; N],
+            (keys, f16, bs, s0, q, hd): (&[u8], bool, usize, usize, &[f32], usize),
+            d: usize,
+        ) {
+            unsafe {
+                let mut k = [_mm256_setzero_ps(); V];
+                for (v, kv) in k.iter_mut().enumerate() {
+                    *kv = load8(keys, f16, d * bs + s0 + 8 * v);
+                }
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let qb = _mm256_broadcast_ss(&*q.as_ptr().add(j * hd + d));
+                    for v in 0..V {
+                        a[v] = _mm256_fmadd_ps(qb, k[v], a[v]);
+                    }
                 }
             }
-        };
+        }
+        let ctx = (keys, f16, bs, s0, q, hd);
         let [a0, a1] = &mut acc;
         let mut d = 0;
         while d + 1 < hd {
-            step(a0, d);
-            step(a1, d + 1);
+            step(a0, ctx, d);
+            step(a1, ctx, d + 1);
             d += 2;
         }
         if d < hd {
-            step(a0, d);
+            step(a0, ctx, d);
         }
         let mut res = [[0f32; 16]; HEADS];
         for ((r, a), b) in res.iter_mut().zip(&acc[0]).zip(&acc[1]) {

@@ -140,7 +140,10 @@ unsafe fn block<S: Isa, const T: u8, const N: usize>(
             }
             Q8_0 => {
                 let q = base.add(Q8_0_Q + 4 * l0);
-                let w: [S::I; 8] = std::array::from_fn(|c| S::load(q.add(64 * c)));
+                let mut w = [S::zero_i(); 8];
+                for (c, w) in w.iter_mut().enumerate() {
+                    *w = S::load(q.add(64 * c));
+                }
                 q8::<S, N>(&w, d, k, acts, acc);
             }
             Q4K => {
@@ -258,7 +261,10 @@ unsafe fn q8<S: Isa, const N: usize>(
     unsafe {
         if S::VNNI {
             let flip = S::set1_8(i8::MIN);
-            let u = w.map(|w| S::xor(w, flip));
+            let mut u = [S::zero_i(); 8];
+            for (u, &w) in u.iter_mut().zip(w) {
+                *u = S::xor(w, flip);
+            }
             for (acc, a) in acc.iter_mut().zip(acts) {
                 let sum = a.h16[2 * b] + a.h16[2 * b + 1];
                 let x = S::combine(
@@ -270,18 +276,31 @@ unsafe fn q8<S: Isa, const N: usize>(
             }
             return;
         }
-        let aw = w.map(|w| S::abs8(w));
+        let mut aw = [S::zero_i(); 8];
+        for (aw, &w) in aw.iter_mut().zip(w) {
+            *aw = S::abs8(w);
+        }
         for (acc, a) in acc.iter_mut().zip(acts) {
-            let sdot = |p: *const i8| {
-                let mut x = S::zero_i();
-                for c in 0..8 {
-                    let s = S::sign8(S::bcast(p.add(4 * c)), w[c]);
-                    x = S::add32(x, S::madd1(S::maddubs(aw[c], s)));
-                }
-                x
-            };
-            let x = S::combine(sdot(a.hi.as_ptr().add(QK * b)), sdot(a.lo.as_ptr().add(QK * b)));
+            let x = S::combine(
+                sdot::<S>(w, &aw, a.hi.as_ptr().add(QK * b)),
+                sdot::<S>(w, &aw, a.lo.as_ptr().add(QK * b)),
+            );
             *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(a.d[b])), *acc);
         }
+    }
+}
+
+/// `sum(w * a)` of signed weights `w` (`aw` their magnitudes) without VNNI. A plain function,
+/// not a closure: a closure would not inherit the caller's target features, and its
+/// intrinsics would become calls.
+#[inline(always)]
+unsafe fn sdot<S: Isa>(w: &[S::I; 8], aw: &[S::I; 8], p: *const i8) -> S::I {
+    unsafe {
+        let mut x = S::zero_i();
+        for c in 0..8 {
+            let s = S::sign8(S::bcast(p.add(4 * c)), w[c]);
+            x = S::add32(x, S::madd1(S::maddubs(aw[c], s)));
+        }
+        x
     }
 }

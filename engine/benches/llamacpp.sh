@@ -14,13 +14,14 @@
 #    $LLAMACPP_JOBS jobs (default 2).
 # 3. Runs `llama-bench -m MODEL -t T -p 512 -n 128 -r 3` per thread count and
 #    prints llama-bench's markdown table. With LLAMACPP_SERVER=1 it builds llama-server
-#    instead and stops there (for `joulectl bench --compare`, deploy/bench-vs-llamacpp.sh).
+#    instead and stops there (for `joulectl bench --compare`, deploy/bench-vs-llamacpp.sh);
+#    with LLAMACPP_BUILD_ONLY=1 it stops after the build.
 # Each step is skipped when its output already exists, so re-runs only bench.
 # The llama.cpp source is downloaded to /tmp at run time and is never committed.
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 
@@ -102,6 +103,9 @@ if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
 fi
 
 TARGETS=(llama-bench llama-tokenize llama-simple llama-batched-bench)
+# LLAMACPP_TARGETS overrides (e.g. "ggml-cpu": only the library whose code depends on the
+# instruction set; engine/benches/levels.sh runs another level's binaries against it).
+[[ -n "${LLAMACPP_TARGETS:-}" ]] && read -r -a TARGETS <<< "$LLAMACPP_TARGETS"
 if [[ $SERVER == 1 ]]; then
     if ! grep -q '^LLAMA_BUILD_SERVER:BOOL=ON' "$BUILD_DIR/CMakeCache.txt"; then
         nice -n 15 cmake "$BUILD_DIR" -DLLAMA_BUILD_SERVER=ON >&2
@@ -109,7 +113,7 @@ if [[ $SERVER == 1 ]]; then
     TARGETS=(llama-server)
 fi
 missing=0
-for tgt in "${TARGETS[@]}"; do [[ -x "$BIN/$tgt" ]] || missing=1; done
+for tgt in "${TARGETS[@]}"; do [[ -x "$BIN/$tgt" || -f "$BIN/lib$tgt.so" ]] || missing=1; done
 if [[ $missing -eq 1 ]]; then
     log "building ${TARGETS[*]} (-j$JOBS, nice 15)"
     start=$(date +%s)
@@ -120,6 +124,10 @@ fi
 
 if [[ $SERVER == 1 ]]; then
     log "built $BIN/llama-server"
+    exit 0
+fi
+if [[ ${LLAMACPP_BUILD_ONLY:-0} == 1 ]]; then
+    log "built ${TARGETS[*]} in $BIN"
     exit 0
 fi
 

@@ -1,7 +1,7 @@
 //! Writes a random-weight GGUF model of Llama-3.2-1B's shape (16 layers, dim 2048, 32 heads,
 //! 8 KV heads, FFN 8192, vocabulary 128256, tied embeddings), for benchmarks on hardware where
 //! downloading the real model is not possible, with a small SentencePiece vocabulary padded to
-//! the real size and a 256-token context. The weights are noise: the throughput and the
+//! the real size and a 4096-token context. The weights are noise: the throughput and the
 //! bytes read per token are those of the real model; the text is not.
 //!
 //! `cargo run --release -p joule-engine --example random-model -- TYPE OUT.gguf`

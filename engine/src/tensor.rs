@@ -91,6 +91,27 @@ pub enum Blob {
 }
 
 impl Blob {
+    /// `bytes` in anonymous memory the kernel is asked to back with huge pages (fewer TLB misses
+    /// while decode streams every matrix once per token); a plain buffer where that fails.
+    pub fn huge(bytes: Vec<u8>) -> Self {
+        if bytes.is_empty() {
+            return Blob::Owned(bytes);
+        }
+        let mapped = memmap2::MmapOptions::new()
+            .len(bytes.len())
+            .map_anon()
+            .and_then(|mut m| {
+                #[cfg(unix)]
+                let _ = m.advise(memmap2::Advice::HugePage);
+                m.copy_from_slice(&bytes);
+                m.make_read_only()
+            });
+        match mapped {
+            Ok(m) => Blob::Mapped(m),
+            Err(_) => Blob::Owned(bytes),
+        }
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Blob::Mapped(m) => m,
@@ -158,8 +179,12 @@ impl Weight {
         }
         let bytes = pack::tile_matrix(self.dtype, self.rows, self.row_bytes(), self.data());
         Self {
+            dtype: self.dtype,
+            rows: self.rows,
+            cols: self.cols,
             packed: true,
-            ..Self::owned(self.dtype, self.rows, self.cols, bytes)
+            blob: Arc::new(Blob::huge(bytes)),
+            start: 0,
         }
     }
 

@@ -217,7 +217,12 @@ fn gguf_writer_with(s: &TinySpec, dtype_of: &dyn Fn(&str, usize) -> DType) -> Gg
     w.meta("general.architecture", Value::String(a.into()))
         .meta("general.name", Value::String(format!("tiny-{}", s.name)))
         .meta(&format!("{a}.block_count"), u32v(s.layers))
-        .meta(&format!("{a}.context_length"), u32v(256))
+        // Tiny models: 256 positions; models of real width (the 1B-shaped benchmark model):
+        // 4096, room for a 512-token prefill benchmark and its decode.
+        .meta(
+            &format!("{a}.context_length"),
+            u32v(if s.dim >= 1024 { 4096 } else { 256 }),
+        )
         .meta(&format!("{a}.embedding_length"), u32v(s.dim))
         .meta(&format!("{a}.feed_forward_length"), u32v(s.ffn))
         .meta(&format!("{a}.attention.head_count"), u32v(s.heads))

@@ -5,10 +5,10 @@
 mod common;
 
 use common::*;
+use joule_engine::gguf::GgufFile;
 use joule_engine::model::forward::Logits;
 use joule_engine::model::{LoadOptions, Model};
 use joule_engine::sample::argmax;
-use joule_engine::gguf::GgufFile;
 use joule_engine::testkit::{self, Requant, TINY_MODELS};
 
 /// Greedy-decodes `n` tokens after `prompt`.
@@ -166,9 +166,12 @@ fn requantised_default_model_matches_the_reference() {
 /// Every test above again at each other SIMD level this CPU runs (`JOULE_SIMD` forced).
 #[test]
 fn every_simd_level_matches_the_reference() {
-    rerun_at_other_levels(&[
-        "default_model_matches_the_reference",
-        "tiny_models_match_the_reference",
-        "requantised_default_model_matches_the_reference",
-    ], true);
+    rerun_at_other_levels(
+        &[
+            "default_model_matches_the_reference",
+            "tiny_models_match_the_reference",
+            "requantised_default_model_matches_the_reference",
+        ],
+        true,
+    );
 }

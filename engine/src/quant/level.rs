@@ -20,12 +20,7 @@ pub enum Level {
 pub const ENV: &str = "JOULE_SIMD";
 
 impl Level {
-    pub const ALL: [Level; 4] = [
-        Level::Scalar,
-        Level::Avx2,
-        Level::Avx512,
-        Level::Avx512Vnni,
-    ];
+    pub const ALL: [Level; 4] = [Level::Scalar, Level::Avx2, Level::Avx512, Level::Avx512Vnni];
 
     /// The name `JOULE_SIMD` takes and logs show.
     pub const fn name(self) -> &'static str {
@@ -124,7 +119,10 @@ mod tests {
         assert_eq!(Level::choose("scalar").unwrap(), Level::Scalar);
         let e = Level::choose("avx3").unwrap_err();
         assert!(e.contains("JOULE_SIMD=\"avx3\" is not a SIMD level"), "{e}");
-        assert!(e.contains("avx512-vnni") && e.contains("this CPU runs scalar"), "{e}");
+        assert!(
+            e.contains("avx512-vnni") && e.contains("this CPU runs scalar"),
+            "{e}"
+        );
         for l in Level::ALL {
             match Level::choose(l.name()) {
                 Ok(got) => assert!(l.missing().is_empty() && got == l),

@@ -121,7 +121,15 @@ fn tiled_kernels_match_the_exact_dot_and_never_depend_on_the_batch() {
             let portable = portable.expect("every tiled type has a portable kernel");
             tested += 1;
             let mut rng = Rng::new(dtype as u64 + 11);
-            for (n, rows) in [(64usize, 1usize), (96, 5), (256, 3), (512, 17), (576, 16), (608, 21), (1536, 35)] {
+            for (n, rows) in [
+                (64usize, 1usize),
+                (96, 5),
+                (256, 3),
+                (512, 17),
+                (576, 16),
+                (608, 21),
+                (1536, 35),
+            ] {
                 if n % dtype.block_len() != 0 {
                     continue;
                 }

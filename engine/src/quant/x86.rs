@@ -27,10 +27,7 @@ pub(super) fn missing(level: super::Level) -> Vec<&'static str> {
             "avx512vnni",
         ],
     };
-    want.iter()
-        .copied()
-        .filter(|f| !has(f))
-        .collect()
+    want.iter().copied().filter(|f| !has(f)).collect()
 }
 
 fn has(feature: &str) -> bool {

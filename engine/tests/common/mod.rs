@@ -120,7 +120,12 @@ pub fn rerun_at_other_levels(tests: &[&str], scalar: bool) {
             tail.join("\n")
         );
         let ran = text.matches("... ok").count();
-        assert_eq!(ran, tests.len(), "JOULE_SIMD={level}: expected {} tests to pass:\n{text}", tests.len());
+        assert_eq!(
+            ran,
+            tests.len(),
+            "JOULE_SIMD={level}: expected {} tests to pass:\n{text}",
+            tests.len()
+        );
         eprintln!(
             "JOULE_SIMD={level}: {ran} tests passed in {:.1} s",
             started.elapsed().as_secs_f64()

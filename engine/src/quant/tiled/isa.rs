@@ -313,7 +313,10 @@ macro_rules! isa512 {
                 if $vnni {
                     _mm512_dpbusd_epi32(acc, u, s)
                 } else {
-                    _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)))
+                    _mm512_add_epi32(
+                        acc,
+                        _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)),
+                    )
                 }
             }
             #[inline(always)]

@@ -120,7 +120,8 @@ unsafe fn portable_rows<const T: u8>(
                         }
                     }
                     Q8_0 => {
-                        let w = |k: usize| i32::from(blk[Q8_0_Q + 64 * (k / 4) + 4 * j + k % 4] as i8);
+                        let w =
+                            |k: usize| i32::from(blk[Q8_0_Q + 64 * (k / 4) + 4 * j + k % 4] as i8);
                         let x = idot(w, a, QK * b0, 0..QK);
                         acc = (x as f32).mul_add(d * a.d[b0], acc);
                     }
@@ -142,7 +143,8 @@ unsafe fn portable_rows<const T: u8>(
                             let sub = &blk[Q6K_Q + Q6K_SUB * s..][..Q6K_SUB];
                             let w = |k: usize| {
                                 let (c, i) = (k / 4, k % 4);
-                                let high = (sub[GROUP + 64 * (c / 4) + 4 * j + i] >> (2 * (c % 4))) & 3;
+                                let high =
+                                    (sub[GROUP + 64 * (c / 4) + 4 * j + i] >> (2 * (c % 4))) & 3;
                                 nibble(sub, j, k) | i32::from(high) << 4
                             };
                             for h in 0..2 {

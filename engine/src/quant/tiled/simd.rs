@@ -92,6 +92,7 @@ unsafe fn pass<S: Isa, const T: u8, const N: usize>(
         let mut acc = [[S::zero_f(); N]; 2];
         for k in 0..nk {
             let base = tile.add(k * tb);
+            prefetch(base.wrapping_add(PREFETCH), tb);
             for (p, acc) in acc.iter_mut().enumerate().take(parts) {
                 block::<S, T, N>(base, p * S::L, k, acts, acc);
             }
@@ -107,6 +108,23 @@ unsafe fn pass<S: Isa, const T: u8, const N: usize>(
         }
     }
     N
+}
+
+/// How far ahead of the block being computed its successors are asked for, in bytes.
+const PREFETCH: usize = 4096;
+
+/// Asks for the `len` bytes at `p` to be brought into the cache (a hint: it never faults, so
+/// `p` may lie past the end of the tile).
+#[inline(always)]
+unsafe fn prefetch(p: *const u8, len: usize) {
+    for off in (0..len).step_by(64) {
+        // SAFETY: a prefetch is a hint that never faults, whatever the address.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                p.wrapping_add(off).cast(),
+            )
+        };
+    }
 }
 
 /// One tile-block (stored block `k` of 16 rows), lanes `l0..l0 + L`, against `N` rows.
@@ -170,12 +188,7 @@ unsafe fn block<S: Isa, const T: u8, const N: usize>(
                     let m30 = S::set1_8(0x30);
                     for h in 0..2 {
                         let hb = S::load(sub.add(GROUP + 64 * h + 4 * l0));
-                        let up = [
-                            S::slli16(hb, 4),
-                            S::slli16(hb, 2),
-                            hb,
-                            S::srli16(hb, 2),
-                        ];
+                        let up = [S::slli16(hb, 4), S::slli16(hb, 2), hb, S::srli16(hb, 2)];
                         for (i, v) in up.into_iter().enumerate() {
                             w[4 * h + i] = S::or(w[4 * h + i], S::and(v, m30));
                         }

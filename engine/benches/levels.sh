@@ -49,6 +49,9 @@ echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); levels
 # library whose code depends on the instruction set) and run the first build's binaries with
 # LD_LIBRARY_PATH pointing at it (their RUNPATH gives way to it).
 base=""
+for l in avx2 avx512 avx512-vnni; do
+    [[ -z $base && -x /tmp/llamacpp-build-$l/bin/llama-bench ]] && base=/tmp/llamacpp-build-$l
+done
 for level in "${LEVELS[@]}"; do
     dir=/tmp/llamacpp-build-$level
     first=${MODELS%% *}

@@ -101,7 +101,7 @@ impl Blob {
             .len(bytes.len())
             .map_anon()
             .and_then(|mut m| {
-                #[cfg(unix)]
+                #[cfg(target_os = "linux")]
                 let _ = m.advise(memmap2::Advice::HugePage);
                 m.copy_from_slice(&bytes);
                 m.make_read_only()

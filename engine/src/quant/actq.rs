@@ -29,7 +29,7 @@ pub(super) fn blocks_scalar(
 ) {
     for (b, chunk) in x.chunks_exact(QK).enumerate() {
         let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let db = amax / QMAX;
+        let db = flush(amax / QMAX);
         let id = if db > 0.0 { 1.0 / db } else { 0.0 };
         let mut sums = [0i32; 2];
         for (i, v) in chunk.iter().enumerate() {
@@ -44,6 +44,13 @@ pub(super) fn blocks_scalar(
         h16[2 * b] = sums[0];
         h16[2 * b + 1] = sums[1];
     }
+}
+
+/// A block scale below the smallest normal f32 is taken as zero (the block quantizes to zeros):
+/// its reciprocal would overflow to infinity and the planes leave their ±127 range.
+#[inline(always)]
+fn flush(db: f32) -> f32 {
+    if db >= f32::MIN_POSITIVE { db } else { 0.0 }
 }
 
 /// Rounds half away from zero, with a truncating conversion (no libm call on baseline x86-64).
@@ -115,7 +122,7 @@ mod x86 {
                 let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
                 let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
                 let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-                let db = amax / QMAX;
+                let db = super::flush(amax / QMAX);
                 let id = _mm256_set1_ps(if db > 0.0 { 1.0 / db } else { 0.0 });
                 let q = v.map(|v| round8(_mm256_mul_ps(v, id)));
                 let h = q.map(|q| round8(_mm256_mul_ps(_mm256_cvtepi32_ps(q), inv255)));
@@ -150,6 +157,8 @@ mod tests {
         x[..QK].fill(0.0);
         x[QK..2 * QK].fill(-0.0);
         x[2 * QK + 3] = 1e-38;
+        // A whole block of values so small that its scale is subnormal.
+        x[5 * QK..6 * QK].iter_mut().for_each(|v| *v *= 1e-36);
         x[3 * QK..4 * QK]
             .iter_mut()
             .for_each(|v| *v = v.round() + 0.5);

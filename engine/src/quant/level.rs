@@ -95,7 +95,13 @@ impl Level {
 
     /// The level the environment asks for (see [`Level::choose`]).
     pub fn from_env() -> Result<Level, String> {
-        Self::choose(&std::env::var(ENV).unwrap_or_default())
+        match std::env::var_os(ENV) {
+            None => Ok(Self::best()),
+            Some(v) => match v.to_str() {
+                Some(v) => Self::choose(v),
+                None => Err(format!("{ENV} is not valid UTF-8: unset it or name a level")),
+            },
+        }
     }
 }
 

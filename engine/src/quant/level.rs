@@ -99,7 +99,9 @@ impl Level {
             None => Ok(Self::best()),
             Some(v) => match v.to_str() {
                 Some(v) => Self::choose(v),
-                None => Err(format!("{ENV} is not valid UTF-8: unset it or name a level")),
+                None => Err(format!(
+                    "{ENV} is not valid UTF-8: unset it or name a level"
+                )),
             },
         }
     }

@@ -142,10 +142,10 @@ fn put_lane(dtype: DType, blk: &[u8], j: usize, dst: &mut [u8]) {
                 }
                 let low = e.map(|x| x & 0xF);
                 put_group(&low, j, sub);
-                for k in 0..32 {
+                for (k, &v) in e.iter().enumerate() {
                     let (c, i) = (k / 4, k % 4);
                     let (h, sh) = (c / 4, 2 * (c % 4));
-                    sub[GROUP + 64 * h + 4 * j + i] |= (e[k] >> 4) << sh;
+                    sub[GROUP + 64 * h + 4 * j + i] |= (v >> 4) << sh;
                 }
             }
         }

@@ -19,6 +19,18 @@ pub enum DType {
 }
 
 impl DType {
+    /// Every type the engine reads.
+    pub const ALL: [DType; 8] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q4K,
+        DType::Q6K,
+    ];
+
     /// Maps a GGML type id; `None` for types the engine does not implement.
     pub fn from_ggml(id: u32) -> Option<Self> {
         Some(match id {
@@ -83,38 +95,38 @@ pub struct TensorView<'a> {
     pub data: &'a [u8],
 }
 
-/// Bytes behind model data: a read-only memory map or an owned buffer.
+/// Bytes behind model data: a read-only memory map of a file, anonymous memory (tiled
+/// matrices), or an owned buffer.
 #[derive(Debug)]
 pub enum Blob {
     Mapped(memmap2::Mmap),
+    Anon(memmap2::MmapMut),
     Owned(Vec<u8>),
 }
 
 impl Blob {
-    /// `bytes` in anonymous memory the kernel is asked to back with huge pages (fewer TLB misses
-    /// while decode streams every matrix once per token); a plain buffer where that fails.
-    pub fn huge(bytes: Vec<u8>) -> Self {
-        if bytes.is_empty() {
-            return Blob::Owned(bytes);
-        }
-        let mapped = memmap2::MmapOptions::new()
-            .len(bytes.len())
-            .map_anon()
-            .and_then(|mut m| {
-                #[cfg(target_os = "linux")]
-                let _ = m.advise(memmap2::Advice::HugePage);
-                m.copy_from_slice(&bytes);
-                m.make_read_only()
-            });
-        match mapped {
-            Ok(m) => Blob::Mapped(m),
-            Err(_) => Blob::Owned(bytes),
-        }
+    /// `len` zeroed bytes written by `fill`, in anonymous memory the kernel is asked to back
+    /// with huge pages (fewer TLB misses while decode streams every matrix once per token); a
+    /// plain buffer where that cannot be had.
+    pub fn huge(len: usize, fill: impl FnOnce(&mut [u8])) -> Self {
+        let map = (len > 0)
+            .then(|| memmap2::MmapOptions::new().len(len).map_anon().ok())
+            .flatten();
+        let Some(mut m) = map else {
+            let mut v = vec![0u8; len];
+            fill(&mut v);
+            return Blob::Owned(v);
+        };
+        #[cfg(target_os = "linux")]
+        let _ = m.advise(memmap2::Advice::HugePage);
+        fill(&mut m);
+        Blob::Anon(m)
     }
 
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Blob::Mapped(m) => m,
+            Blob::Anon(m) => m,
             Blob::Owned(v) => v,
         }
     }
@@ -177,13 +189,17 @@ impl Weight {
         if self.packed || k.tile(self.dtype).is_none() {
             return self;
         }
-        let bytes = pack::tile_matrix(self.dtype, self.rows, self.row_bytes(), self.data());
+        let (rows, rb) = (self.rows, self.row_bytes());
+        let len = pack::tiled_len(self.dtype, rows, rb);
+        let blob = Blob::huge(len, |out| {
+            pack::tile_into(self.dtype, rows, rb, self.data(), out)
+        });
         Self {
             dtype: self.dtype,
             rows: self.rows,
             cols: self.cols,
             packed: true,
-            blob: Arc::new(Blob::huge(bytes)),
+            blob: Arc::new(blob),
             start: 0,
         }
     }

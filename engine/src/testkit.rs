@@ -85,6 +85,16 @@ pub const TINY_MODELS: [TinySpec; 12] = [
     spec("qwen2-st-bf16", "qwen2", DType::BF16, true, 64),
 ];
 
+/// `|got - want| / |want|` over a row, as root mean squares (quantisers' tests).
+pub fn rel_rms(got: &[f32], want: &[f32]) -> f64 {
+    let (mut e, mut s) = (0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        e += (f64::from(g) - f64::from(w)).powi(2);
+        s += f64::from(w).powi(2);
+    }
+    (e / s).sqrt()
+}
+
 /// Random, well-formed encoded data for `n` values of `dtype` with roughly `scale` magnitude.
 pub fn random_data(dtype: DType, n: usize, scale: f32, rng: &mut Rng) -> Vec<u8> {
     let bb = dtype.block_bytes();
@@ -581,15 +591,6 @@ mod tests {
             dequantize_row(t.dtype, row, o);
         }
         out
-    }
-
-    fn rel_rms(got: &[f32], want: &[f32]) -> f64 {
-        let (mut e, mut s) = (0f64, 0f64);
-        for (&g, &w) in got.iter().zip(want) {
-            e += (f64::from(g) - f64::from(w)).powi(2);
-            s += f64::from(w).powi(2);
-        }
-        (e / s).sqrt()
     }
 
     /// Requantises `src` with `scheme`, checks the result against the source and the rule, and

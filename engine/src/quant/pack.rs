@@ -70,13 +70,25 @@ pub mod layout {
     pub const GROUP: usize = 4 * 64;
 }
 
+/// Bytes of `rows` stored rows of `row_bytes` once tiled (padding rows included).
+pub fn tiled_len(dtype: DType, rows: usize, row_bytes: usize) -> usize {
+    rows.div_ceil(TILE) * (row_bytes / dtype.block_bytes()) * tile_block_bytes(dtype)
+}
+
 /// Tiles `rows` stored rows (`src`, `rows * row_bytes` bytes, blocks of `dtype`).
 pub fn tile_matrix(dtype: DType, rows: usize, row_bytes: usize, src: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; tiled_len(dtype, rows, row_bytes)];
+    tile_into(dtype, rows, row_bytes, src, &mut out);
+    out
+}
+
+/// [`tile_matrix`] into `out` (zeroed, [`tiled_len`] bytes).
+pub fn tile_into(dtype: DType, rows: usize, row_bytes: usize, src: &[u8], out: &mut [u8]) {
     assert!(tiles(dtype) && src.len() == rows * row_bytes);
+    assert_eq!(out.len(), tiled_len(dtype, rows, row_bytes));
     let bb = dtype.block_bytes();
     let nb = row_bytes / bb;
     let tb = tile_block_bytes(dtype);
-    let mut out = vec![0u8; rows.div_ceil(TILE) * nb * tb];
     let zero = vec![0u8; bb];
     for (t, tile) in out.chunks_exact_mut(nb * tb).enumerate() {
         for (b, dst) in tile.chunks_exact_mut(tb).enumerate() {
@@ -91,7 +103,6 @@ pub fn tile_matrix(dtype: DType, rows: usize, row_bytes: usize, src: &[u8]) -> V
             }
         }
     }
-    out
 }
 
 /// Writes stored block `blk` as lane `j` of a tile-block.

@@ -393,16 +393,7 @@ mod tests {
     use crate::quant::dequantize_row;
     use crate::rng::Rng;
 
-    const ALL: [DType; 8] = [
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q4K,
-        DType::Q6K,
-    ];
+    const ALL: [DType; 8] = DType::ALL;
 
     /// Three super-blocks.
     const N: usize = 256 * 3;
@@ -413,15 +404,7 @@ mod tests {
         out
     }
 
-    /// `|got - want| / |want|` over the row (root mean squares).
-    fn rel_rms(got: &[f32], want: &[f32]) -> f64 {
-        let (mut e, mut s) = (0f64, 0f64);
-        for (&g, &w) in got.iter().zip(want) {
-            e += (f64::from(g) - f64::from(w)).powi(2);
-            s += f64::from(w).powi(2);
-        }
-        (e / s).sqrt()
-    }
+    use crate::testkit::rel_rms;
 
     /// A uniform row, and a row of rounder noise whose magnitude changes every 32 values (so
     /// the K-quants' sub-block scales differ).

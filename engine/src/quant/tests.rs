@@ -5,16 +5,7 @@ use super::*;
 use crate::rng::Rng;
 use crate::testkit::random_data;
 
-const ALL: [DType; 8] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q8_0,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q4K,
-    DType::Q6K,
-];
+const ALL: [DType; 8] = DType::ALL;
 
 /// Every level this CPU runs, lowest first (scalar always).
 fn levels() -> Vec<Kernels> {

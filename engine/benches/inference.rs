@@ -3,7 +3,8 @@
 //! file and threads when `LLAMA_BENCH` points at it (see `engine/benches/llamacpp.sh`), and decode
 //! as a fraction of the memory-bandwidth roofline measured in the same run.
 //!
-//! `cargo bench -p joule-engine --bench inference` (medians over `JOULE_BENCH_REPEATS`, default 5).
+//! `cargo bench -p joule-engine --bench inference` (medians over `JOULE_BENCH_REPEATS`, default 5;
+//! `JOULE_ACTIVATIONS=int8` for the 8-bit activation mode).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +12,7 @@ use std::time::Instant;
 
 use joule_engine::model::forward::Logits;
 use joule_engine::model::{LoadOptions, Model};
+use joule_engine::quant::ActBits;
 use joule_engine::sample::argmax;
 
 const PREFILL: usize = 512;
@@ -145,6 +147,8 @@ fn main() {
         .filter_map(|t| t.parse().ok())
         .collect();
     let llama = std::env::var("LLAMA_BENCH").ok();
+    let activations =
+        ActBits::parse(&env_or("JOULE_ACTIVATIONS", "int16")).expect("JOULE_ACTIVATIONS");
 
     println!("model: {}", model_path.display());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -155,14 +159,21 @@ fn main() {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default();
-    println!("cpu: {cpu}; repeats: {reps} (medians)");
+    println!("cpu: {cpu}; {activations} activations; repeats: {reps} (medians)");
     println!();
     println!(
         "| threads | engine pp{PREFILL} tok/s | llama.cpp pp{PREFILL} | ratio | engine tg{DECODE} tok/s | llama.cpp tg{DECODE} | ratio | decode % of roofline |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for &t in &threads {
-        let model = Model::load(&model_path, &LoadOptions { threads: t }).expect("load model");
+        let model = Model::load(
+            &model_path,
+            &LoadOptions {
+                threads: t,
+                activations,
+            },
+        )
+        .expect("load model");
         let bytes = model.weights.bytes_per_token() as f64;
         let bw = copy_bandwidth(t, reps.max(5));
         let (pp, tg) = bench_engine(&model, reps);
@@ -182,8 +193,14 @@ fn main() {
     }
     println!(
         "simd: {}",
-        Model::load(&model_path, &LoadOptions { threads: 1 })
-            .map(|m| m.simd_level())
-            .unwrap_or("?")
+        Model::load(
+            &model_path,
+            &LoadOptions {
+                threads: 1,
+                ..Default::default()
+            }
+        )
+        .map(|m| m.simd_level())
+        .unwrap_or("?")
     );
 }

@@ -12,7 +12,8 @@
 # Environment: MODELS (space-separated GGUF paths; default: the default model and the
 #   random-weight Llama-3.2-1B-shaped Q4_K_M, written to /tmp/joule-bench by
 #   examples/random-model.rs when missing), THREADS (2), REPEATS (3), STREAMS (32),
-#   PROMPT (128), OUTPUT (128), SKIP_SERVING=1 to run only step 1.
+#   PROMPT (128), OUTPUT (128), SKIP_SERVING=1 to run only step 1, ACTIVATIONS (the engine's
+#   activation precisions to run, space-separated: int16 and/or int8; default int16).
 # Output: markdown tables on stdout, one section per level and model; logs on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -69,9 +70,11 @@ for level in "${LEVELS[@]}"; do
     fi
     log "llama.cpp for $level: $(ldd "$bin/llama-bench" | grep -o '[^ ]*libggml-cpu.so[^ ]*' | tail -1)"
     for model in $MODELS; do
+    for acts in ${ACTIVATIONS:-int16}; do
         echo
-        echo "## JOULE_SIMD=$level, llama.cpp built for $level: $(basename "$model")"
+        echo "## JOULE_SIMD=$level, $acts activations, llama.cpp built for $level: $(basename "$model")"
         echo
+        export JOULE_ACTIVATIONS=$acts
         JOULE_SIMD=$level JOULE_BENCH_MODEL=$model JOULE_BENCH_THREADS=$THREADS \
             JOULE_BENCH_REPEATS=$REPEATS LLAMA_BENCH=$bin/llama-bench \
             cargo bench --quiet -p joule-engine --bench inference 2>/dev/null
@@ -81,5 +84,6 @@ for level in "${LEVELS[@]}"; do
             --concurrency "$STREAMS" --requests "$STREAMS" --workload fixed \
             --fixed-prompt "$PROMPT" --fixed-output "$OUTPUT" \
             --llama-batched-bench "$bin/llama-batched-bench" 2>/dev/null | grep -E 'llama|tok/s' || true
+    done
     done
 done

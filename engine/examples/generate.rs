@@ -41,7 +41,10 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let threads = args.threads.unwrap_or_else(physical_cores);
-    let opts = LoadOptions { threads };
+    let opts = LoadOptions {
+        threads,
+        ..Default::default()
+    };
     let (model, tk) = if args.model.is_dir() {
         (
             Model::load(&args.model, &opts)?,

@@ -105,6 +105,13 @@ pub struct Args {
     #[arg(long, env = "JOULE_THREADS", default_value_t = 0)]
     pub threads: usize,
 
+    /// How finely the CPU kernels round activations before quantized weights: `int16` (logits
+    /// within ~1e-3 of an f64 reference) or `int8` (llama.cpp's precision: up to ~0.15 of the top
+    /// logit on SmolLM2; the tiled kernels do half the integer work, so prefill and batched
+    /// decode run faster).
+    #[arg(long, env = "JOULE_ACTIVATIONS", default_value = "int16", value_parser = joule_engine::quant::ActBits::parse)]
+    pub activations: joule_engine::quant::ActBits,
+
     /// Where models run: `cpu`, or `cuda:N` for the NVIDIA GPU with CUDA ordinal N (`cuda` is
     /// `cuda:0`). The GPU's kernels are compiled once for its architecture (needs libnvrtc) and
     /// cached under --cache-dir.

@@ -32,6 +32,8 @@ pub struct Limits {
     pub max_seqs: usize,
     pub max_queued: usize,
     pub threads: usize,
+    /// The CPU kernels' activation precision.
+    pub activations: joule_engine::quant::ActBits,
     /// Where models run, and (on a GPU) the KV cache's share of free memory and where the
     /// compiled kernels are cached.
     pub device: joule_engine::cuda::Device,
@@ -268,6 +270,7 @@ impl Registry {
         }
         let opts = LoadOptions {
             threads: self.limits.threads,
+            activations: self.limits.activations,
         };
         let bad = |e: EngineError| {
             let s = crate::convert::status(&e);

@@ -167,7 +167,10 @@ impl Worker {
         tracing::info!(sensors = ?monitor.sensors(), source = monitor.source().as_str(), watts = monitor.watts(), "power sensors open");
         let kernels = joule_engine::quant::Kernels::select().map_err(anyhow::Error::msg)?;
         let hw = Hardware::detect(kernels.level, gpu_names);
-        let fingerprint = hw.fingerprint(&format!("threads={threads}"));
+        let fingerprint = hw.fingerprint(&format!(
+            "threads={threads},activations={}",
+            args.activations
+        ));
         tracing::info!(cpu = %hw.cpu_model, cores = hw.physical_cores, simd = %hw.simd, gpus = ?hw.gpus, fingerprint = %fingerprint, "hardware");
         let budget = args.memory_budget.bytes(joule_engine::kv::mem_available());
         let limits = Limits {
@@ -177,6 +180,7 @@ impl Worker {
             max_seqs: args.max_seqs,
             max_queued: args.max_queued,
             threads: args.threads,
+            activations: args.activations,
             device: args.device,
             gpu_memory_fraction: args.gpu_memory_fraction,
             cache_dir: args.cache_dir(),

@@ -123,6 +123,7 @@ impl Model {
         let rope = rope_table(&self.inv_freq, &rows.pos);
 
         let mut acts = Acts::default();
+        acts.q.bits = self.activations();
         let (mut q, mut kk, mut vv) =
             (vec![0f32; n * qd], vec![0f32; n * kvd], vec![0f32; n * kvd]);
         let mut att = vec![0f32; n * qd];

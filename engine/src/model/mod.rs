@@ -17,7 +17,7 @@ use weights::{Source, Weights};
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
-use crate::quant::Kernels;
+use crate::quant::{ActBits, Kernels};
 use crate::safetensors::SafetensorsDir;
 
 /// Options for [`Model::load`].
@@ -25,6 +25,8 @@ use crate::safetensors::SafetensorsDir;
 pub struct LoadOptions {
     /// Worker threads; 0 means one per physical core.
     pub threads: usize,
+    /// How finely activations feeding quantized weights are rounded (CPU kernels).
+    pub activations: ActBits,
 }
 
 /// A loaded model, ready to run forward passes.
@@ -34,6 +36,7 @@ pub struct Model {
     kernels: &'static Kernels,
     pool: Arc<rayon::ThreadPool>,
     inv_freq: Vec<f32>,
+    activations: ActBits,
 }
 
 /// A model file's hyperparameters and weights as stored (not repacked for the CPU kernels): what
@@ -101,6 +104,7 @@ impl Model {
             dim = config.dim,
             vocab = config.vocab,
             simd = kernels.level,
+            activations = %opts.activations,
             threads,
             "model loaded"
         );
@@ -110,6 +114,7 @@ impl Model {
             kernels,
             pool: Arc::new(pool),
             inv_freq,
+            activations: opts.activations,
         })
     }
 
@@ -121,6 +126,11 @@ impl Model {
     /// The SIMD level of the kernels in use.
     pub fn simd_level(&self) -> &'static str {
         self.kernels.level
+    }
+
+    /// The precision activations are rounded to before quantized weights.
+    pub fn activations(&self) -> ActBits {
+        self.activations
     }
 
     /// A cache for one sequence of up to `capacity` tokens (capped at the context length).

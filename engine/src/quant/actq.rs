@@ -46,6 +46,20 @@ pub(super) fn blocks_scalar(
     }
 }
 
+/// Rounds quantized blocks on to the 8-bit grid ([`super::ActBits::Int8`]): `q = 255 * hi`,
+/// `lo = 0`, and the block and half-block sums follow. `hi = round(q / 255)` already, so this
+/// is `x` rounded to 8 bits (twice: to 16, then to 8).
+pub(super) fn drop_lo(hi: &[i8], lo: &mut [i8], d: &[f32], s: &mut [f32], h16: &mut [i32]) {
+    for (b, hi) in hi.chunks_exact(QK).enumerate() {
+        let half = |r: &[i8]| 255 * r.iter().map(|&v| i32::from(v)).sum::<i32>();
+        let sums = [half(&hi[..QK / 2]), half(&hi[QK / 2..])];
+        h16[2 * b] = sums[0];
+        h16[2 * b + 1] = sums[1];
+        s[b] = d[b] * (sums[0] + sums[1]) as f32;
+    }
+    lo.fill(0);
+}
+
 /// A block scale below the smallest normal f32 is taken as zero (the block quantizes to zeros):
 /// its reciprocal would overflow to infinity and the planes leave their ±127 range.
 #[inline(always)]

@@ -27,6 +27,7 @@ use joule_engine::cuda::Device;
 use joule_engine::gguf::GgufFile;
 use joule_engine::kv::{KvBudget, KvDType};
 use joule_engine::model::{Config, physical_cores};
+use joule_engine::quant::ActBits;
 use joule_engine::tokenizer::Tokenizer;
 use joule_engine::{LoadOptions, Model};
 use serde_json::json;
@@ -55,6 +56,9 @@ struct Args {
     /// Compute threads (default: physical cores).
     #[arg(long, env = "JOULE_THREADS")]
     threads: Option<usize>,
+    /// Activation precision of the CPU kernels: `int16` or `int8` (llama.cpp's).
+    #[arg(long, env = "JOULE_ACTIVATIONS", default_value = "int16", value_parser = ActBits::parse)]
+    activations: ActBits,
     /// Runs per level; figures are medians over them.
     #[arg(long, default_value_t = 1)]
     repeats: usize,
@@ -108,8 +112,11 @@ enum WorkloadKind {
     Fixed,
 }
 
-fn load(path: &Path, threads: usize) -> Result<(Model, Tokenizer), String> {
-    let opts = LoadOptions { threads };
+fn load(path: &Path, threads: usize, activations: ActBits) -> Result<(Model, Tokenizer), String> {
+    let opts = LoadOptions {
+        threads,
+        activations,
+    };
     let r = if path.is_dir() {
         Model::load(path, &opts).and_then(|m| Ok((m, Tokenizer::from_dir(path)?)))
     } else {
@@ -142,7 +149,7 @@ fn measure(
     // A GPU backend reads the weights itself: the CPU's copy is never loaded.
     let engine = match a.device {
         Device::Cpu => {
-            let (model, tk) = load(&a.model, threads)?;
+            let (model, tk) = load(&a.model, threads, a.activations)?;
             EngineHandle::start(model, tk, cfg)
         }
         Device::Cuda(n) => Tokenizer::load(&a.model)
@@ -382,7 +389,7 @@ fn main() -> ExitCode {
         return fail("--gpu-memory-fraction must be in (0, 1]".into());
     }
     let threads = a.threads.unwrap_or_else(physical_cores);
-    let config = match load(&a.model, threads) {
+    let config = match load(&a.model, threads, a.activations) {
         Ok((m, _)) => m.config,
         Err(e) => return fail(e),
     };
@@ -401,9 +408,10 @@ fn main() -> ExitCode {
     }
     if !a.json {
         println!(
-            "engine-bench: {} | {} | {threads} threads | KV {} {:?} | seed {} | {} repeat(s)",
+            "engine-bench: {} | {} | {threads} threads | {} activations | KV {} {:?} | seed {} | {} repeat(s)",
             a.model.display(),
             a.device,
+            a.activations,
             a.kv_budget,
             a.kv_dtype,
             a.seed,

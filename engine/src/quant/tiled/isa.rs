@@ -44,6 +44,8 @@ pub(super) trait Isa {
     unsafe fn slli16(a: Self::I, n: i32) -> Self::I;
     /// `a * 255 + b` on 32-bit lanes.
     unsafe fn combine(a: Self::I, b: Self::I) -> Self::I;
+    /// `a * 32` on 32-bit lanes.
+    unsafe fn times32(a: Self::I) -> Self::I;
     unsafe fn add32(a: Self::I, b: Self::I) -> Self::I;
     unsafe fn sub32(a: Self::I, b: Self::I) -> Self::I;
     unsafe fn add16(a: Self::I, b: Self::I) -> Self::I;
@@ -52,8 +54,9 @@ pub(super) trait Isa {
     unsafe fn sign8(a: Self::I, b: Self::I) -> Self::I;
     /// Adjacent u8 * i8 pairs summed into 16-bit lanes (saturating: callers keep within range).
     unsafe fn maddubs(u: Self::I, s: Self::I) -> Self::I;
-    /// Adjacent 16-bit pairs summed into 32-bit lanes.
-    unsafe fn madd1(a: Self::I) -> Self::I;
+    /// Adjacent 16-bit products `a * b` summed into 32-bit lanes.
+    unsafe fn madd(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn set1_16(v: i16) -> Self::I;
     /// `acc + sum of four u8 * i8` per 32-bit lane (VNNI only).
     unsafe fn dpbusd(acc: Self::I, u: Self::I, s: Self::I) -> Self::I;
     unsafe fn cvt(a: Self::I) -> Self::F;
@@ -141,6 +144,10 @@ impl Isa for Avx2 {
         _mm256_add_epi32(_mm256_sub_epi32(_mm256_slli_epi32(a, 8), a), b)
     }
     #[inline(always)]
+    unsafe fn times32(a: __m256i) -> __m256i {
+        _mm256_slli_epi32(a, 5)
+    }
+    #[inline(always)]
     unsafe fn add32(a: __m256i, b: __m256i) -> __m256i {
         _mm256_add_epi32(a, b)
     }
@@ -165,12 +172,16 @@ impl Isa for Avx2 {
         _mm256_maddubs_epi16(u, s)
     }
     #[inline(always)]
-    unsafe fn madd1(a: __m256i) -> __m256i {
-        _mm256_madd_epi16(a, _mm256_set1_epi16(1))
+    unsafe fn madd(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_madd_epi16(a, b)
+    }
+    #[inline(always)]
+    unsafe fn set1_16(v: i16) -> __m256i {
+        _mm256_set1_epi16(v)
     }
     #[inline(always)]
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
-        unsafe { Self::add32(acc, Self::madd1(Self::maddubs(u, s))) }
+        unsafe { Self::add32(acc, Self::madd(Self::maddubs(u, s), Self::set1_16(1))) }
     }
     #[inline(always)]
     unsafe fn cvt(a: __m256i) -> __m256 {
@@ -277,6 +288,10 @@ macro_rules! isa512 {
                 _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32::<8>(a), a), b)
             }
             #[inline(always)]
+            unsafe fn times32(a: __m512i) -> __m512i {
+                _mm512_slli_epi32::<5>(a)
+            }
+            #[inline(always)]
             unsafe fn add32(a: __m512i, b: __m512i) -> __m512i {
                 _mm512_add_epi32(a, b)
             }
@@ -305,8 +320,12 @@ macro_rules! isa512 {
                 _mm512_maddubs_epi16(u, s)
             }
             #[inline(always)]
-            unsafe fn madd1(a: __m512i) -> __m512i {
-                _mm512_madd_epi16(a, _mm512_set1_epi16(1))
+            unsafe fn madd(a: __m512i, b: __m512i) -> __m512i {
+                _mm512_madd_epi16(a, b)
+            }
+            #[inline(always)]
+            unsafe fn set1_16(v: i16) -> __m512i {
+                _mm512_set1_epi16(v)
             }
             #[inline(always)]
             unsafe fn dpbusd(acc: __m512i, u: __m512i, s: __m512i) -> __m512i {

@@ -4,6 +4,9 @@
 //! tile's two halves (rows 0..8 and 8..16) one after the other inside the same block loop, so
 //! the tile is still streamed from memory once.
 //!
+//! Where every row's `lo` plane is zero (int8 activations, [`ActRow::coarse`]) a pass skips it:
+//! the same sums, half the products.
+//!
 //! Integer sums stay exact: without VNNI the `vpmaddubsw` pairs are summed in 16 bits only as
 //! far as they cannot overflow (eight 4-bit weights' pairs, two 6-bit ones', one 8-bit one's).
 
@@ -52,6 +55,27 @@ unsafe fn rows<S: Isa, const T: u8>(
     stride: usize,
 ) {
     let nk = check(T, tile, lanes, acts);
+    // SAFETY: as for `rows_at`.
+    unsafe {
+        if acts.iter().all(|a| a.coarse) {
+            rows_at::<S, T, true>(tile, nk, lanes, acts, out, stride)
+        } else {
+            rows_at::<S, T, false>(tile, nk, lanes, acts, out, stride)
+        }
+    }
+}
+
+/// [`rows`] once checked; `C`: every row's `lo` plane is zero ([`ActRow::coarse`]) and is
+/// skipped.
+#[inline(always)]
+unsafe fn rows_at<S: Isa, const T: u8, const C: bool>(
+    tile: &[u8],
+    nk: usize,
+    lanes: usize,
+    acts: &[ActRow<'_>],
+    out: *mut f32,
+    stride: usize,
+) {
     let mut t = 0;
     while t < acts.len() {
         let a = &acts[t..];
@@ -60,14 +84,14 @@ unsafe fn rows<S: Isa, const T: u8>(
             let o = out.add(t * stride);
             let p = tile.as_ptr();
             t += match a.len().min(S::MAXN) {
-                1 => pass::<S, T, 1>(p, nk, lanes, a, o, stride),
-                2 => pass::<S, T, 2>(p, nk, lanes, a, o, stride),
-                3 => pass::<S, T, 3>(p, nk, lanes, a, o, stride),
-                4 => pass::<S, T, 4>(p, nk, lanes, a, o, stride),
-                5 => pass::<S, T, 5>(p, nk, lanes, a, o, stride),
-                6 => pass::<S, T, 6>(p, nk, lanes, a, o, stride),
-                7 => pass::<S, T, 7>(p, nk, lanes, a, o, stride),
-                _ => pass::<S, T, 8>(p, nk, lanes, a, o, stride),
+                1 => pass::<S, T, C, 1>(p, nk, lanes, a, o, stride),
+                2 => pass::<S, T, C, 2>(p, nk, lanes, a, o, stride),
+                3 => pass::<S, T, C, 3>(p, nk, lanes, a, o, stride),
+                4 => pass::<S, T, C, 4>(p, nk, lanes, a, o, stride),
+                5 => pass::<S, T, C, 5>(p, nk, lanes, a, o, stride),
+                6 => pass::<S, T, C, 6>(p, nk, lanes, a, o, stride),
+                7 => pass::<S, T, C, 7>(p, nk, lanes, a, o, stride),
+                _ => pass::<S, T, C, 8>(p, nk, lanes, a, o, stride),
             };
         }
     }
@@ -75,7 +99,7 @@ unsafe fn rows<S: Isa, const T: u8>(
 
 /// The tile against the first `N` activation rows; returns `N`.
 #[inline(always)]
-unsafe fn pass<S: Isa, const T: u8, const N: usize>(
+unsafe fn pass<S: Isa, const T: u8, const C: bool, const N: usize>(
     tile: *const u8,
     nk: usize,
     lanes: usize,
@@ -85,7 +109,7 @@ unsafe fn pass<S: Isa, const T: u8, const N: usize>(
 ) -> usize {
     let tb = tile_block_bytes(dtype_of(T));
     let parts = TILE / S::L;
-    let acts: &[ActRow<'_>; N] = acts[..N].try_into().expect("N rows");
+    let acts: [Act; N] = std::array::from_fn(|t| Act::of(&acts[t]));
     // SAFETY (all loads): tile-block k is tile[k * tb..][..tb], within the length checked by
     // the caller; part p reads its lanes' share of each array in it.
     unsafe {
@@ -94,7 +118,7 @@ unsafe fn pass<S: Isa, const T: u8, const N: usize>(
             let base = tile.add(k * tb);
             prefetch(base.wrapping_add(PREFETCH), tb);
             for (p, acc) in acc.iter_mut().enumerate().take(parts) {
-                block::<S, T, N>(base, p * S::L, k, acts, acc);
+                block::<S, T, C, N>(base, p * S::L, k, &acts, acc);
             }
         }
         for (p, acc) in acc.iter().enumerate().take(parts) {
@@ -108,6 +132,30 @@ unsafe fn pass<S: Isa, const T: u8, const N: usize>(
         }
     }
     N
+}
+
+/// One activation row's arrays as raw pointers, their lengths checked by [`check`]: the block
+/// loop reads them without bounds checks, which would cost a compare and branch per token and
+/// block on the ports the vector work needs.
+#[derive(Clone, Copy)]
+struct Act {
+    hi: *const i8,
+    lo: *const i8,
+    d: *const f32,
+    s: *const f32,
+    h16: *const i32,
+}
+
+impl Act {
+    fn of(a: &ActRow<'_>) -> Self {
+        Self {
+            hi: a.hi.as_ptr(),
+            lo: a.lo.as_ptr(),
+            d: a.d.as_ptr(),
+            s: a.s.as_ptr(),
+            h16: a.h16.as_ptr(),
+        }
+    }
 }
 
 /// How far ahead of the block being computed its successors are asked for, in bytes.
@@ -129,31 +177,32 @@ unsafe fn prefetch(p: *const u8, len: usize) {
 
 /// One tile-block (stored block `k` of 16 rows), lanes `l0..l0 + L`, against `N` rows.
 #[inline(always)]
-unsafe fn block<S: Isa, const T: u8, const N: usize>(
+unsafe fn block<S: Isa, const T: u8, const C: bool, const N: usize>(
     base: *const u8,
     l0: usize,
     k: usize,
-    acts: &[ActRow<'_>; N],
+    acts: &[Act; N],
     acc: &mut [S::F; N],
 ) {
+    // SAFETY (all activation reads): block indices stay below the block count `check` saw.
     unsafe {
         let d = S::f16s(base.add(2 * l0));
         match T {
             Q4_0 => {
                 let w = group::<S>(base.add(Q4_0_Q + 4 * l0));
                 for (acc, a) in acc.iter_mut().zip(acts) {
-                    let sum = a.h16[2 * k] + a.h16[2 * k + 1];
-                    let x = S::sub32(u4dot::<S>(&w, a, k), S::set1_32(8 * sum));
-                    *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(a.d[k])), *acc);
+                    let sum = *a.h16.add(2 * k) + *a.h16.add(2 * k + 1);
+                    let x = S::sub32(u4dot::<S, C>(&w, a, k), S::set1_32(8 * sum));
+                    *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(*a.d.add(k))), *acc);
                 }
             }
             Q4_1 => {
                 let m = S::f16s(base.add(Q4_1_M + 2 * l0));
                 let w = group::<S>(base.add(Q4_1_Q + 4 * l0));
                 for (acc, a) in acc.iter_mut().zip(acts) {
-                    let x = u4dot::<S>(&w, a, k);
-                    *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(a.d[k])), *acc);
-                    *acc = S::fma(m, S::set1_f(a.s[k]), *acc);
+                    let x = u4dot::<S, C>(&w, a, k);
+                    *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(*a.d.add(k))), *acc);
+                    *acc = S::fma(m, S::set1_f(*a.s.add(k)), *acc);
                 }
             }
             Q8_0 => {
@@ -162,7 +211,7 @@ unsafe fn block<S: Isa, const T: u8, const N: usize>(
                 for (c, w) in w.iter_mut().enumerate() {
                     *w = S::load(q.add(64 * c));
                 }
-                q8::<S, N>(&w, d, k, acts, acc);
+                q8::<S, C, N>(&w, d, k, acts, acc);
             }
             Q4K => {
                 let dmin = S::f16s(base.add(Q4K_DMIN + 2 * l0));
@@ -172,9 +221,9 @@ unsafe fn block<S: Isa, const T: u8, const N: usize>(
                     let m = S::neg(S::mul(dmin, S::u8s(base.add(Q4K_MIN + TILE * s + l0))));
                     let w = group::<S>(base.add(Q4K_Q + GROUP * s + 4 * l0));
                     for (acc, a) in acc.iter_mut().zip(acts) {
-                        let x = u4dot::<S>(&w, a, b);
-                        *acc = S::fma(S::cvt(x), S::mul(sc, S::set1_f(a.d[b])), *acc);
-                        *acc = S::fma(m, S::set1_f(a.s[b]), *acc);
+                        let x = u4dot::<S, C>(&w, a, b);
+                        *acc = S::fma(S::cvt(x), S::mul(sc, S::set1_f(*a.d.add(b))), *acc);
+                        *acc = S::fma(m, S::set1_f(*a.s.add(b)), *acc);
                     }
                 }
             }
@@ -197,13 +246,10 @@ unsafe fn block<S: Isa, const T: u8, const N: usize>(
                         for h in 0..2 {
                             let at = QK * b + 16 * h;
                             let ws = &w[4 * h..4 * h + 4];
-                            let x = S::combine(
-                                udot::<S, 2>(ws, a.hi.as_ptr().add(at)),
-                                udot::<S, 2>(ws, a.lo.as_ptr().add(at)),
-                            );
-                            let x = S::sub32(x, S::set1_32(32 * a.h16[2 * b + h]));
+                            let x = planes::<S, C, 2>(ws, a, at);
+                            let x = S::sub32(x, S::times32(S::bcast(a.h16.add(2 * b + h).cast())));
                             let sc = if h == 0 { sc0 } else { sc1 };
-                            *acc = S::fma(S::cvt(x), S::mul(sc, S::set1_f(a.d[b])), *acc);
+                            *acc = S::fma(S::cvt(x), S::mul(sc, S::set1_f(*a.d.add(b))), *acc);
                         }
                     }
                 }
@@ -229,19 +275,35 @@ unsafe fn group<S: Isa>(q: *const u8) -> [S::I; 8] {
 
 /// `sum(w * q)` of 4-bit weights against one activation block, exact.
 #[inline(always)]
-unsafe fn u4dot<S: Isa>(w: &[S::I; 8], a: &ActRow<'_>, b: usize) -> S::I {
+unsafe fn u4dot<S: Isa, const C: bool>(w: &[S::I; 8], a: &Act, b: usize) -> S::I {
+    unsafe { planes::<S, C, 8>(w, a, QK * b) }
+}
+
+/// `255 * (w . hi) + (w . lo)` over the activation elements from `at`, exact; `C`: `lo` is
+/// zero and not read. Without VNNI the factor 255 rides on the `vpmaddwd` that widens the hi
+/// plane's 16-bit sums, so the two planes meet in one add.
+#[inline(always)]
+unsafe fn planes<S: Isa, const C: bool, const G: usize>(w: &[S::I], a: &Act, at: usize) -> S::I {
     unsafe {
-        S::combine(
-            udot::<S, 8>(w, a.hi.as_ptr().add(QK * b)),
-            udot::<S, 8>(w, a.lo.as_ptr().add(QK * b)),
-        )
+        let (hi, lo) = (a.hi.add(at), a.lo.add(at));
+        if S::VNNI {
+            let z = S::zero_i();
+            let l = if C { z } else { udot::<S, G>(w, lo, z) };
+            return S::combine(udot::<S, G>(w, hi, z), l);
+        }
+        let h = udot::<S, G>(w, hi, S::set1_16(255));
+        if C {
+            return h;
+        }
+        S::add32(h, udot::<S, G>(w, lo, S::set1_16(1)))
     }
 }
 
 /// `sum over c of w[c] . a[4c..4c + 4]` per lane: unsigned weights, signed activations.
-/// Without VNNI, `G` consecutive `vpmaddubsw` results are summed in 16 bits first.
+/// Without VNNI, `G` consecutive `vpmaddubsw` results are summed in 16 bits first, and the
+/// 16-bit sums are widened times `m` (16-bit lanes; VNNI ignores it).
 #[inline(always)]
-unsafe fn udot<S: Isa, const G: usize>(w: &[S::I], a: *const i8) -> S::I {
+unsafe fn udot<S: Isa, const G: usize>(w: &[S::I], a: *const i8, m: S::I) -> S::I {
     unsafe {
         let mut acc = S::zero_i();
         if S::VNNI {
@@ -255,7 +317,7 @@ unsafe fn udot<S: Isa, const G: usize>(w: &[S::I], a: *const i8) -> S::I {
             for (i, &w) in ws.iter().enumerate().skip(1) {
                 s = S::add16(s, S::maddubs(w, S::bcast(a.add(4 * (G * g + i)))));
             }
-            acc = S::add32(acc, S::madd1(s));
+            acc = S::add32(acc, S::madd(s, m));
         }
         acc
     }
@@ -264,11 +326,11 @@ unsafe fn udot<S: Isa, const G: usize>(w: &[S::I], a: *const i8) -> S::I {
 /// Q8_0: signed weights. With VNNI they are offset to unsigned and the offset taken off as
 /// `128 * sum(q)`; without, the sign moves onto the activations.
 #[inline(always)]
-unsafe fn q8<S: Isa, const N: usize>(
+unsafe fn q8<S: Isa, const C: bool, const N: usize>(
     w: &[S::I; 8],
     d: S::F,
     b: usize,
-    acts: &[ActRow<'_>; N],
+    acts: &[Act; N],
     acc: &mut [S::F; N],
 ) {
     unsafe {
@@ -279,13 +341,10 @@ unsafe fn q8<S: Isa, const N: usize>(
                 *u = S::xor(w, flip);
             }
             for (acc, a) in acc.iter_mut().zip(acts) {
-                let sum = a.h16[2 * b] + a.h16[2 * b + 1];
-                let x = S::combine(
-                    udot::<S, 1>(&u, a.hi.as_ptr().add(QK * b)),
-                    udot::<S, 1>(&u, a.lo.as_ptr().add(QK * b)),
-                );
+                let sum = *a.h16.add(2 * b) + *a.h16.add(2 * b + 1);
+                let x = planes::<S, C, 1>(&u, a, QK * b);
                 let x = S::sub32(x, S::set1_32(128 * sum));
-                *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(a.d[b])), *acc);
+                *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(*a.d.add(b))), *acc);
             }
             return;
         }
@@ -294,25 +353,26 @@ unsafe fn q8<S: Isa, const N: usize>(
             *aw = S::abs8(w);
         }
         for (acc, a) in acc.iter_mut().zip(acts) {
-            let x = S::combine(
-                sdot::<S>(w, &aw, a.hi.as_ptr().add(QK * b)),
-                sdot::<S>(w, &aw, a.lo.as_ptr().add(QK * b)),
-            );
-            *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(a.d[b])), *acc);
+            let mut x = sdot::<S>(w, &aw, a.hi.add(QK * b), S::set1_16(255));
+            if !C {
+                x = S::add32(x, sdot::<S>(w, &aw, a.lo.add(QK * b), S::set1_16(1)));
+            }
+            *acc = S::fma(S::cvt(x), S::mul(d, S::set1_f(*a.d.add(b))), *acc);
         }
     }
 }
 
-/// `sum(w * a)` of signed weights `w` (`aw` their magnitudes) without VNNI. A plain function,
+/// `m * sum(w * a)` of signed weights `w` (`aw` their magnitudes) without VNNI (`m` in every
+/// 16-bit lane). A plain function,
 /// not a closure: a closure would not inherit the caller's target features, and its
 /// intrinsics would become calls.
 #[inline(always)]
-unsafe fn sdot<S: Isa>(w: &[S::I; 8], aw: &[S::I; 8], p: *const i8) -> S::I {
+unsafe fn sdot<S: Isa>(w: &[S::I; 8], aw: &[S::I; 8], p: *const i8, m: S::I) -> S::I {
     unsafe {
         let mut x = S::zero_i();
         for c in 0..8 {
             let s = S::sign8(S::bcast(p.add(4 * c)), w[c]);
-            x = S::add32(x, S::madd1(S::maddubs(aw[c], s)));
+            x = S::add32(x, S::madd(S::maddubs(aw[c], s), m));
         }
         x
     }

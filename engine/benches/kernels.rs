@@ -112,10 +112,8 @@ fn main() {
     let qs: Vec<QActs> = env_list("KERNEL_ACTS", "int16,int8")
         .iter()
         .map(|b| {
-            let mut q = QActs {
-                bits: ActBits::parse(b).expect("KERNEL_ACTS"),
-                ..QActs::default()
-            };
+            let mut q = QActs::default();
+            q.bits = ActBits::parse(b).expect("KERNEL_ACTS");
             q.quantize(&x, cols);
             q
         })

@@ -217,7 +217,8 @@ fn int8_activations_stay_near_the_reference() {
     eprintln!("SmolLM2 Q4_1, int8 activations: worst logit error {worst:.3} of the top logit");
 }
 
-/// Every test above again at each other SIMD level this CPU runs (`JOULE_SIMD` forced).
+/// The int16 tests above again at each other SIMD level this CPU runs (`JOULE_SIMD` forced);
+/// the int8 mode's kernels are bit-compared at every level in `quant::tests`.
 #[test]
 fn every_simd_level_matches_the_reference() {
     rerun_at_other_levels(

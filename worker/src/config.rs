@@ -106,7 +106,7 @@ pub struct Args {
     pub threads: usize,
 
     /// How finely the CPU kernels round activations before quantized weights: `int16` (logits
-    /// within ~1e-3 of an f64 reference) or `int8` (llama.cpp's precision: up to ~0.15 of the top
+    /// within 1e-3 of the top logit of an f64 reference) or `int8` (llama.cpp's precision: up to ~0.15 of the top
     /// logit on SmolLM2; the tiled kernels do half the integer work, so prefill and batched
     /// decode run faster).
     #[arg(long, env = "JOULE_ACTIVATIONS", default_value = "int16", value_parser = joule_engine::quant::ActBits::parse)]

@@ -142,6 +142,14 @@ impl Worker {
         // A GPU asked for must be there, and new enough, before anything loads.
         let mut serving_gpu = None;
         if let joule_engine::cuda::Device::Cuda(n) = args.device {
+            if args.activations != joule_engine::quant::ActBits::Int16 {
+                anyhow::bail!(
+                    "--activations {} applies to the CPU kernels; --device {} quantises \
+                     activations at 16 bits (leave --activations at int16)",
+                    args.activations,
+                    args.device
+                );
+            }
             let gpu = match &probed {
                 Err(why) => anyhow::bail!("--device {}: {why}", args.device),
                 Ok(gpus) => gpus.iter().find(|g| g.ordinal == n).ok_or_else(|| {

@@ -4,7 +4,8 @@
 //! feeding a quantized weight are quantized once per row, per block of 32, to 16-bit integers
 //! split in two int8 planes (`q = 255 * hi + lo`, [`QActs`]), so the products run on the int8
 //! dot instructions (VNNI `vpdpbusd`, AVX2 `vpmaddubsw`) twice while the activation rounding error
-//! stays 256 times below plain int8 (GGML's Q8_1): logits track an f64 reference to ~1e-3.
+//! stays 256 times below plain int8 (GGML's Q8_1): logits stay within 1e-3 of the top logit of
+//! an f64 reference ([`ActBits::Int8`] opts into GGML's precision instead).
 //! Float weights (F32/F16/BF16) are dotted with the f32 activations directly.
 //!
 //! The SIMD level ([`Level`]) is chosen once per process ([`Kernels::detect`]): the best this
@@ -36,7 +37,7 @@ pub const QMAX: f32 = 127.0 * 255.0;
 /// How finely activations feeding quantized weights are rounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ActBits {
-    /// 16-bit (`255 * hi + lo`): logits track an f64 reference to ~1e-4 of the top logit.
+    /// 16-bit (`255 * hi + lo`): logits within 1e-3 of the top logit of an f64 reference.
     #[default]
     Int16,
     /// 8-bit, GGML's precision (the `lo` plane is zero): the tiled kernels skip half their
@@ -75,6 +76,9 @@ pub struct QActs {
     /// The precision [`QActs::quantize`] rounds to; at [`ActBits::Int8`] `lo` is all zeros
     /// and `q = 255 * hi`.
     pub bits: ActBits,
+    /// The last `quantize` ran at [`ActBits::Int8`]: `lo` is zero (what rows report as
+    /// `coarse`, so changing `bits` afterwards cannot make a kernel skip a non-zero plane).
+    lo_zero: bool,
     pub hi: Vec<i8>,
     pub lo: Vec<i8>,
     /// Scale per block.
@@ -103,6 +107,7 @@ impl QActs {
         static BLOCKS: OnceLock<actq::BlocksFn> = OnceLock::new();
         let blocks = *BLOCKS.get_or_init(actq::blocks_fn);
         let int8 = self.bits == ActBits::Int8;
+        self.lo_zero = int8;
         (
             x.par_chunks(QK * B),
             self.hi.par_chunks_mut(QK * B),
@@ -142,7 +147,7 @@ impl QActs {
             d: &self.d[t * nb..(t + 1) * nb],
             s: &self.s[t * nb..(t + 1) * nb],
             h16: &self.h16[2 * t * nb..2 * (t + 1) * nb],
-            coarse: self.bits == ActBits::Int8,
+            coarse: self.lo_zero,
         }
     }
 }
@@ -156,8 +161,9 @@ pub struct ActRow<'a> {
     pub d: &'a [f32],
     pub s: &'a [f32],
     pub h16: &'a [i32],
-    /// `lo` is all zeros ([`ActBits::Int8`]): a kernel may skip it.
-    pub coarse: bool,
+    /// `lo` is all zeros ([`ActBits::Int8`]): a kernel may skip it. Set only by
+    /// [`QActs::row`], from how the rows were quantized.
+    pub(crate) coarse: bool,
 }
 
 impl<'a> ActRow<'a> {

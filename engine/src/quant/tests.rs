@@ -162,6 +162,13 @@ fn tiled_kernels_match_the_exact_dot_and_never_depend_on_the_batch() {
                     .flat_map(|_| random_data(dtype, n, 1.0, &mut rng))
                     .collect();
                 let rb = stored.len() / rows;
+                // Row 0 at the format's largest magnitudes (nibbles of 15, 6-bit 63, 8-bit 127)
+                // meets token 0 at the largest activations (hi = 127): the 16-bit partial sums
+                // at their bound, where a saturating step would break bit identity.
+                let extreme: Vec<f32> = (0..n)
+                    .map(|i| if i % QK == 0 { -1.0001 } else { 1.0 })
+                    .collect();
+                stored[..rb].copy_from_slice(&quantize::quantize_row(dtype, &extreme));
                 // The last row repeats the first: same value in another lane (and tile).
                 stored.extend_from_within(..rb);
                 let rows = rows + 1;
@@ -169,7 +176,8 @@ fn tiled_kernels_match_the_exact_dot_and_never_depend_on_the_batch() {
                 let trb = pack::tiled_row_bytes(dtype, n);
                 assert_eq!(w.len(), rows.div_ceil(pack::TILE) * pack::TILE * trb);
                 let tokens = 12;
-                let x: Vec<f32> = (0..tokens * n).map(|_| rng.symmetric(3.0)).collect();
+                let mut x: Vec<f32> = (0..tokens * n).map(|_| rng.symmetric(3.0)).collect();
+                x[..n].fill(3.0);
                 let mut q = QActs {
                     bits,
                     ..QActs::default()

@@ -376,6 +376,13 @@ fn main() -> ExitCode {
         eprintln!("engine-bench: {m}");
         ExitCode::FAILURE
     };
+    if a.device != Device::Cpu && a.activations != ActBits::Int16 {
+        return fail(format!(
+            "--activations {} applies to the CPU kernels; --device {} quantises activations at \
+             16 bits",
+            a.activations, a.device
+        ));
+    }
     if a.concurrency.is_empty() || a.concurrency.contains(&0) {
         return fail("--concurrency must list numbers of at least 1".into());
     }

@@ -83,21 +83,23 @@ unsafe fn rows_at<S: Isa, const T: u8, const C: bool>(
         unsafe {
             let o = out.add(t * stride);
             let p = tile.as_ptr();
+            // Only the first pass streams the tile from memory; later ones find it in cache.
+            let f = t == 0;
             t += match a.len().min(S::MAXN) {
-                1 => pass::<S, T, C, 1>(p, nk, lanes, a, o, stride),
-                2 => pass::<S, T, C, 2>(p, nk, lanes, a, o, stride),
-                3 => pass::<S, T, C, 3>(p, nk, lanes, a, o, stride),
-                4 => pass::<S, T, C, 4>(p, nk, lanes, a, o, stride),
-                5 => pass::<S, T, C, 5>(p, nk, lanes, a, o, stride),
-                6 => pass::<S, T, C, 6>(p, nk, lanes, a, o, stride),
-                7 => pass::<S, T, C, 7>(p, nk, lanes, a, o, stride),
-                _ => pass::<S, T, C, 8>(p, nk, lanes, a, o, stride),
+                1 => pass::<S, T, C, 1>(p, nk, lanes, a, o, stride, f),
+                2 => pass::<S, T, C, 2>(p, nk, lanes, a, o, stride, f),
+                3 => pass::<S, T, C, 3>(p, nk, lanes, a, o, stride, f),
+                4 => pass::<S, T, C, 4>(p, nk, lanes, a, o, stride, f),
+                5 => pass::<S, T, C, 5>(p, nk, lanes, a, o, stride, f),
+                6 => pass::<S, T, C, 6>(p, nk, lanes, a, o, stride, f),
+                7 => pass::<S, T, C, 7>(p, nk, lanes, a, o, stride, f),
+                _ => pass::<S, T, C, 8>(p, nk, lanes, a, o, stride, f),
             };
         }
     }
 }
 
-/// The tile against the first `N` activation rows; returns `N`.
+/// The tile against the first `N` activation rows, prefetching ahead if `fetch`; returns `N`.
 #[inline(always)]
 unsafe fn pass<S: Isa, const T: u8, const C: bool, const N: usize>(
     tile: *const u8,
@@ -106,6 +108,7 @@ unsafe fn pass<S: Isa, const T: u8, const C: bool, const N: usize>(
     acts: &[ActRow<'_>],
     out: *mut f32,
     stride: usize,
+    fetch: bool,
 ) -> usize {
     let tb = tile_block_bytes(dtype_of(T));
     let parts = TILE / S::L;
@@ -116,7 +119,9 @@ unsafe fn pass<S: Isa, const T: u8, const C: bool, const N: usize>(
         let mut acc = [[S::zero_f(); N]; 2];
         for k in 0..nk {
             let base = tile.add(k * tb);
-            prefetch(base.wrapping_add(PREFETCH), tb);
+            if fetch {
+                prefetch(base.wrapping_add(PREFETCH), tb);
+            }
             for (p, acc) in acc.iter_mut().enumerate().take(parts) {
                 block::<S, T, C, N>(base, p * S::L, k, &acts, acc);
             }

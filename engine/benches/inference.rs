@@ -193,14 +193,8 @@ fn main() {
     }
     println!(
         "simd: {}",
-        Model::load(
-            &model_path,
-            &LoadOptions {
-                threads: 1,
-                ..Default::default()
-            }
-        )
-        .map(|m| m.simd_level())
-        .unwrap_or("?")
+        Model::load(&model_path, &LoadOptions::with_threads(1))
+            .map(|m| m.simd_level())
+            .unwrap_or("?")
     );
 }

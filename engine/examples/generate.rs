@@ -41,10 +41,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let threads = args.threads.unwrap_or_else(physical_cores);
-    let opts = LoadOptions {
-        threads,
-        ..Default::default()
-    };
+    let opts = LoadOptions::with_threads(threads);
     let (model, tk) = if args.model.is_dir() {
         (
             Model::load(&args.model, &opts)?,

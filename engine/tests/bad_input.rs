@@ -18,13 +18,7 @@ fn tiny_gguf() -> Vec<u8> {
 
 fn open(bytes: Vec<u8>) -> Result<Model, EngineError> {
     let f = GgufFile::from_bytes("bad.gguf", bytes)?;
-    Model::from_gguf(
-        &f,
-        &LoadOptions {
-            threads: 1,
-            ..Default::default()
-        },
-    )
+    Model::from_gguf(&f, &LoadOptions::with_threads(1))
 }
 
 fn err_text(r: Result<Model, EngineError>) -> String {
@@ -205,14 +199,7 @@ fn a_missing_tokenizer_is_reported() {
 fn a_prompt_longer_than_the_context_is_refused() {
     let f = GgufFile::open(common::default_model()).expect("open");
     let tk = Tokenizer::from_gguf(&f).expect("tokenizer");
-    let model = Model::from_gguf(
-        &f,
-        &LoadOptions {
-            threads: 1,
-            ..Default::default()
-        },
-    )
-    .expect("model");
+    let model = Model::from_gguf(&f, &LoadOptions::with_threads(1)).expect("model");
     let prompt = vec![28u32; model.config.context_len + 1];
     let err = generate(
         &model,
@@ -257,32 +244,20 @@ fn bad_safetensors_are_named() {
     let st = path.join("model.safetensors");
     let full = std::fs::read(&st).expect("read");
     std::fs::write(&st, &full[..full.len() - 4]).expect("truncate");
-    let msg = Model::load(
-        &path,
-        &LoadOptions {
-            threads: 1,
-            ..Default::default()
-        },
-    )
-    .err()
-    .expect("truncated")
-    .to_string();
+    let msg = Model::load(&path, &LoadOptions::with_threads(1))
+        .err()
+        .expect("truncated")
+        .to_string();
     assert!(
         msg.contains("model.safetensors") && msg.contains("data_offsets"),
         "{msg}"
     );
     std::fs::write(path.join("config.json"), "{\"model_type\": \"llama\"}").expect("config");
     std::fs::write(&st, &full).expect("restore");
-    let msg = Model::load(
-        &path,
-        &LoadOptions {
-            threads: 1,
-            ..Default::default()
-        },
-    )
-    .err()
-    .expect("config")
-    .to_string();
+    let msg = Model::load(&path, &LoadOptions::with_threads(1))
+        .err()
+        .expect("config")
+        .to_string();
     assert!(msg.contains("config.json: hidden_size"), "{msg}");
 }
 

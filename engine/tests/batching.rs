@@ -19,14 +19,7 @@ const TEXT: &str = "The history of the lighthouse begins with fires lit on hills
 
 fn start(cfg: EngineConfig) -> EngineHandle {
     let file = GgufFile::open(common::default_model()).expect("model");
-    let model = Model::from_gguf(
-        &file,
-        &LoadOptions {
-            threads: 2,
-            ..Default::default()
-        },
-    )
-    .expect("load");
+    let model = Model::from_gguf(&file, &LoadOptions::with_threads(2)).expect("load");
     let tk = Tokenizer::from_gguf(&file).expect("tokenizer");
     EngineHandle::start(model, tk, cfg).expect("engine")
 }

@@ -42,6 +42,25 @@ fn tolerance(dtype: &str, layers: usize) -> f32 {
     base * (layers as f32 / 2.0).max(1.0)
 }
 
+/// The largest difference between the last position's logits and a case's reference (all
+/// logits, or its probed and top ones), relative to the top reference logit.
+fn last_logit_error(last: &[f32], case: &serde_json::Value) -> f32 {
+    let (probe_ids, probe_vals) = if case.get("last_logits").is_some() {
+        (
+            (0..last.len() as u32).collect(),
+            floats(&case["last_logits"]),
+        )
+    } else {
+        let mut i = ids(&case["probe_ids"]);
+        let mut v = floats(&case["probe_values"]);
+        i.extend(ids(&case["top_ids"]));
+        v.extend(floats(&case["top_values"]));
+        (i, v)
+    };
+    let scale = floats(&case["top_values"])[0].abs().max(1.0);
+    max_diff(last, &probe_ids, &probe_vals) / scale
+}
+
 /// Compares every case of `fx` against `model`; returns the worst relative logit error seen.
 fn check_cases(model: &Model, fx: &serde_json::Value, tol: f32, label: &str) -> f32 {
     let mut worst = 0f32;
@@ -60,17 +79,7 @@ fn check_cases(model: &Model, fx: &serde_json::Value, tol: f32, label: &str) -> 
             "{label}: argmax per position"
         );
 
-        let (probe_ids, probe_vals) = if case.get("last_logits").is_some() {
-            ((0..vocab as u32).collect(), floats(&case["last_logits"]))
-        } else {
-            let mut i = ids(&case["probe_ids"]);
-            let mut v = floats(&case["probe_values"]);
-            i.extend(ids(&case["top_ids"]));
-            v.extend(floats(&case["top_values"]));
-            (i, v)
-        };
-        let scale = floats(&case["top_values"])[0].abs().max(1.0);
-        let err = max_diff(last, &probe_ids, &probe_vals) / scale;
+        let err = last_logit_error(last, case);
         assert!(
             err <= tol,
             "{label}: logits differ by {err} of the top logit (tolerance {tol})"
@@ -124,14 +133,7 @@ fn tiny_models_match_the_reference() {
             "{}: the model written differs from the one the fixture was computed on; rerun tests/reference/regen.sh",
             spec.name
         );
-        let model = Model::load(
-            &path,
-            &LoadOptions {
-                threads: 2,
-                ..Default::default()
-            },
-        )
-        .expect("load");
+        let model = Model::load(&path, &LoadOptions::with_threads(2)).expect("load");
         let tol = tolerance(&spec.dtype.to_string(), spec.layers);
         let worst = check_cases(&model, &fx, tol, spec.name);
         eprintln!(
@@ -192,20 +194,7 @@ fn int8_activations_stay_near_the_reference() {
         let last = model
             .forward(&prompt, &mut cache, Logits::Last)
             .expect("forward");
-        let (probe_ids, probe_vals) = if case.get("last_logits").is_some() {
-            (
-                (0..model.config.vocab as u32).collect(),
-                floats(&case["last_logits"]),
-            )
-        } else {
-            let mut i = ids(&case["probe_ids"]);
-            let mut v = floats(&case["probe_values"]);
-            i.extend(ids(&case["top_ids"]));
-            v.extend(floats(&case["top_values"]));
-            (i, v)
-        };
-        let scale = floats(&case["top_values"])[0].abs().max(1.0);
-        let err = max_diff(&last, &probe_ids, &probe_vals) / scale;
+        let err = last_logit_error(&last, case);
         assert!(err <= 0.25, "int8: logits differ by {err} of the top logit");
         worst = worst.max(err);
     }

@@ -12,9 +12,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(file) = GgufFile::from_bytes("fuzz.gguf", data.to_vec()) else {
         return;
     };
-    let _ = Model::from_gguf(&file, &LoadOptions {
-        threads: 1,
-        ..Default::default()
-    });
+    let _ = Model::from_gguf(&file, &LoadOptions::with_threads(1));
     let _ = Tokenizer::from_gguf(&file);
 });

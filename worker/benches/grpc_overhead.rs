@@ -309,10 +309,7 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let f = GgufFile::open(&model)?;
-    let opts = LoadOptions {
-        threads: o.threads,
-        ..Default::default()
-    };
+    let opts = LoadOptions::with_threads(o.threads);
     let engine = EngineHandle::start(Model::from_gguf(&f, &opts)?, Tokenizer::from_gguf(&f)?, cfg)?;
     let vocab = engine.config().vocab;
     let threads = o.threads.to_string();

@@ -15,16 +15,7 @@ use crate::rng::Rng;
 use crate::tensor::{DType, Weight};
 use crate::testkit::random_data;
 
-const TYPES: [DType; 8] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q8_0,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q4K,
-    DType::Q6K,
-];
+const TYPES: [DType; 8] = DType::ALL;
 
 fn gpu() -> Gpu {
     let dir = std::env::temp_dir().join("joule-kernel-cache");

@@ -29,6 +29,16 @@ pub struct LoadOptions {
     pub activations: ActBits,
 }
 
+impl LoadOptions {
+    /// `threads` compute threads, every other option at its default.
+    pub fn with_threads(threads: usize) -> Self {
+        Self {
+            threads,
+            ..Self::default()
+        }
+    }
+}
+
 /// A loaded model, ready to run forward passes.
 pub struct Model {
     pub config: Config,

@@ -7,13 +7,6 @@ use joule_engine::{LoadOptions, Model, testkit};
 
 pub fn model_and_tokenizer() -> (Model, Tokenizer) {
     let file = GgufFile::from_bytes("tiny-spm.gguf", testkit::spm_vocab_gguf()).expect("gguf");
-    let model = Model::from_gguf(
-        &file,
-        &LoadOptions {
-            threads: 1,
-            ..Default::default()
-        },
-    )
-    .expect("load");
+    let model = Model::from_gguf(&file, &LoadOptions::with_threads(1)).expect("load");
     (model, Tokenizer::from_gguf(&file).expect("tokenizer"))
 }

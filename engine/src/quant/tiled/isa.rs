@@ -21,8 +21,6 @@ pub(super) trait Isa {
     const VNNI: bool;
     /// Activation rows per pass.
     const MAXN: usize;
-    /// Activation rows per pass when the `lo` plane is read too (twice the live sums).
-    const MAXN_FINE: usize;
 
     unsafe fn zero_i() -> Self::I;
     unsafe fn zero_f() -> Self::F;
@@ -84,7 +82,6 @@ impl Isa for Avx2 {
     const L: usize = 8;
     const VNNI: bool = false;
     const MAXN: usize = 4;
-    const MAXN_FINE: usize = 2;
 
     #[inline(always)]
     unsafe fn zero_i() -> __m256i {
@@ -229,7 +226,6 @@ macro_rules! isa512 {
             const L: usize = 16;
             const VNNI: bool = $vnni;
             const MAXN: usize = 8;
-            const MAXN_FINE: usize = 8;
 
             #[inline(always)]
             unsafe fn zero_i() -> __m512i {

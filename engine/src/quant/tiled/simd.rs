@@ -1,11 +1,8 @@
 //! The tiled kernels, written once over [`Isa`] and instantiated per x86 level. A pass runs up
-//! to `Isa::MAXN` activation rows (`Isa::MAXN_FINE` when the `lo` plane is read) against the
-//! whole tile: each block's weights are decoded once and then dotted with every row of the
-//! pass. At the 512-bit levels a block's weights are decoded into registers whole
-//! ([`block`]). AVX2 has sixteen registers, too few for that: its 4- and 6-bit kernels decode a
-//! few columns at a time and run them against every row and both halves of the tile (rows 0..8
-//! and 8..16) before the next ([`block_parts`]); Q8_0 runs the halves one after the other. The
-//! tile is streamed from memory once either way.
+//! to `Isa::MAXN` activation rows against the whole tile: each block's weights are decoded
+//! into registers once and then dotted with every row of the pass. A 256-bit level runs the
+//! tile's two halves (rows 0..8 and 8..16) one after the other inside the same block loop, so
+//! the tile is still streamed from memory once.
 //!
 //! Where every row's `lo` plane is zero (int8 activations, [`ActRow::coarse`]) a pass skips it:
 //! the same sums, half the products.
@@ -88,7 +85,7 @@ unsafe fn rows_at<S: Isa, const T: u8, const C: bool>(
             let p = tile.as_ptr();
             // Only the first pass streams the tile from memory; later ones find it in cache.
             let f = t == 0;
-            t += match a.len().min(if C { S::MAXN } else { S::MAXN_FINE }) {
+            t += match a.len().min(S::MAXN) {
                 1 => pass::<S, T, C, 1>(p, nk, lanes, a, o, stride, f),
                 2 => pass::<S, T, C, 2>(p, nk, lanes, a, o, stride, f),
                 3 => pass::<S, T, C, 3>(p, nk, lanes, a, o, stride, f),
@@ -125,10 +122,6 @@ unsafe fn pass<S: Isa, const T: u8, const C: bool, const N: usize>(
             let base = tile.add(k * tb);
             if fetch && ahead != 0 {
                 prefetch(base.wrapping_add(ahead), tb);
-            }
-            if S::L == 8 && T != Q8_0 {
-                block_parts::<S, T, C, N>(base, k, &acts, &mut acc);
-                continue;
             }
             for (p, acc) in acc.iter_mut().enumerate().take(parts) {
                 block::<S, T, C, N>(base, p * S::L, k, &acts, acc);
@@ -285,207 +278,6 @@ unsafe fn block<S: Isa, const T: u8, const C: bool, const N: usize>(
                 }
             }
         }
-    }
-}
-
-/// At AVX2: one tile-block (stored block `k`) against `N` rows, every part of the tile
-/// (both halves) at once, for the 4- and 6-bit types. Each activation broadcast then
-/// feeds every part's products: at AVX2 a broadcast costs as much issue bandwidth as a
-/// product, and AVX2's sixteen registers hold neither a whole nibble group nor a second part's
-/// sums, so the weights are decoded a few columns at a time ([`u4dots`], [`q6half`]). Every
-/// lane sees the same IEEE operations in the same order as in [`block`].
-#[inline(always)]
-unsafe fn block_parts<S: Isa, const T: u8, const C: bool, const N: usize>(
-    base: *const u8,
-    k: usize,
-    acts: &[Act; N],
-    acc: &mut [[S::F; N]; 2],
-) {
-    let parts = TILE / S::L;
-    // SAFETY (all loads): as for `block`, for each part's lanes.
-    unsafe {
-        let mut d = [S::zero_f(); 2];
-        for (p, d) in d.iter_mut().enumerate().take(parts) {
-            *d = S::f16s(base.add(2 * p * S::L));
-        }
-        match T {
-            Q4_0 | Q4_1 => {
-                let q = base.add(if T == Q4_0 { Q4_0_Q } else { Q4_1_Q });
-                let xs = u4dots::<S, C, N>(q, acts, k);
-                for p in 0..parts {
-                    let m = S::f16s(base.add(Q4_1_M + 2 * p * S::L));
-                    for ((acc, a), &x) in acc[p].iter_mut().zip(acts).zip(&xs[p]) {
-                        let mut x = x;
-                        if T == Q4_0 {
-                            let sum = *a.h16.add(2 * k) + *a.h16.add(2 * k + 1);
-                            x = S::sub32(x, S::set1_32(8 * sum));
-                        }
-                        *acc = S::fma(S::cvt(x), S::mul(d[p], S::set1_f(*a.d.add(k))), *acc);
-                        if T == Q4_1 {
-                            *acc = S::fma(m, S::set1_f(*a.s.add(k)), *acc);
-                        }
-                    }
-                }
-            }
-            Q4K => {
-                let mut dmin = [S::zero_f(); 2];
-                for (p, dm) in dmin.iter_mut().enumerate().take(parts) {
-                    *dm = S::f16s(base.add(Q4K_DMIN + 2 * p * S::L));
-                }
-                for s in 0..8 {
-                    let b = 8 * k + s;
-                    let xs = u4dots::<S, C, N>(base.add(Q4K_Q + GROUP * s), acts, b);
-                    for p in 0..parts {
-                        let l0 = p * S::L;
-                        let sc = S::mul(d[p], S::u8s(base.add(Q4K_SC + TILE * s + l0)));
-                        let m = S::neg(S::mul(dmin[p], S::u8s(base.add(Q4K_MIN + TILE * s + l0))));
-                        for ((acc, a), &x) in acc[p].iter_mut().zip(acts).zip(&xs[p]) {
-                            *acc = S::fma(S::cvt(x), S::mul(sc, S::set1_f(*a.d.add(b))), *acc);
-                            *acc = S::fma(m, S::set1_f(*a.s.add(b)), *acc);
-                        }
-                    }
-                }
-            }
-            _ => {
-                for s in 0..8 {
-                    let b = 8 * k + s;
-                    let sub = base.add(Q6K_Q + Q6K_SUB * s);
-                    for h in 0..2 {
-                        let xs = q6half::<S, C, N>(sub, h, acts, b);
-                        for p in 0..parts {
-                            let sc = S::i8s(base.add(Q6K_SC + TILE * (2 * s + h) + p * S::L));
-                            let sc = S::mul(d[p], sc);
-                            for ((acc, a), &x) in acc[p].iter_mut().zip(acts).zip(&xs[p]) {
-                                let off = S::times32(S::bcast(a.h16.add(2 * b + h).cast()));
-                                let x = S::sub32(x, off);
-                                *acc = S::fma(S::cvt(x), S::mul(sc, S::set1_f(*a.d.add(b))), *acc);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// At AVX2: `255 * (w . hi) + (w . lo)` of the 4-bit weights of the nibble group at `q`
-/// against activation block `b` of every row, for every part of the tile, exact. Four columns
-/// of weights are decoded at a time and run against every row and part before the next; a
-/// 16-bit sum holds eight `vpmaddubsw` pairs of 4-bit weights, as in [`udot`].
-#[inline(always)]
-unsafe fn u4dots<S: Isa, const C: bool, const N: usize>(
-    q: *const u8,
-    acts: &[Act; N],
-    b: usize,
-) -> [[S::I; N]; 2] {
-    let parts = TILE / S::L;
-    unsafe {
-        let m4 = S::set1_8(0x0F);
-        let mut hs = [[S::zero_i(); N]; 2];
-        let mut ls = [[S::zero_i(); N]; 2];
-        for c in 0..4 {
-            let mut v = [S::zero_i(); 2];
-            for (p, v) in v.iter_mut().enumerate().take(parts) {
-                *v = S::load(q.add(64 * c + 4 * p * S::L));
-            }
-            // i = 0: weights 4c..4c + 4 (low nibbles); i = 1: 16 + 4c.. (high nibbles).
-            for i in 0..2 {
-                let mut w = [S::zero_i(); 2];
-                for (w, &v) in w.iter_mut().zip(&v).take(parts) {
-                    *w = S::and(if i == 0 { v } else { S::srli16(v, 4) }, m4);
-                }
-                let at = QK * b + 16 * i + 4 * c;
-                let first = c == 0 && i == 0;
-                for t in 0..N {
-                    let bh = S::bcast(acts[t].hi.add(at));
-                    for p in 0..parts {
-                        let h = S::maddubs(w[p], bh);
-                        hs[p][t] = if first { h } else { S::add16(hs[p][t], h) };
-                    }
-                    if !C {
-                        let bl = S::bcast(acts[t].lo.add(at));
-                        for p in 0..parts {
-                            let l = S::maddubs(w[p], bl);
-                            ls[p][t] = if first { l } else { S::add16(ls[p][t], l) };
-                        }
-                    }
-                }
-            }
-        }
-        let mut xs = [[S::zero_i(); N]; 2];
-        for p in 0..parts {
-            for t in 0..N {
-                xs[p][t] = S::madd(hs[p][t], S::set1_16(255));
-                if !C {
-                    xs[p][t] = S::add32(xs[p][t], S::madd(ls[p][t], S::set1_16(1)));
-                }
-            }
-        }
-        xs
-    }
-}
-
-/// At AVX2: `255 * (w . hi) + (w . lo)` of half `h` (weights `16h..16h + 16`) of the Q6_K
-/// sub-block at `sub` against activation block `b` of every row, for every part, before the
-/// offset is taken off. Weights are built two columns at a time (see [`u4dots`]); a 16-bit
-/// sum holds two `vpmaddubsw` pairs of 6-bit weights.
-#[inline(always)]
-unsafe fn q6half<S: Isa, const C: bool, const N: usize>(
-    sub: *const u8,
-    h: usize,
-    acts: &[Act; N],
-    b: usize,
-) -> [[S::I; N]; 2] {
-    let parts = TILE / S::L;
-    unsafe {
-        let (m4, m30) = (S::set1_8(0x0F), S::set1_8(0x30));
-        let mut hb = [S::zero_i(); 2];
-        for (p, hb) in hb.iter_mut().enumerate().take(parts) {
-            *hb = S::load(sub.add(GROUP + 64 * h + 4 * p * S::L));
-        }
-        let mut xs = [[S::zero_i(); N]; 2];
-        for pair in 0..2 {
-            let mut w = [[S::zero_i(); 2]; 2];
-            for (p, w) in w.iter_mut().enumerate().take(parts) {
-                for (j, w) in w.iter_mut().enumerate() {
-                    let i = 2 * pair + j;
-                    let v = S::load(sub.add(64 * i + 4 * p * S::L));
-                    let low = S::and(if h == 0 { v } else { S::srli16(v, 4) }, m4);
-                    let up = match i {
-                        0 => S::slli16(hb[p], 4),
-                        1 => S::slli16(hb[p], 2),
-                        2 => hb[p],
-                        _ => S::srli16(hb[p], 2),
-                    };
-                    *w = S::or(low, S::and(up, m30));
-                }
-            }
-            let at = QK * b + 16 * h + 8 * pair;
-            for t in 0..N {
-                let bh = [
-                    S::bcast(acts[t].hi.add(at)),
-                    S::bcast(acts[t].hi.add(at + 4)),
-                ];
-                let bl = if C {
-                    bh
-                } else {
-                    [
-                        S::bcast(acts[t].lo.add(at)),
-                        S::bcast(acts[t].lo.add(at + 4)),
-                    ]
-                };
-                for p in 0..parts {
-                    let hh = S::add16(S::maddubs(w[p][0], bh[0]), S::maddubs(w[p][1], bh[1]));
-                    let mut y = S::madd(hh, S::set1_16(255));
-                    if !C {
-                        let ll = S::add16(S::maddubs(w[p][0], bl[0]), S::maddubs(w[p][1], bl[1]));
-                        y = S::add32(y, S::madd(ll, S::set1_16(1)));
-                    }
-                    xs[p][t] = if pair == 0 { y } else { S::add32(xs[p][t], y) };
-                }
-            }
-        }
-        xs
     }
 }
 

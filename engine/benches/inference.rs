@@ -3,8 +3,9 @@
 //! file and threads when `LLAMA_BENCH` points at it (see `engine/benches/llamacpp.sh`), and decode
 //! as a fraction of the memory-bandwidth roofline measured in the same run.
 //!
-//! `cargo bench -p joule-engine --bench inference` (medians over `JOULE_BENCH_REPEATS`, default 5;
-//! `JOULE_ACTIVATIONS=int8` for the 8-bit activation mode).
+//! `cargo bench -p joule-engine --bench inference` (medians over `JOULE_BENCH_REPEATS`, default 5,
+//! the engine and llama-bench taking turns one repeat each; `JOULE_ACTIVATIONS=int8` for the
+//! 8-bit activation mode).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,30 +61,26 @@ fn prompt(vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn bench_engine(model: &Model, reps: usize) -> (f64, f64) {
+/// One prefill of 512 tokens and 128 decode steps: (pp512, tg128) tokens/s.
+fn bench_engine(model: &Model) -> (f64, f64) {
     let p = prompt(model.config.vocab);
-    let mut pre = Vec::new();
-    let mut dec = Vec::new();
-    for _ in 0..reps {
-        let mut cache = model.new_cache(PREFILL + DECODE);
-        let t = Instant::now();
-        let logits = model
-            .forward(&p, &mut cache, Logits::Last)
-            .expect("prefill");
-        pre.push(PREFILL as f64 / t.elapsed().as_secs_f64());
-        // llama-bench's tg128 decodes from an empty context; do the same.
-        let mut cache = model.new_cache(DECODE + 1);
-        let mut tok = argmax(&logits);
-        let t = Instant::now();
-        for _ in 0..DECODE {
-            let l = model
-                .forward(&[tok], &mut cache, Logits::Last)
-                .expect("decode");
-            tok = argmax(&l);
-        }
-        dec.push(DECODE as f64 / t.elapsed().as_secs_f64());
+    let mut cache = model.new_cache(PREFILL + DECODE);
+    let t = Instant::now();
+    let logits = model
+        .forward(&p, &mut cache, Logits::Last)
+        .expect("prefill");
+    let pre = PREFILL as f64 / t.elapsed().as_secs_f64();
+    // llama-bench's tg128 decodes from an empty context; do the same.
+    let mut cache = model.new_cache(DECODE + 1);
+    let mut tok = argmax(&logits);
+    let t = Instant::now();
+    for _ in 0..DECODE {
+        let l = model
+            .forward(&[tok], &mut cache, Logits::Last)
+            .expect("decode");
+        tok = argmax(&l);
     }
-    (median(pre), median(dec))
+    (pre, DECODE as f64 / t.elapsed().as_secs_f64())
 }
 
 /// (pp512, tg128) tokens/s from llama-bench's JSON output.
@@ -176,12 +173,22 @@ fn main() {
         .expect("load model");
         let bytes = model.weights.bytes_per_token() as f64;
         let bw = copy_bandwidth(t, reps.max(5));
-        let (pp, tg) = bench_engine(&model, reps);
+        // Engine and llama.cpp take turns, one repeat each, so a neighbour that slows the
+        // shared machine for a while slows both sides alike.
+        let (mut e, mut l) = ((vec![], vec![]), (vec![], vec![]));
+        for _ in 0..reps {
+            let (pp, tg) = bench_engine(&model);
+            e.0.push(pp);
+            e.1.push(tg);
+            let (lpp, ltg) = llama
+                .as_deref()
+                .and_then(|b| bench_llama_cpp(b, &model_path, t, 1))
+                .unwrap_or((f64::NAN, f64::NAN));
+            l.0.push(lpp);
+            l.1.push(ltg);
+        }
+        let (pp, tg, lpp, ltg) = (median(e.0), median(e.1), median(l.0), median(l.1));
         let roof = bw / bytes;
-        let (lpp, ltg) = llama
-            .as_deref()
-            .and_then(|b| bench_llama_cpp(b, &model_path, t, reps))
-            .unwrap_or((f64::NAN, f64::NAN));
         println!(
             "| {t} | {pp:.1} | {lpp:.1} | {:.2}x | {tg:.1} | {ltg:.1} | {:.2}x | {:.0}% ({:.1} MB/token, copy {:.1} GB/s, roofline {roof:.0} tok/s) |",
             pp / lpp,

@@ -16,6 +16,9 @@ use joule_engine::quant::{ActBits, ActRow, Kernels, Level, QActs};
 use joule_engine::rng::Rng;
 use joule_engine::tensor::DType;
 
+mod common;
+use common::clock_ghz;
+
 fn env_list(key: &str, default: &str) -> Vec<String> {
     std::env::var(key)
         .unwrap_or_else(|_| default.to_string())
@@ -28,27 +31,6 @@ fn env_list(key: &str, default: &str) -> Vec<String> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// Cycles per nanosecond: 100 million dependent one-cycle register adds, timed (register
-/// operands: some cores fold chains of immediate adds at rename).
-#[cfg(target_arch = "x86_64")]
-fn clock_ghz() -> f64 {
-    let (mut x, y) = (0u64, std::hint::black_box(1u64));
-    let t = Instant::now();
-    for _ in 0..100_000 {
-        // SAFETY: register arithmetic only.
-        unsafe {
-            std::arch::asm!(".rept 1000", "add {x}, {y}", ".endr", x = inout(reg) x, y = in(reg) y, options(nomem, nostack));
-        }
-    }
-    std::hint::black_box(x);
-    1e8 / t.elapsed().as_nanos() as f64
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn clock_ghz() -> f64 {
-    f64::NAN
 }
 
 fn dtype(name: &str) -> DType {

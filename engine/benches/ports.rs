@@ -10,6 +10,10 @@
 
 use std::time::Instant;
 
+mod common;
+#[cfg(target_arch = "x86_64")]
+use common::clock_ghz;
+
 /// Ten copies of `op dst, src` with destinations ymm0..ymm9 and the given sources.
 macro_rules! ten {
     ($op:literal, $src:literal) => {
@@ -49,21 +53,6 @@ macro_rules! time {
         v.sort_by(f64::total_cmp);
         v[2]
     }};
-}
-
-/// Cycles per nanosecond: 100 million dependent one-cycle register adds, timed.
-#[cfg(target_arch = "x86_64")]
-fn clock_ghz() -> f64 {
-    let (mut x, y) = (0u64, std::hint::black_box(1u64));
-    let t = Instant::now();
-    for _ in 0..100_000 {
-        // SAFETY: register arithmetic only.
-        unsafe {
-            std::arch::asm!(".rept 1000", "add {x}, {y}", ".endr", x = inout(reg) x, y = in(reg) y, options(nomem, nostack));
-        }
-    }
-    std::hint::black_box(x);
-    1e8 / t.elapsed().as_nanos() as f64
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -65,7 +65,7 @@ fn main() {
     println!("clock {ghz:.2} GHz (dependent adds); cycles per instruction, ten independent copies");
     println!("| instruction | what the kernels use it for | cycles/instr |");
     println!("|---|---|---|");
-    let rows: [(&str, &str, f64); 8] = [
+    let rows: [(&str, &str, f64); 9] = [
         (
             "vpmaddubsw ymm",
             "4 weights x 8 rows, one int8 plane",
@@ -80,6 +80,11 @@ fn main() {
             "vpbroadcastd ymm, m32",
             "4 activation bytes to every lane",
             time!(ten!("vpbroadcastd", "[{p}]")),
+        ),
+        (
+            "vpsignb ymm",
+            "a weight's sign onto the activations (Q8_0)",
+            time!(ten!("vpsignb", "ymm14, ymm15")),
         ),
         (
             "vpaddw ymm",

@@ -17,7 +17,7 @@ use joule_engine::rng::Rng;
 use joule_engine::tensor::DType;
 
 mod common;
-use common::clock_ghz;
+use common::{clock_ghz, median};
 
 fn env_list(key: &str, default: &str) -> Vec<String> {
     std::env::var(key)
@@ -26,11 +26,6 @@ fn env_list(key: &str, default: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn dtype(name: &str) -> DType {

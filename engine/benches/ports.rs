@@ -12,7 +12,7 @@ use std::time::Instant;
 
 mod common;
 #[cfg(target_arch = "x86_64")]
-use common::clock_ghz;
+use common::{clock_ghz, median};
 
 /// Ten copies of `op dst, src` with destinations ymm0..ymm9 and the given sources.
 macro_rules! ten {
@@ -32,7 +32,7 @@ macro_rules! time {
     ($asm:expr) => {{
         let buf = [1u8; 64];
         let p = buf.as_ptr();
-        let mut v: Vec<f64> = (0..5)
+        let v: Vec<f64> = (0..5)
             .map(|_| {
                 let t = Instant::now();
                 for _ in 0..2_000_000 {
@@ -50,8 +50,7 @@ macro_rules! time {
                 t.elapsed().as_nanos() as f64 / 2e6
             })
             .collect();
-        v.sort_by(f64::total_cmp);
-        v[2]
+        median(v)
     }};
 }
 

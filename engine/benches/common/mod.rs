@@ -1,4 +1,5 @@
-//! What more than one bench binary needs: the clock, measured. Included by `mod common;`.
+//! What more than one bench binary needs: the clock, measured, and medians. Included by
+//! `mod common;`.
 
 use std::time::Instant;
 
@@ -21,4 +22,10 @@ pub fn clock_ghz() -> f64 {
 #[cfg(not(target_arch = "x86_64"))]
 pub fn clock_ghz() -> f64 {
     f64::NAN
+}
+
+/// The median (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

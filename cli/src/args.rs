@@ -42,6 +42,19 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub worker_token: Option<String>,
+    /// PEM CA bundle the scheduler replicas' and workers' certificates must chain to: the
+    /// connections are TLS (needed where the cluster runs with --tls-cert).
+    #[arg(long, global = true, env = "JOULE_TLS_CA")]
+    pub certificate_authority: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a cluster that demands one (mutual TLS).
+    #[arg(long, global = true, env = "JOULE_TLS_CERT")]
+    pub client_certificate: Option<std::path::PathBuf>,
+    /// PEM private key of --client-certificate.
+    #[arg(long, global = true, env = "JOULE_TLS_KEY")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// The name to expect in the servers' certificates, when it is not the host in --server.
+    #[arg(long, global = true, env = "JOULE_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
     /// Output format: table (default), wide (more columns), json, yaml, or csv (`get usage`
     /// only).
     #[arg(short = 'o', long, global = true, default_value = "table")]

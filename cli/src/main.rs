@@ -35,6 +35,27 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let f = cli.output;
+    if cli.certificate_authority.is_none() && cli.client_certificate.is_some() {
+        return Err(exit::usage(
+            "--client-certificate needs --certificate-authority (to verify the servers)",
+        ));
+    }
+    joule_client::tls::TlsArgs {
+        tls_cert: cli.client_certificate.clone(),
+        tls_key: cli.client_key.clone(),
+        tls_ca: cli.certificate_authority.clone(),
+        tls_server_name: cli.tls_server_name.clone(),
+    }
+    .load()
+    .map_err(|e| {
+        let e = e
+            .to_string()
+            .replace("--tls-cert", "--client-certificate")
+            .replace("--tls-key", "--client-key")
+            .replace("--tls-ca", "--certificate-authority");
+        exit::usage(&e)
+    })?
+    .install_client();
     if f == Format::Csv && !matches!(cli.cmd, Cmd::Get { .. }) {
         return Err(exit::usage(render::CSV_ONLY));
     }

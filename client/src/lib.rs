@@ -12,6 +12,7 @@ pub mod address;
 mod bearer;
 pub mod calendar;
 pub mod failover;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -74,13 +75,30 @@ impl Connect {
 
     /// The endpoint for `addr` (`HOST:PORT` or a URL).
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint, AddressError> {
-        let url = normalize(addr)?;
+        let mut url = normalize(addr)?;
+        let tls = tls::client();
+        match (tls, url.strip_prefix("http://")) {
+            // With --tls-ca every connection is TLS, whatever scheme the address was given with.
+            (Some(_), Some(rest)) => url = format!("https://{rest}"),
+            (None, None) => {
+                return Err(AddressError::new(
+                    addr,
+                    "https needs a CA to verify the server: pass --tls-ca (joulectl: --certificate-authority)",
+                ));
+            }
+            _ => {}
+        }
         let mut ep = Endpoint::from_shared(url.clone())
             .map_err(|e| AddressError::new(addr, e.to_string()))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
         if let Some(t) = self.timeout {
             ep = ep.timeout(t);
+        }
+        if let Some(c) = tls {
+            ep = ep
+                .tls_config(c.clone())
+                .map_err(|e| AddressError::new(addr, e.to_string()))?;
         }
         Ok(ep)
     }

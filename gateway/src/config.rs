@@ -88,6 +88,15 @@ pub struct Args {
     /// object per line, for log shippers). RUST_LOG filters them.
     #[arg(long, env = "JOULE_LOG_FORMAT", default_value = "text")]
     pub log_format: joule_proto::logging::LogFormat,
+    /// A second, plain-TCP port that serves only `grpc.health.v1`, for probes that cannot
+    /// speak TLS (Kubernetes' gRPC probes); off when not given.
+    #[arg(long, env = "JOULE_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
+    /// TLS: --tls-cert/--tls-key serve TLS on all three ports (clients are not asked for
+    /// certificates: API keys authenticate them); --tls-ca makes the connections to schedulers
+    /// and workers TLS, presenting --tls-cert where they demand a client certificate.
+    #[command(flatten)]
+    pub tls: joule_client::tls::TlsArgs,
 }
 
 impl std::fmt::Debug for Args {
@@ -122,6 +131,8 @@ pub struct Settings {
     /// Whether requests need an API key.
     pub auth: bool,
     pub usage_flush: Duration,
+    /// The loaded TLS files (none: plain TCP).
+    pub tls: joule_client::tls::Tls,
 }
 
 impl std::fmt::Debug for Settings {
@@ -153,6 +164,10 @@ impl Args {
             ("--http-listen", &self.http_listen),
             ("--grpc-listen", &self.grpc_listen),
             ("--metrics-listen", &self.metrics_listen),
+            (
+                "--health-listen",
+                self.health_listen.as_ref().unwrap_or(&self.metrics_listen),
+            ),
         ] {
             if v.parse::<std::net::SocketAddr>().is_err() {
                 return Err(format!("{flag}: {v:?} is not IP:PORT"));
@@ -194,6 +209,7 @@ impl Args {
             name,
             auth: !self.no_auth,
             usage_flush: Duration::from_millis(self.usage_flush_ms),
+            tls: self.tls.load().map_err(|e| e.to_string())?,
         })
     }
 }

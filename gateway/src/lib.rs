@@ -46,6 +46,8 @@ pub struct Listeners {
     pub http: TcpListener,
     pub grpc: TcpListener,
     pub metrics: TcpListener,
+    /// The plain-TCP health port (`--health-listen`), if any.
+    pub health: Option<TcpListener>,
 }
 
 /// Serves until `shutdown` resolves.
@@ -54,6 +56,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Before any connection is made.
+    settings.tls.install_client();
     let view = ViewHandle::default();
     let servers = Arc::new(joule_client::Servers::new(settings.schedulers.clone()));
     let watcher = tokio::spawn(view::watch(
@@ -63,6 +67,7 @@ pub async fn run(
         settings.name.clone(),
     ));
     let policy = settings.policy;
+    let tls = settings.tls.clone();
     if !settings.auth {
         tracing::warn!(
             "--no-auth: every request is served WITHOUT an API key as the unlimited `default` \
@@ -98,6 +103,9 @@ pub async fn run(
     let relay = Arc::new(Relay::new(view, settings, metrics, tenancy));
     let (health, health_service) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(grpc::report_health(relay.clone(), health));
+    let health_port = listeners
+        .health
+        .map(|l| tokio::spawn(joule_client::tls::serve_health(l, health_service.clone())));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -111,6 +119,7 @@ pub async fn run(
         grpc = %listeners.grpc.local_addr()?,
         metrics = %listeners.metrics.local_addr()?,
         routing = policy.as_str(),
+        tls = ?tls,
         "joule-gateway listening"
     );
 
@@ -118,14 +127,7 @@ pub async fn run(
         let app = openai::router(relay.clone());
         let stop = stopped(stop_rx.clone());
         // Nagle off: SSE chunks are small and must not wait for an ACK.
-        let l = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        tokio::spawn(async move {
-            axum::serve(l, app.into_make_service())
-                .with_graceful_shutdown(stop)
-                .await
-        })
+        joule_client::tls::listener::spawn_http(listeners.http, tls.http(), app, true, stop)?
     };
     let metrics = {
         let r = relay.clone();
@@ -146,8 +148,7 @@ pub async fn run(
             }),
         );
         let stop = stopped(stop_rx.clone());
-        let l = listeners.metrics;
-        tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(stop).await })
+        joule_client::tls::listener::spawn_http(listeners.metrics, tls.http(), app, false, stop)?
     };
     let reflection_v1 = joule_proto::reflection::v1().context("building the reflection service")?;
     let reflection_v1alpha =
@@ -162,7 +163,11 @@ pub async fn run(
             })
         })
     };
-    let grpc = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(c) = tls.grpc_public() {
+        server = server.tls_config(c).context("the TLS settings")?;
+    }
+    let grpc = server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -171,6 +176,9 @@ pub async fn run(
     let grpc_result = grpc.await;
     watcher.abort();
     health_task.abort();
+    if let Some(t) = health_port {
+        t.abort();
+    }
     let http_result = http.await;
     let metrics_result = metrics.await;
     lease_task.abort();

@@ -32,6 +32,10 @@ async fn main() -> ExitCode {
             http: bind("--http-listen", args.http_listen.clone()).await?,
             grpc: bind("--grpc-listen", args.grpc_listen.clone()).await?,
             metrics: bind("--metrics-listen", args.metrics_listen.clone()).await?,
+            health: match &args.health_listen {
+                Some(a) => Some(bind("--health-listen", a.clone()).await?),
+                None => None,
+            },
         })
     }
     .await;

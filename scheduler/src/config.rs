@@ -80,6 +80,12 @@ pub struct Args {
     /// object per line, for log shippers). RUST_LOG filters them.
     #[arg(long, env = "JOULE_LOG_FORMAT", default_value = "text")]
     pub log_format: joule_proto::logging::LogFormat,
+    /// A second, plain-TCP port that serves only `grpc.health.v1`, for probes that cannot
+    /// speak TLS (Kubernetes' gRPC probes); off when not given.
+    #[arg(long, env = "JOULE_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
+    #[command(flatten)]
+    pub tls: joule_client::tls::TlsArgs,
 }
 
 /// The founding replicas, by id.

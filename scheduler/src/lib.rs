@@ -53,6 +53,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let peers = args.validate().map_err(anyhow::Error::msg)?;
+    let tls = args.tls.load()?;
+    tls.install_client();
     let admin_token = args.admin_token.clone().unwrap_or_default();
     let peer_token = args.peer_token.clone().unwrap_or_default();
     let transport = GrpcTransport::new(
@@ -67,6 +69,12 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     tokio::spawn(report_readiness(store.clone(), health));
+    if let Some(addr) = &args.health_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?;
+        tokio::spawn(joule_client::tls::serve_health(l, health_service.clone()));
+    }
     let live = Arc::new(Liveness::default());
     let heartbeat = Duration::from_millis(args.heartbeat_ms);
     tokio::spawn(watch_workers(
@@ -87,6 +95,7 @@ pub async fn run(
         replica = args.id,
         listen = %listener.local_addr()?,
         peers = ?peers,
+        tls = ?tls,
         data_dir = %args.data_dir.display(),
         "scheduler replica serving"
     );
@@ -107,7 +116,11 @@ pub async fn run(
     let reflection_v1 = joule_proto::reflection::v1().context("building the reflection service")?;
     let reflection_v1alpha =
         joule_proto::reflection::v1alpha().context("building the reflection service")?;
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(c) = tls.grpc_internal() {
+        server = server.tls_config(c).context("the TLS settings")?;
+    }
+    server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

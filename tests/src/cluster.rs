@@ -178,13 +178,14 @@ pub fn authed<T>(m: T) -> Request<T> {
     r
 }
 
+/// An admin client of `addr` through `joule-client`, so it speaks TLS where the test process
+/// installed a client setting ([`joule_client::tls::Tls::install_client`]).
 pub async fn client(addr: &str) -> Option<AdminClient<Channel>> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(Duration::from_millis(300))
-        .connect()
-        .await
-        .ok()?;
+    let connect = joule_client::Connect {
+        connect_timeout: Duration::from_millis(300),
+        timeout: None,
+    };
+    let ch = connect.connect(addr).await.ok()?;
     Some(AdminClient::new(ch))
 }
 

@@ -13,6 +13,7 @@ pub mod linearizable;
 pub mod python;
 pub mod reflection;
 pub mod tenants;
+pub mod tls;
 pub mod workers;
 
 use std::path::PathBuf;

@@ -106,6 +106,9 @@ async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
 impl Worker {
     /// Binds both ports and starts serving; start-up models load in the background.
     pub async fn start(args: &Args) -> anyhow::Result<Self> {
+        // Bad TLS files are refused before anything loads.
+        let tls = args.tls.load()?;
+        tls.install_client();
         let est = EstimateConfig {
             idle_watts: args.idle_watts,
             busy_watts: args.busy_watts,
@@ -227,6 +230,12 @@ impl Worker {
                     args.metrics_listen
                 )
             })?;
+        if let Some(addr) = args.health_listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?;
+            tokio::spawn(joule_client::tls::serve_health(l, health_service.clone()));
+        }
         let grpc_addr = grpc.local_addr()?;
         let metrics_addr = mlis.local_addr()?;
         let stop = CancellationToken::new();
@@ -240,8 +249,12 @@ impl Worker {
         };
         let auth = joule_client::RequireBearer::new(args.join_token.as_deref(), "--join-token");
         let s = stop.clone();
+        let mut server = tonic::transport::Server::builder();
+        if let Some(c) = tls.grpc_internal() {
+            server = server.tls_config(c).context("the TLS settings")?;
+        }
         let grpc_task = tokio::spawn(async move {
-            let r = tonic::transport::Server::builder()
+            let r = server
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(reflection_v1alpha)
@@ -257,15 +270,18 @@ impl Worker {
             .route("/metrics", axum::routing::get(metrics))
             .with_state(state.clone());
         let s = stop.clone();
+        let metrics_server =
+            joule_client::tls::listener::spawn_http(mlis, tls.http(), app, false, async move {
+                s.cancelled().await
+            })?;
         let metrics_task = tokio::spawn(async move {
-            let r = axum::serve(mlis, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "metrics server failed");
+            match metrics_server.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "metrics server failed"),
+                Err(e) => tracing::error!(error = %e, "metrics task failed"),
+                Ok(Ok(())) => {}
             }
         });
-        tracing::info!(%grpc_addr, %metrics_addr, "joule-worker listening");
+        tracing::info!(%grpc_addr, %metrics_addr, tls = ?tls, "joule-worker listening");
 
         let st = state.clone();
         let specs = args.models.clone();

@@ -6,7 +6,8 @@
 //! - A scheduler refuses plain TCP, a TLS client with no certificate, and a certificate from
 //!   another CA.
 //! - The gateway serves HTTPS (OpenAI API and `/metrics`) to clients that trust the CA and ask
-//!   them for no certificate; plain HTTP on that port gets no answer.
+//!   them for no certificate (the official `openai` client streams a chat over it); plain HTTP
+//!   on that port gets no answer.
 //! - The plain health port answers `grpc.health.v1` (Kubernetes' probes speak no TLS).
 //! - joulectl reaches the cluster with `--certificate-authority` and a client certificate, and
 //!   is refused without them.
@@ -219,6 +220,21 @@ async fn a_cluster_runs_on_mutual_tls_and_refuses_plain_and_foreign_clients() {
         !matches!(plain_http, Ok((200, _))),
         "plain HTTP was served on the TLS port"
     );
+
+    // The official openai client over HTTPS: streamed chat and a completion; refused without
+    // the CA.
+    let py = joule_testkit::python::python_with_openai();
+    let (passed, out) = joule_testkit::python::run(
+        &py,
+        &joule_testkit::python::script("openai_tls.py"),
+        vec![
+            format!("https://{}/v1", g.http),
+            pki.ca.display().to_string(),
+            MODEL.into(),
+        ],
+    )
+    .await;
+    assert!(passed, "{out}\n{}", g.log_tail());
 
     // The plain health port answers what the gateway's own health service answers.
     let ch = Endpoint::from_shared(format!("http://{health}"))

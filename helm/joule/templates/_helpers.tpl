@@ -206,16 +206,18 @@ capabilities:
 {{- end }}
 {{- end -}}
 
-{{/* The kubelet's probes on the plain health port: grpc.health.v1 for start-up and readiness
-(SERVING once models are loaded, a leader is known, the routing view is synced), and a TCP
-connect for liveness, so a component waiting on another is not restarted for it. */}}
+{{/* The kubelet's gRPC probes (grpc.health.v1) on the plain health port. Start-up and liveness
+ask for the server as a whole (""): SERVING once a worker's start-up models are loaded, a
+gateway's routing view first synced, a scheduler's port open, and it stays so while the process
+works (a gateway keeps its last view when the schedulers are away). Readiness may ask for a
+narrower service (a scheduler: joule.v1.Admin, SERVING while a leader is known). */}}
 {{- define "joule.probes" -}}
 startupProbe:
   grpc: {port: {{ .port }}}
   periodSeconds: 10
   failureThreshold: {{ div (int .startup) 10 }}
 livenessProbe:
-  tcpSocket: {port: {{ .port }}}
+  grpc: {port: {{ .port }}}
   periodSeconds: 10
   timeoutSeconds: 5
   failureThreshold: 6

@@ -73,14 +73,17 @@ impl Connect {
         }
     }
 
-    /// The endpoint for `addr` (`HOST:PORT` or a URL).
+    /// The endpoint for `addr` (`HOST:PORT` or a URL). Where a client TLS setting is
+    /// installed ([`tls::Tls::install_client`]) the channels below connect through
+    /// [`tls::connector`], whatever the scheme.
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint, AddressError> {
         let mut url = normalize(addr)?;
-        let tls = tls::client();
-        match (tls, url.strip_prefix("http://")) {
-            // With --tls-ca every connection is TLS, whatever scheme the address was given with.
-            (Some(_), Some(rest)) => url = format!("https://{rest}"),
-            (None, None) => {
+        match (tls::client(), url.strip_prefix("https://")) {
+            // With --tls-ca every connection is TLS, whatever scheme the address was given
+            // with; the TLS is [`tls::connector`]'s, so tonic is handed an http:// URI (its own
+            // connector refuses https:// without its own TLS setting).
+            (Some(_), Some(rest)) => url = format!("http://{rest}"),
+            (None, Some(_)) => {
                 return Err(AddressError::new(
                     addr,
                     "https needs a CA to verify the server: pass --tls-ca (joulectl: --certificate-authority)",
@@ -95,24 +98,32 @@ impl Connect {
         if let Some(t) = self.timeout {
             ep = ep.timeout(t);
         }
-        if let Some(c) = tls {
-            ep = ep
-                .tls_config(c.clone())
-                .map_err(|e| AddressError::new(addr, e.to_string()))?;
-        }
         Ok(ep)
     }
 
     /// A channel to `addr` that connects on first use (and reconnects after failures), so a
     /// replica that is down at start-up is not an error yet. Needs a Tokio runtime.
     pub fn lazy(&self, addr: &str) -> Result<Channel, AddressError> {
-        Ok(self.endpoint(addr)?.connect_lazy())
+        let ep = self.endpoint(addr)?;
+        Ok(match tls::client() {
+            Some(c) => {
+                ep.connect_with_connector_lazy(tls::connector::TlsConnector { client: c.clone() })
+            }
+            None => ep.connect_lazy(),
+        })
     }
 
     /// A channel to `addr`, connected now: an error says the endpoint cannot be reached.
     pub async fn connect(&self, addr: &str) -> Result<Channel, ConnectError> {
         let ep = self.endpoint(addr)?;
-        ep.connect().await.map_err(|e| ConnectError::Unreachable {
+        let r = match tls::client() {
+            Some(c) => {
+                ep.connect_with_connector(tls::connector::TlsConnector { client: c.clone() })
+                    .await
+            }
+            None => ep.connect().await,
+        };
+        r.map_err(|e| ConnectError::Unreachable {
             addr: addr.to_string(),
             reason: source_chain(&e),
         })

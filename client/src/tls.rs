@@ -10,18 +10,28 @@
 //! The gateway's client-facing ports never demand client certificates (API keys authenticate
 //! clients there) and neither do the `/metrics` ports (read-only, scraped by Prometheus).
 //!
-//! It owns loading and checking the files (so a bad file is refused at start-up, naming the
-//! flag), the tonic configurations, the rustls acceptor for the axum ports ([`listener`]), and
-//! the process-wide client setting that [`crate::Connect`] applies. It never logs key material
-//! and never turns verification off.
+//! The certificate and key are re-read when their files change (checked at most every
+//! [`RELOAD_CHECK`], on the next handshake), so a certificate that cert-manager or an operator
+//! renews in place is served and presented without a restart; a renewed pair that does not load
+//! is logged and the previous one kept. The CA is read once, at start-up.
+//!
+//! It owns loading and checking the files (a bad file is refused at start-up, naming the
+//! flag), the rustls settings of both sides (ring provider, TLS 1.2 and 1.3), the listeners
+//! ([`listener`]), the connector [`crate::Connect`] uses, and the process-wide client setting.
+//! It never logs key material and never turns verification off.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
+use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 
+pub mod connector;
 pub mod listener;
 
 /// The TLS flags, shared by every daemon (`#[command(flatten)]`).
@@ -29,7 +39,8 @@ pub mod listener;
 pub struct TlsArgs {
     /// PEM certificate chain to serve on every port (needs --tls-key). With --tls-ca it is
     /// also this process's client certificate, so it needs both the serverAuth and clientAuth
-    /// extended key usages (cert-manager: `usages: [server auth, client auth]`).
+    /// extended key usages (cert-manager: `usages: [server auth, client auth]`). Re-read when
+    /// the file changes.
     #[arg(long, env = "JOULE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
@@ -65,11 +76,23 @@ pub enum TlsError {
     Config(String),
 }
 
+/// How often, at most, the certificate and key files are checked for a change.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(10);
+/// How long a TLS handshake may take on any port before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The loaded TLS settings of one process; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Tls {
     server: Option<Arc<ServerSide>>,
-    client: Option<ClientTlsConfig>,
+    client: Option<Client>,
+}
+
+/// What outgoing connections use.
+#[derive(Clone)]
+pub(crate) struct Client {
+    pub(crate) config: Arc<ClientConfig>,
+    pub(crate) server_name: Option<String>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -83,11 +106,13 @@ impl std::fmt::Debug for Tls {
 }
 
 struct ServerSide {
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
-    ca_pem: Option<Vec<u8>>,
-    /// For the HTTP ports: server authentication only.
-    http: Arc<rustls::ServerConfig>,
+    /// Internal gRPC ports: client certificates required where a CA is given.
+    internal: Arc<ServerConfig>,
+    /// The gateway's gRPC port: server authentication only.
+    public_grpc: Arc<ServerConfig>,
+    /// HTTP ports (OpenAI API, `/metrics`): server authentication only, HTTP/2 or HTTP/1.1.
+    http: Arc<ServerConfig>,
+    mutual: bool,
 }
 
 fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -118,18 +143,147 @@ fn certs(
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// Reads and checks a certificate chain and its key.
+fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = certs("--tls-cert", cert, &read("--tls-cert", cert)?)?;
+    let key_pem = read("--tls-key", key)?;
+    let der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Bad {
+        flag: "--tls-key",
+        path: key.to_path_buf(),
+        what: format!("no usable private key in the file ({e})"),
+    })?;
+    CertifiedKey::from_der(chain, der, &provider()).map_err(|e| TlsError::Bad {
+        flag: "--tls-key",
+        path: key.to_path_buf(),
+        what: format!("does not go with --tls-cert {} ({e})", cert.display()),
+    })
+}
+
+/// What identifies a file's content on disk without reading it: a replaced file (an atomic
+/// rename, Kubernetes' symlink swap) has a new inode or time.
+fn stamp(p: &Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.ino(), m.len()))
+}
+
+/// The certificate and key, re-read when their files change; both server and client
+/// resolver.
+struct KeyFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    state: Mutex<KeyState>,
+}
+
+struct KeyState {
+    checked: Instant,
+    stamps: [Option<(SystemTime, u64, u64)>; 2],
+    key: Arc<CertifiedKey>,
+}
+
+impl std::fmt::Debug for KeyFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyFiles")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyFiles {
+    fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let stamps = [stamp(cert), stamp(key)];
+        let loaded = load_pair(cert, key)?;
+        Ok(Self {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            state: Mutex::new(KeyState {
+                checked: Instant::now(),
+                stamps,
+                key: Arc::new(loaded),
+            }),
+        })
+    }
+
+    /// The current pair, re-read first if the files changed since the last look.
+    fn current(&self) -> Arc<CertifiedKey> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.checked.elapsed() >= RELOAD_CHECK {
+            st.checked = Instant::now();
+            let now = [stamp(&self.cert), stamp(&self.key)];
+            if now != st.stamps {
+                match load_pair(&self.cert, &self.key) {
+                    Ok(k) => {
+                        st.key = Arc::new(k);
+                        st.stamps = now;
+                        tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+                    }
+                    // A renewal caught half-written is tried again at the next check.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the changed TLS files do not load; serving the previous certificate")
+                    }
+                }
+            }
+        }
+        st.key.clone()
+    }
+}
+
+impl ResolvesServerCert for KeyFiles {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl ResolvesClientCert for KeyFiles {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn server_config(
+    keys: &Arc<KeyFiles>,
+    client_roots: Option<&Arc<RootCertStore>>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_roots {
+        Some(roots) => {
+            let v = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+                .build()
+                .map_err(|e| TlsError::Config(format!("--tls-ca: {e}")))?;
+            builder.with_client_cert_verifier(v)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut c = builder.with_cert_resolver(keys.clone());
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(c))
 }
 
 impl TlsArgs {
     /// Reads and checks the files: a missing file, a file with no certificate or key, or a
     /// key that does not match the certificate is an error naming the flag.
     pub fn load(&self) -> Result<Tls, TlsError> {
-        let ca = match &self.tls_ca {
+        let roots = match &self.tls_ca {
             Some(p) => {
-                let pem = read("--tls-ca", p)?;
-                let list = certs("--tls-ca", p, &pem)?;
-                let mut roots = rustls::RootCertStore::empty();
+                let list = certs("--tls-ca", p, &read("--tls-ca", p)?)?;
+                let mut roots = RootCertStore::empty();
                 let (_, bad) = roots.add_parsable_certificates(list);
                 if roots.is_empty() || bad > 0 {
                     return Err(TlsError::Bad {
@@ -138,38 +292,12 @@ impl TlsArgs {
                         what: format!("{bad} certificate(s) could not be parsed as a CA"),
                     });
                 }
-                Some(pem)
+                Some(Arc::new(roots))
             }
             None => None,
         };
-        let server = match (&self.tls_cert, &self.tls_key) {
-            (Some(c), Some(k)) => {
-                let cert_pem = read("--tls-cert", c)?;
-                let key_pem = read("--tls-key", k)?;
-                let chain = certs("--tls-cert", c, &cert_pem)?;
-                let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Bad {
-                    flag: "--tls-key",
-                    path: k.clone(),
-                    what: format!("no usable private key in the file ({e})"),
-                })?;
-                let mut http = rustls::ServerConfig::builder_with_provider(provider())
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| TlsError::Config(e.to_string()))?
-                    .with_no_client_auth()
-                    .with_single_cert(chain, key)
-                    .map_err(|e| TlsError::Bad {
-                        flag: "--tls-key",
-                        path: k.clone(),
-                        what: format!("does not go with --tls-cert {} ({e})", c.display()),
-                    })?;
-                http.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-                Some(Arc::new(ServerSide {
-                    cert_pem,
-                    key_pem,
-                    ca_pem: ca.clone(),
-                    http: Arc::new(http),
-                }))
-            }
+        let keys = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some(Arc::new(KeyFiles::load(c, k)?)),
             (None, None) => None,
             _ => {
                 return Err(TlsError::Config(
@@ -177,17 +305,54 @@ impl TlsArgs {
                 ));
             }
         };
-        let client = ca.map(|pem| {
-            let mut c = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
-            if let Some(s) = &server {
-                c = c.identity(Identity::from_pem(&s.cert_pem, &s.key_pem));
+        let server = match &keys {
+            Some(keys) => Some(Arc::new(ServerSide {
+                internal: server_config(keys, roots.as_ref(), &[b"h2"])?,
+                public_grpc: server_config(keys, None, &[b"h2"])?,
+                http: server_config(keys, None, &[b"h2", b"http/1.1"])?,
+                mutual: roots.is_some(),
+            })),
+            None => None,
+        };
+        let client = match roots {
+            Some(roots) => {
+                let builder = ClientConfig::builder_with_provider(provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| TlsError::Config(e.to_string()))?
+                    .with_root_certificates(roots);
+                let mut config = match &keys {
+                    Some(k) => builder.with_client_cert_resolver(k.clone()),
+                    None => builder.with_no_client_auth(),
+                };
+                // Joule's connections are gRPC: HTTP/2 only.
+                config.alpn_protocols = vec![b"h2".to_vec()];
+                Some(Client {
+                    config: Arc::new(config),
+                    server_name: self.tls_server_name.clone(),
+                })
             }
-            if let Some(name) = &self.tls_server_name {
-                c = c.domain_name(name.clone());
-            }
-            c
-        });
+            None => None,
+        };
         Ok(Tls { server, client })
+    }
+
+    /// For a daemon that both serves and dials the internal ports (scheduler, worker): TLS is
+    /// all three files or none, since a half (serving TLS but dialling plain TCP, or the
+    /// reverse) cannot talk to its peers.
+    pub fn check_all_or_none(&self) -> Result<(), TlsError> {
+        let given = [
+            self.tls_cert.is_some(),
+            self.tls_key.is_some(),
+            self.tls_ca.is_some(),
+        ];
+        if given.iter().all(|g| *g) || given.iter().all(|g| !*g) {
+            return Ok(());
+        }
+        Err(TlsError::Config(
+            "TLS between Joule's components is mutual: give --tls-cert, --tls-key and --tls-ca \
+             together (or none of them)"
+                .into(),
+        ))
     }
 }
 
@@ -204,32 +369,22 @@ impl Tls {
 
     /// Whether the internal gRPC ports demand client certificates.
     pub fn mutual(&self) -> bool {
-        self.server.as_ref().is_some_and(|s| s.ca_pem.is_some())
+        self.server.as_ref().is_some_and(|s| s.mutual)
     }
 
-    /// The gRPC server setting for an internal port (scheduler, worker): client certificates
-    /// required where a CA is given. `None`: serve plain TCP.
-    pub fn grpc_internal(&self) -> Option<ServerTlsConfig> {
-        let s = self.server.as_ref()?;
-        let mut c = self.grpc_public()?;
-        if let Some(ca) = &s.ca_pem {
-            c = c.client_ca_root(Certificate::from_pem(ca));
-        }
-        Some(c)
+    /// The setting of an internal gRPC port (scheduler, worker): client certificates required
+    /// where a CA is given. `None`: serve plain TCP.
+    pub fn grpc_internal(&self) -> Option<Arc<ServerConfig>> {
+        self.server.as_ref().map(|s| s.internal.clone())
     }
 
-    /// The gRPC server setting for a client-facing port (the gateway's): server TLS only.
-    pub fn grpc_public(&self) -> Option<ServerTlsConfig> {
-        let s = self.server.as_ref()?;
-        Some(
-            ServerTlsConfig::new()
-                .identity(Identity::from_pem(&s.cert_pem, &s.key_pem))
-                .timeout(HANDSHAKE_TIMEOUT),
-        )
+    /// The setting of a client-facing gRPC port (the gateway's): server TLS only.
+    pub fn grpc_public(&self) -> Option<Arc<ServerConfig>> {
+        self.server.as_ref().map(|s| s.public_grpc.clone())
     }
 
-    /// The rustls setting for an HTTP port (OpenAI API, `/metrics`): server TLS only.
-    pub fn http(&self) -> Option<Arc<rustls::ServerConfig>> {
+    /// The setting of an HTTP port (OpenAI API, `/metrics`): server TLS only.
+    pub fn http(&self) -> Option<Arc<ServerConfig>> {
         self.server.as_ref().map(|s| s.http.clone())
     }
 
@@ -244,19 +399,17 @@ impl Tls {
     }
 }
 
-/// How long a TLS handshake may take on any port before the connection is dropped.
-pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-static CLIENT: OnceLock<ClientTlsConfig> = OnceLock::new();
+static CLIENT: OnceLock<Client> = OnceLock::new();
 
 /// The process-wide client setting, if [`Tls::install_client`] installed one.
-pub(crate) fn client() -> Option<&'static ClientTlsConfig> {
+pub(crate) fn client() -> Option<&'static Client> {
     CLIENT.get()
 }
 
-/// Serves only `grpc.health.v1` on `listener`, in plain TCP, for probes that cannot speak TLS
-/// (Kubernetes' gRPC probes). It answers what the daemon's own health service answers.
-pub async fn serve_health<S>(listener: tokio::net::TcpListener, health: S)
+/// Serves only `grpc.health.v1` on `listener`, in plain TCP, until `stop` resolves: for
+/// probes that cannot speak TLS (Kubernetes' gRPC probes). It answers what the daemon's own
+/// health service answers.
+pub async fn serve_health<S, F>(listener: tokio::net::TcpListener, health: S, stop: F)
 where
     S: tonic::codegen::Service<
             tonic::codegen::http::Request<tonic::body::Body>,
@@ -268,90 +421,21 @@ where
         + Sync
         + 'static,
     S::Future: Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
 {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     if let Err(e) = tonic::transport::Server::builder()
         .add_service(health)
-        .serve_with_incoming(incoming)
+        .serve_with_incoming_shutdown(incoming, stop)
         .await
     {
         tracing::error!(error = %e, "the health port failed");
     }
 }
 
+/// The health service name every daemon reports SERVING for as long as it runs (for liveness
+/// probes: unlike `""`, a drain does not turn it off).
+pub const LIVENESS: &str = "liveness";
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let (c, k) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}-key.pem")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
-
-    fn args(cert: Option<&Path>, key: Option<&Path>, ca: Option<&Path>) -> TlsArgs {
-        TlsArgs {
-            tls_cert: cert.map(Path::to_path_buf),
-            tls_key: key.map(Path::to_path_buf),
-            tls_ca: ca.map(Path::to_path_buf),
-            tls_server_name: None,
-        }
-    }
-
-    #[test]
-    fn good_files_load_and_say_what_they_turn_on() {
-        let d = tempfile::tempdir().unwrap();
-        let (c, k) = pair(d.path(), "a");
-        let none = args(None, None, None).load().unwrap();
-        assert!(!none.serves_tls() && none.grpc_internal().is_none() && none.http().is_none());
-        let server = args(Some(&c), Some(&k), None).load().unwrap();
-        assert!(server.serves_tls() && !server.mutual());
-        assert!(server.http().is_some() && server.grpc_internal().is_some());
-        let mutual = args(Some(&c), Some(&k), Some(&c)).load().unwrap();
-        assert!(mutual.serves_tls() && mutual.mutual());
-        let client_only = args(None, None, Some(&c)).load().unwrap();
-        assert!(!client_only.serves_tls() && client_only.client.is_some());
-    }
-
-    #[test]
-    fn bad_files_are_refused_naming_the_flag_and_the_path() {
-        let d = tempfile::tempdir().unwrap();
-        let (c, k) = pair(d.path(), "a");
-        let (c2, k2) = pair(d.path(), "b");
-        let junk = d.path().join("junk.pem");
-        std::fs::write(&junk, "not pem at all\n").unwrap();
-        let missing = d.path().join("missing.pem");
-        let cases: Vec<(TlsArgs, &str, &Path)> = vec![
-            (args(Some(&missing), Some(&k), None), "--tls-cert", &missing),
-            (args(Some(&c), Some(&missing), None), "--tls-key", &missing),
-            (args(None, None, Some(&missing)), "--tls-ca", &missing),
-            (args(Some(&junk), Some(&k), None), "--tls-cert", &junk),
-            (args(Some(&c), Some(&junk), None), "--tls-key", &junk),
-            (args(None, None, Some(&junk)), "--tls-ca", &junk),
-            // A key that is not the certificate's.
-            (args(Some(&c), Some(&k2), None), "--tls-key", &k2),
-            (args(Some(&c2), Some(&k), None), "--tls-key", &k),
-        ];
-        for (a, flag, path) in cases {
-            let e = a.load().unwrap_err().to_string();
-            assert!(
-                e.contains(flag) && e.contains(&path.display().to_string()),
-                "{a:?}: {e}"
-            );
-        }
-        let half = args(Some(&c), None, None).load().unwrap_err().to_string();
-        assert!(
-            half.contains("--tls-cert and --tls-key go together"),
-            "{half}"
-        );
-    }
-}
+mod tests;

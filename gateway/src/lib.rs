@@ -102,10 +102,21 @@ pub async fn run(
     ));
     let relay = Arc::new(Relay::new(view, settings, metrics, tenancy));
     let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(
+            joule_client::tls::LIVENESS,
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
     let health_task = tokio::spawn(grpc::report_health(relay.clone(), health));
-    let health_port = listeners
-        .health
-        .map(|l| tokio::spawn(joule_client::tls::serve_health(l, health_service.clone())));
+    // Stopped (aborted) when the gRPC server ends.
+    let health_port = listeners.health.map(|l| {
+        tokio::spawn(joule_client::tls::serve_health(
+            l,
+            health_service.clone(),
+            std::future::pending(),
+        ))
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -155,19 +166,8 @@ pub async fn run(
         joule_proto::reflection::v1alpha().context("building the reflection service")?;
     // Accepted connections with Nagle off (token events are small and must not wait for ACKs;
     // tonic's own setting does not reach connections it did not accept itself).
-    let incoming = {
-        use tokio_stream::StreamExt as _;
-        tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc).map(|c| {
-            c.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        })
-    };
-    let mut server = tonic::transport::Server::builder();
-    if let Some(c) = tls.grpc_public() {
-        server = server.tls_config(c).context("the TLS settings")?;
-    }
-    let grpc = server
+    let incoming = joule_client::tls::listener::incoming(listeners.grpc, tls.grpc_public())?;
+    let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

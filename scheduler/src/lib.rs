@@ -53,6 +53,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let peers = args.validate().map_err(anyhow::Error::msg)?;
+    args.tls.check_all_or_none()?;
     let tls = args.tls.load()?;
     tls.install_client();
     let admin_token = args.admin_token.clone().unwrap_or_default();
@@ -68,13 +69,24 @@ pub async fn run(
     let store = RaftStore::new(node.clone(), Arc::clone(&transport));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
+    health
+        .set_service_status(joule_client::tls::LIVENESS, ServingStatus::Serving)
+        .await;
     tokio::spawn(report_readiness(store.clone(), health));
-    if let Some(addr) = &args.health_listen {
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?;
-        tokio::spawn(joule_client::tls::serve_health(l, health_service.clone()));
-    }
+    let health_port = match &args.health_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?;
+            // Stopped (aborted) when the main server ends.
+            Some(tokio::spawn(joule_client::tls::serve_health(
+                l,
+                health_service.clone(),
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
     let live = Arc::new(Liveness::default());
     let heartbeat = Duration::from_millis(args.heartbeat_ms);
     tokio::spawn(watch_workers(
@@ -101,14 +113,7 @@ pub async fn run(
     );
     // Nagle off on accepted connections: a small reply (a lease, a heartbeat answer) must not
     // wait for the client's delayed ACK (40 ms on Linux).
-    let incoming = {
-        use tokio_stream::StreamExt as _;
-        tokio_stream::wrappers::TcpListenerStream::new(listener).map(|c| {
-            c.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        })
-    };
+    let incoming = joule_client::tls::listener::incoming(listener, tls.grpc_internal())?;
     let mut died = node.watch();
     let raft_died = Arc::new(AtomicBool::new(false));
     let flag = raft_died.clone();
@@ -116,11 +121,7 @@ pub async fn run(
     let reflection_v1 = joule_proto::reflection::v1().context("building the reflection service")?;
     let reflection_v1alpha =
         joule_proto::reflection::v1alpha().context("building the reflection service")?;
-    let mut server = tonic::transport::Server::builder();
-    if let Some(c) = tls.grpc_internal() {
-        server = server.tls_config(c).context("the TLS settings")?;
-    }
-    server
+    let served = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -140,8 +141,11 @@ pub async fn run(
             }
             stop.stop();
         })
-        .await
-        .context("the gRPC server failed")?;
+        .await;
+    if let Some(h) = health_port {
+        h.abort();
+    }
+    served.context("the gRPC server failed")?;
     // Give the Raft thread its last step.
     for _ in 0..50 {
         if node.is_stopped() {

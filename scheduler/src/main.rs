@@ -18,6 +18,15 @@ async fn main() -> ExitCode {
         eprintln!("joule-scheduler: {e}");
         return ExitCode::from(2);
     }
+    // TLS files are checked before anything starts, so a bad one is a usage error too.
+    if let Err(e) = args
+        .tls
+        .check_all_or_none()
+        .and_then(|()| args.tls.load().map(drop))
+    {
+        eprintln!("joule-scheduler: {e}");
+        return ExitCode::from(2);
+    }
     let listener = match TcpListener::bind(&args.listen).await {
         Ok(l) => l,
         Err(e) => {

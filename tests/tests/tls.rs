@@ -242,13 +242,80 @@ async fn a_cluster_runs_on_mutual_tls_and_refuses_plain_and_foreign_clients() {
         .connect()
         .await
         .unwrap();
-    let r = tonic_health::pb::health_client::HealthClient::new(ch)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: MODEL.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.status, 1, "SERVING");
+    let mut hc = tonic_health::pb::health_client::HealthClient::new(ch);
+    for service in [MODEL, "liveness"] {
+        let r = hc
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status, 1, "{service} SERVING");
+    }
     drop(w);
+}
+
+#[test]
+fn half_a_tls_setting_or_a_bad_file_is_refused_at_start_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "joule");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let (cert, key, ca) = (
+        pki.cert.to_str().unwrap(),
+        pki.key.to_str().unwrap(),
+        pki.ca.to_str().unwrap(),
+    );
+    let base = [
+        "--id",
+        "1",
+        "--peers",
+        "1=127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+    ];
+    let run = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        joule_testkit::cluster::scheduler(&a)
+    };
+    // Serving TLS but dialling its peers in plain TCP (or the reverse) cannot work.
+    let (code, err) = run(&["--tls-cert", cert, "--tls-key", key]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tls-cert, --tls-key and --tls-ca"), "{err}");
+    let (code, err) = run(&["--tls-ca", ca]);
+    assert_eq!(code, 2, "{err}");
+    // A key that is not the certificate's, and a missing file.
+    let other = Pki::new(dir.path(), "other");
+    let (code, err) = run(&[
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        other.key.to_str().unwrap(),
+        "--tls-ca",
+        ca,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--tls-key") && err.contains("does not go with --tls-cert"),
+        "{err}"
+    );
+    let out = Command::new(joule_testkit::bin("joule-worker"))
+        .args([
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--tls-ca",
+            "/nonexistent/ca.pem",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--tls-ca /nonexistent/ca.pem"), "{err}");
+    assert!(!std::path::Path::new(data).exists(), "nothing was written");
 }

@@ -14,7 +14,6 @@ use axum::response::IntoResponse;
 use joule_proto::internal::v1 as pb;
 use joule_proto::internal::v1::worker_server::WorkerServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic_health::ServingStatus;
@@ -107,6 +106,7 @@ impl Worker {
     /// Binds both ports and starts serving; start-up models load in the background.
     pub async fn start(args: &Args) -> anyhow::Result<Self> {
         // Bad TLS files are refused before anything loads.
+        args.tls.check_all_or_none()?;
         let tls = args.tls.load()?;
         tls.install_client();
         let est = EstimateConfig {
@@ -230,15 +230,26 @@ impl Worker {
                     args.metrics_listen
                 )
             })?;
-        if let Some(addr) = args.health_listen {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?;
-            tokio::spawn(joule_client::tls::serve_health(l, health_service.clone()));
-        }
+        health
+            .set_service_status(joule_client::tls::LIVENESS, ServingStatus::Serving)
+            .await;
+        let stop = CancellationToken::new();
+        let health_task = match args.health_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?;
+                let s = stop.clone();
+                Some(tokio::spawn(joule_client::tls::serve_health(
+                    l,
+                    health_service.clone(),
+                    async move { s.cancelled().await },
+                )))
+            }
+            None => None,
+        };
         let grpc_addr = grpc.local_addr()?;
         let metrics_addr = mlis.local_addr()?;
-        let stop = CancellationToken::new();
 
         let reflection =
             joule_proto::reflection::v1().context("building the reflection service")?;
@@ -249,18 +260,15 @@ impl Worker {
         };
         let auth = joule_client::RequireBearer::new(args.join_token.as_deref(), "--join-token");
         let s = stop.clone();
-        let mut server = tonic::transport::Server::builder();
-        if let Some(c) = tls.grpc_internal() {
-            server = server.tls_config(c).context("the TLS settings")?;
-        }
+        let incoming = joule_client::tls::listener::incoming(grpc, tls.grpc_internal())?;
         let grpc_task = tokio::spawn(async move {
-            let r = server
+            let r = tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(reflection_v1alpha)
                 // In a cluster every call needs the join token (the gateways send it).
                 .add_service(WorkerServer::with_interceptor(svc, auth))
-                .serve_with_incoming_shutdown(incoming(grpc), s.cancelled())
+                .serve_with_incoming_shutdown(incoming, s.cancelled())
                 .await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "gRPC server failed");
@@ -275,6 +283,8 @@ impl Worker {
                 s.cancelled().await
             })?;
         let metrics_task = tokio::spawn(async move {
+            // Aborting this task (shutdown) stops the server task too.
+            let _stop = AbortOnDrop(metrics_server.abort_handle());
             match metrics_server.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "metrics server failed"),
                 Err(e) => tracing::error!(error = %e, "metrics task failed"),
@@ -320,6 +330,7 @@ impl Worker {
             }
         });
         let mut tasks = vec![grpc_task, metrics_task, loader];
+        tasks.extend(health_task);
         if !args.schedulers.is_empty() {
             let address = args.advertise.clone().unwrap_or_else(|| {
                 if grpc_addr.ip().is_unspecified() {
@@ -379,18 +390,13 @@ impl Worker {
     }
 }
 
-/// Accepted connections with Nagle off: token events are small and must not wait for ACKs.
-fn incoming(
-    l: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(l).map(|c| {
-        c.inspect(|s| {
-            if let Err(e) = s.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        })
-    })
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Waits for SIGTERM or SIGINT.

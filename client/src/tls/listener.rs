@@ -1,50 +1,139 @@
-//! A TLS listener for the axum ports: TCP connections are accepted at once and their
-//! handshakes run concurrently in their own tasks (bounded by [`super::HANDSHAKE_TIMEOUT`]), so a
-//! slow or silent client never holds up the others. A failed handshake is logged at debug and
-//! dropped; `accept` only ever returns finished TLS streams.
+//! Listeners for every port: plain TCP, or TLS where a setting is given. With TLS, connections
+//! are accepted at once and their handshakes run concurrently in their own tasks, at most
+//! [`MAX_HANDSHAKES`] at a time and each within [`super::HANDSHAKE_TIMEOUT`], so a slow or
+//! silent client never holds up the others and a flood of them cannot take every file
+//! descriptor; a connection over the limit, or whose handshake fails, is dropped (logged at
+//! debug). Only finished TLS streams are handed to the server.
 //!
-//! It owns nothing but that loop; the rustls setting comes from [`super::Tls::http`].
+//! It owns those accept loops and the connection type [`Conn`] (for tonic and axum alike);
+//! the rustls settings come from [`super::Tls`].
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_stream::Stream;
 
-/// Accepted TLS connections of one port, for `axum::serve`.
-pub struct TlsListener {
+/// The most TLS handshakes one port runs at once.
+pub const MAX_HANDSHAKES: usize = 1024;
+
+/// An accepted connection: plain TCP or TLS over it.
+#[derive(Debug)]
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        match self {
+            Conn::Plain(s) => s.connect_info(),
+            Conn::Tls(s) => s.get_ref().0.connect_info(),
+        }
+    }
+}
+
+/// The accepted connections of one port.
+pub struct Listener {
     local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(Conn, SocketAddr)>,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
-impl std::fmt::Debug for TlsListener {
+impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsListener")
+        f.debug_struct("Listener")
             .field("local", &self.local)
             .finish()
     }
 }
 
-impl Drop for TlsListener {
+impl Drop for Listener {
     fn drop(&mut self) {
         self.accept_task.abort();
     }
 }
 
-impl TlsListener {
-    /// Serves TLS with `config` on `tcp`; `nodelay` turns Nagle off on each connection.
-    /// Needs a Tokio runtime.
+impl Listener {
+    /// Accepts on `tcp`: TLS with `tls` where given, plain TCP otherwise; `nodelay` turns
+    /// Nagle off on each connection (small messages must not wait for an ACK). Needs a Tokio
+    /// runtime.
     pub fn new(
         tcp: TcpListener,
-        config: Arc<rustls::ServerConfig>,
+        tls: Option<Arc<rustls::ServerConfig>>,
         nodelay: bool,
-    ) -> std::io::Result<Self> {
+    ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(config);
+        let acceptor = tls.map(TlsAcceptor::from);
+        let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         let accept_task = tokio::spawn(async move {
             loop {
                 let (sock, peer) = match tcp.accept().await {
@@ -56,16 +145,27 @@ impl TlsListener {
                         continue;
                     }
                 };
-                if nodelay {
-                    let _ = sock.set_nodelay(true);
+                if nodelay && let Err(e) = sock.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
-                let acceptor = acceptor.clone();
+                let Some(acceptor) = acceptor.clone() else {
+                    if tx.send((Conn::Plain(sock), peer)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "too many TLS handshakes in flight; connection dropped");
+                    continue;
+                };
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let hs = tokio::time::timeout(super::HANDSHAKE_TIMEOUT, acceptor.accept(sock));
-                    match hs.await {
+                    let r = hs.await;
+                    drop(permit);
+                    match r {
                         Ok(Ok(s)) => {
-                            let _ = tx.send((s, peer)).await;
+                            let _ = tx.send((Conn::Tls(Box::new(s)), peer)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -79,10 +179,31 @@ impl TlsListener {
             accept_task,
         })
     }
+
+    /// The connections as a stream, for tonic's `serve_with_incoming`.
+    pub fn into_stream(mut self) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
+        async_stream(move |cx| self.ready.poll_recv(cx).map(|c| c.map(|(c, _)| Ok(c))))
+    }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+/// A stream from a poll function (tokio-stream's wrappers need the receiver by value, which
+/// would drop the accept task with the listener).
+fn async_stream<T, F>(f: F) -> impl Stream<Item = T> + Send + 'static
+where
+    F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Send + Unpin + 'static,
+{
+    struct PollFn<F>(F);
+    impl<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin> Stream for PollFn<F> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            (self.0)(cx)
+        }
+    }
+    PollFn(f)
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Conn;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -93,26 +214,50 @@ impl axum::serve::Listener for TlsListener {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+    fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local)
     }
 }
 
-/// Serves `app` on `tcp` until `stop` resolves: TLS where `tls` is given, plain TCP otherwise;
-/// `nodelay` turns Nagle off on each connection (small SSE chunks must not wait for an ACK).
+/// The connections of a gRPC port for tonic: TLS with `tls` where given (accepted by
+/// [`Listener`]), else plain TCP exactly as before TLS existed (tonic's own stream of the
+/// listener, Nagle off).
+pub fn incoming(
+    tcp: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> io::Result<Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send>>> {
+    use tokio_stream::StreamExt as _;
+    Ok(match tls {
+        Some(config) => Box::pin(Listener::new(tcp, Some(config), true)?.into_stream()),
+        None => Box::pin(
+            tokio_stream::wrappers::TcpListenerStream::new(tcp).map(|c| {
+                c.map(|s| {
+                    if let Err(e) = s.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                    Conn::Plain(s)
+                })
+            }),
+        ),
+    })
+}
+
+/// Serves `app` on `tcp` until `stop` resolves: TLS where `tls` is given, plain TCP as
+/// before otherwise; `nodelay` turns Nagle off on each connection (small SSE chunks must not
+/// wait for an ACK). The handle is the server's own task: aborting it stops the server.
 pub fn spawn_http<F>(
     tcp: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: axum::Router,
     nodelay: bool,
     stop: F,
-) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>>
+) -> io::Result<tokio::task::JoinHandle<io::Result<()>>>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     Ok(match tls {
         Some(config) => {
-            let l = TlsListener::new(tcp, config, nodelay)?;
+            let l = Listener::new(tcp, Some(config), nodelay)?;
             tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(stop).await })
         }
         None => {

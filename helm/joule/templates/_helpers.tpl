@@ -123,6 +123,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and .Values.gateway.autoscaling.enabled (lt (int .Values.gateway.autoscaling.maxReplicas) (int .Values.gateway.autoscaling.minReplicas)) -}}
 {{- fail "gateway.autoscaling.maxReplicas must be at least gateway.autoscaling.minReplicas" -}}
 {{- end -}}
+{{- if and .Values.serviceMonitor.enabled .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsFrom) -}}
+{{- fail "serviceMonitor.enabled: set networkPolicy.metricsFrom to the peers Prometheus scrapes from (e.g. its namespace), or the NetworkPolicy keeps it out" -}}
+{{- end -}}
+{{- $sts := lookup "apps/v1" "StatefulSet" .Release.Namespace (printf "%s-scheduler" (include "joule.fullname" .)) -}}
+{{- if and $sts (ne (int $sts.spec.replicas) $r) -}}
+{{- fail (printf "scheduler.replicas: %d → %d on upgrade changes the Raft membership, which the chart does not do; keep %d (a new replica joins with `joule-scheduler --join` and `joulectl` adding it)" (int $sts.spec.replicas) $r (int $sts.spec.replicas)) -}}
+{{- end -}}
 {{- if and .Values.gateway.ingress.enabled (not .Values.gateway.ingress.hosts) -}}
 {{- fail "gateway.ingress.enabled: gateway.ingress.hosts is empty (give at least one host)" -}}
 {{- end -}}
@@ -206,18 +213,19 @@ capabilities:
 {{- end }}
 {{- end -}}
 
-{{/* The kubelet's gRPC probes (grpc.health.v1) on the plain health port. Start-up and liveness
-ask for the server as a whole (""): SERVING once a worker's start-up models are loaded, a
-gateway's routing view first synced, a scheduler's port open, and it stays so while the process
-works (a gateway keeps its last view when the schedulers are away). Readiness may ask for a
-narrower service (a scheduler: joule.v1.Admin, SERVING while a leader is known). */}}
+{{/* The kubelet's gRPC probes (grpc.health.v1) on the plain health port. Start-up asks for
+the server as a whole (""): SERVING once a worker's start-up models are loaded, a gateway's
+routing view first synced, a scheduler's port open. Liveness asks for "liveness", which every
+daemon reports SERVING for as long as it answers at all (a drained worker is NOT_SERVING on ""
+and must not be restarted for it). Readiness asks for "" or a narrower service (a scheduler:
+joule.v1.Admin, SERVING while a leader is known). */}}
 {{- define "joule.probes" -}}
 startupProbe:
   grpc: {port: {{ .port }}}
   periodSeconds: 10
   failureThreshold: {{ div (int .startup) 10 }}
 livenessProbe:
-  grpc: {port: {{ .port }}}
+  grpc: {port: {{ .port }}, service: liveness}
   periodSeconds: 10
   timeoutSeconds: 5
   failureThreshold: 6

@@ -49,9 +49,11 @@ spec:
         - name: POD_IP
           valueFrom:
             fieldRef: {fieldPath: status.podIP}
+        # A GPU pool's worker is named after its Kubernetes node (one per node, the same name
+        # after a restart); a CPU worker after its pod.
         - name: JOULE_NODE_NAME
           valueFrom:
-            fieldRef: {fieldPath: metadata.name}
+            fieldRef: {fieldPath: {{ if .pool }}spec.nodeName{{ else }}metadata.name{{ end }}}
         # Gateways reach the worker by pod IP (its certificate carries tls.serverName).
         - name: JOULE_ADVERTISE
           value: {{ printf "$(POD_IP):%d" (int $ctx.Values.worker.port) | quote }}

@@ -5,7 +5,7 @@ values with a message naming them, and assert what the manifests must say (the s
 peers, PVCs, probes and PDB; the NetworkPolicy that leaves only the gateway's client ports
 open; the security context of every pod; GPU pools; secrets; TLS; the apply Job).
 
-Run by deploy/check-chart.sh (which fetches helm and kubernetes-validate first). Each check
+Run by deploy/check-deploy.sh (which fetches helm and kubernetes-validate first). Each check
 prints one line; the first failure stops with the reason and exit status 1.
 """
 
@@ -153,6 +153,10 @@ refused("cpuWorkers: {enabled: false}\n", "cpuWorkers", "no workers at all")
 refused("models: []\ndeployments: [{name: d, model: nope}]\n", "nope",
         "a deployment of an undeclared model")
 refused("gateway: {ingress: {enabled: true}}\n", "gateway.ingress.hosts", "an Ingress with no host")
+refused("serviceMonitor: {enabled: true}\n", "networkPolicy.metricsFrom",
+        "a ServiceMonitor the NetworkPolicy would keep out")
+refused("gpuPools: [{name: p40, resourceName: nvidia.com/gpu, nodeSelector: {a: b}, gpus: 2}]\n",
+        "gpus", "two GPUs for one worker")
 
 # ------------------------------------------------------------------ the scheduler StatefulSet
 def scheduler_checks(docs, n, label):
@@ -170,7 +174,18 @@ def scheduler_checks(docs, n, label):
     check(cm["JOULE_PEERS"] == want, f"{label}: peers {cm['JOULE_PEERS']!r} != {want!r}")
     check(cm["JOULE_DATA_DIR"] == "/data", f"{label}: the data dir is the PVC")
     c = spec["template"]["spec"]["containers"][0]
-    check('--id "$((JOULE_POD_INDEX + 1))"' in " ".join(c["command"]), f"{label}: id = ordinal + 1")
+    script = c["command"][-1]
+    check('--id "$((i + 1))"' in script and "JOULE_POD_INDEX" in script, f"{label}: id = ordinal + 1")
+    for index, want in (("0", "--id 1"), ("4", "--id 5"), ("", "--id 3"), ("x", None)):
+        # The script itself, run by sh with `joule-scheduler` echoing its flags; an empty index
+        # falls back to the host name's suffix (here -2).
+        r = subprocess.run(["sh", "-c", script.replace("exec joule-scheduler", "echo")],
+                           env={"JOULE_POD_INDEX": index, "HOSTNAME": f"{REL}-joule-scheduler-2"} if index != "x"
+                           else {"JOULE_POD_INDEX": "", "HOSTNAME": "weird"}, capture_output=True, text=True)
+        if want is None:
+            check(r.returncode == 1 and "ordinal" in r.stderr, f"{label}: a pod with no ordinal stops: {r}")
+        else:
+            check(r.returncode == 0 and r.stdout.split() == want.split(), f"{label}: index {index!r} → {want}: {r}")
     check(env_of(c)["JOULE_POD_INDEX"] == {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}},
           f"{label}: the ordinal comes from the pod-index label")
     for tok in ("JOULE_ADMIN_TOKEN", "JOULE_JOIN_TOKEN", "JOULE_PEER_TOKEN"):
@@ -183,7 +198,8 @@ def scheduler_checks(docs, n, label):
     check(c["startupProbe"]["grpc"]["port"] == health, f"{label}: gRPC startup probe on the health port")
     check(c["readinessProbe"]["grpc"] == {"port": health, "service": "joule.v1.Admin"},
           f"{label}: readiness = a leader is known (grpc.health.v1 joule.v1.Admin)")
-    check(c["livenessProbe"]["grpc"] == {"port": health}, f"{label}: gRPC liveness probe on the health port")
+    check(c["livenessProbe"]["grpc"] == {"port": health, "service": "liveness"},
+          f"{label}: gRPC liveness probe on the health port (the always-SERVING liveness service)")
     check(cm["JOULE_HEALTH_LISTEN"].endswith(f":{health}"), f"{label}: the daemon serves health there")
     pdbs = find(docs, "PodDisruptionBudget", f"{REL}-joule-scheduler")
     if n == 1:
@@ -269,6 +285,9 @@ for pool, product in (("p40", "Tesla-P40"), ("t4", "Tesla-T4")):
     e = env_of(c)
     check(f"gpu={pool}" in e["JOULE_LABELS"] and f"gpu-pool={pool}" in e["JOULE_LABELS"], f"{pool}: worker labels {e['JOULE_LABELS']}")
     check(e["JOULE_DEVICE"] == "cuda:0", f"{pool}: serves on the GPU")
+    check(e["JOULE_NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}, f"{pool}: named after its node")
+    check(e["JOULE_ADVERTISE"] == "$(POD_IP):50061" and list(e).index("POD_IP") < list(e).index("JOULE_ADVERTISE"),
+          f"{pool}: advertises its pod IP (POD_IP defined first, for $(POD_IP) to expand)")
     check(c["image"].startswith("ghcr.io/joule-llm/joule-cuda:"), f"{pool}: the CUDA image")
 t4 = env_of(one(mixed, "DaemonSet", f"{REL}-joule-worker-t4")["spec"]["template"]["spec"]["containers"][0])
 check(t4["JOULE_GPU_MEMORY_FRACTION"] == "0.85", "t4: the pool's own env")
@@ -278,9 +297,19 @@ check("replicas" not in gw["spec"], "with an HPA the gateway Deployment leaves r
 ing = one(mixed, "Ingress", f"{REL}-joule-gateway")
 check(ing["spec"]["rules"][0]["host"] == "llm.example.com", "the Ingress serves the host")
 sm = one(mixed, "ServiceMonitor", f"{REL}-joule")
-check({e["port"] for e in sm["spec"]["endpoints"]} == {"gateway-metrics", "worker-metrics"}, "ServiceMonitor scrapes both")
-metrics = one(mixed, "Service", f"{REL}-joule-metrics")
-check({p["name"] for p in metrics["spec"]["ports"]} == {"gateway-metrics", "worker-metrics"}, "the metrics Service's ports match")
+check([e["port"] for e in sm["spec"]["endpoints"]] == ["metrics"], "ServiceMonitor scrapes the metrics ports")
+sm_sel = sm["spec"]["selector"]["matchLabels"]
+for role in ("gateway", "worker"):
+    svc = one(mixed, "Service", f"{REL}-joule-{role}-metrics")
+    check(all(svc["metadata"]["labels"].get(k) == v for k, v in sm_sel.items()), f"the ServiceMonitor selects the {role} metrics Service")
+    check(svc["spec"]["ports"][0]["targetPort"] == "metrics", f"{role} metrics Service: the metrics port")
+    pods = [d for d, _ in pod_specs(mixed) if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v
+                                                  for k, v in svc["spec"]["selector"].items())]
+    check(pods and all(d["spec"]["template"]["metadata"]["labels"]["joule.dev/role"] == role for d in pods),
+          f"the {role} metrics Service selects {role} pods only: {[d['metadata']['name'] for d in pods]}")
+check(not [s for s in find(mixed, "Service") if s["metadata"]["labels"].get("joule.dev/metrics") == "true"
+           and s["metadata"]["labels"]["app.kubernetes.io/component"] not in ("gateway", "worker")],
+      "no other Service is scraped")
 ok("GPU pools: a DaemonSet per pool with its resource, nodes, taints, labels and the CUDA image; HPA, Ingress, ServiceMonitor")
 
 # ------------------------------------------------------------------ secrets and TLS
@@ -323,6 +352,9 @@ check([(o["kind"], o["metadata"]["name"]) for o in objs]
 check(objs[1]["spec"] == {"model": "smollm2", "replicas": "auto", "minReplicas": 2, "maxReplicas": 4,
                           "nodeSelector": {"device": "cpu"}, "latency": {"itlP95Ms": 80}}, "the deployment's spec")
 check(all(o["apiVersion"] == "joule/v1" for o in objs), "joule/v1 objects")
+odd, _ = render(text="models: [{name: 'true', source: s, sha256: " + "a" * 64 + "}]\ndeployments: [{name: '1e3', model: 'true'}]\n")
+odd_objs = [d for d in yaml.safe_load_all(one(odd, "ConfigMap", f"{REL}-joule-objects")["data"]["objects.yaml"]) if d]
+check([o["metadata"]["name"] for o in odd_objs] == ["true", "1e3"], f"names stay strings in YAML: {odd_objs}")
 check(not find(default, "Job"), "no Job when values declare nothing to apply")
 joulectl = os.environ.get("JOULECTL")
 if joulectl:

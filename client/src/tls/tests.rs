@@ -1,0 +1,127 @@
+//! Loading and reloading the TLS files.
+
+use super::*;
+
+fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+fn args(cert: Option<&Path>, key: Option<&Path>, ca: Option<&Path>) -> TlsArgs {
+    TlsArgs {
+        tls_cert: cert.map(Path::to_path_buf),
+        tls_key: key.map(Path::to_path_buf),
+        tls_ca: ca.map(Path::to_path_buf),
+        tls_server_name: None,
+    }
+}
+
+#[test]
+fn good_files_load_and_say_what_they_turn_on() {
+    let d = tempfile::tempdir().unwrap();
+    let (c, k) = pair(d.path(), "a");
+    let none = args(None, None, None).load().unwrap();
+    assert!(!none.serves_tls() && none.grpc_internal().is_none() && none.http().is_none());
+    let server = args(Some(&c), Some(&k), None).load().unwrap();
+    assert!(server.serves_tls() && !server.mutual());
+    assert!(server.http().is_some() && server.grpc_internal().is_some());
+    let mutual = args(Some(&c), Some(&k), Some(&c)).load().unwrap();
+    assert!(mutual.serves_tls() && mutual.mutual());
+    let client_only = args(None, None, Some(&c)).load().unwrap();
+    assert!(!client_only.serves_tls() && client_only.client.is_some());
+}
+
+#[test]
+fn bad_files_are_refused_naming_the_flag_and_the_path() {
+    let d = tempfile::tempdir().unwrap();
+    let (c, k) = pair(d.path(), "a");
+    let (c2, k2) = pair(d.path(), "b");
+    let junk = d.path().join("junk.pem");
+    std::fs::write(&junk, "not pem at all\n").unwrap();
+    let missing = d.path().join("missing.pem");
+    let cases: Vec<(TlsArgs, &str, &Path)> = vec![
+        (args(Some(&missing), Some(&k), None), "--tls-cert", &missing),
+        (args(Some(&c), Some(&missing), None), "--tls-key", &missing),
+        (args(None, None, Some(&missing)), "--tls-ca", &missing),
+        (args(Some(&junk), Some(&k), None), "--tls-cert", &junk),
+        (args(Some(&c), Some(&junk), None), "--tls-key", &junk),
+        (args(None, None, Some(&junk)), "--tls-ca", &junk),
+        // A key that is not the certificate's.
+        (args(Some(&c), Some(&k2), None), "--tls-key", &k2),
+        (args(Some(&c2), Some(&k), None), "--tls-key", &k),
+    ];
+    for (a, flag, path) in cases {
+        let e = a.load().unwrap_err().to_string();
+        assert!(
+            e.contains(flag) && e.contains(&path.display().to_string()),
+            "{a:?}: {e}"
+        );
+    }
+    let half = args(Some(&c), None, None).load().unwrap_err().to_string();
+    assert!(
+        half.contains("--tls-cert and --tls-key go together"),
+        "{half}"
+    );
+}
+
+#[test]
+fn a_renewed_pair_is_picked_up_and_a_broken_one_is_not() {
+    let d = tempfile::tempdir().unwrap();
+    let (c, k) = pair(d.path(), "a");
+    let first = std::fs::read(&c).unwrap();
+    let files = KeyFiles::load(&c, &k).unwrap();
+    let der = |ck: &CertifiedKey| ck.cert[0].to_vec();
+    let a = der(&files.current());
+    let age = |files: &KeyFiles| {
+        files.state.lock().unwrap().checked = Instant::now() - RELOAD_CHECK;
+    };
+    // Renewed in place (new files renamed over the old, as Kubernetes swaps a Secret's
+    // symlink): served after the next check, not before it.
+    let (c2, k2) = pair(d.path(), "b");
+    std::fs::rename(&c2, &c).unwrap();
+    std::fs::rename(&k2, &k).unwrap();
+    assert_eq!(
+        der(&files.current()),
+        a,
+        "checked before RELOAD_CHECK passed"
+    );
+    age(&files);
+    let b = der(&files.current());
+    assert_ne!(b, a, "the renewed certificate is served");
+    // Caught half-written (a certificate whose key has not arrived): the previous pair stays.
+    std::fs::write(&c, &first).unwrap();
+    age(&files);
+    assert_eq!(der(&files.current()), b, "a mismatched pair is not loaded");
+    std::fs::write(&c, "garbage").unwrap();
+    age(&files);
+    assert_eq!(
+        der(&files.current()),
+        b,
+        "an unreadable certificate is not loaded"
+    );
+}
+
+#[test]
+fn daemons_take_all_three_files_or_none() {
+    let p = Some(PathBuf::from("x"));
+    let all = args(p.as_deref(), p.as_deref(), p.as_deref());
+    assert!(all.check_all_or_none().is_ok());
+    assert!(args(None, None, None).check_all_or_none().is_ok());
+    for half in [
+        args(p.as_deref(), p.as_deref(), None),
+        args(None, None, p.as_deref()),
+    ] {
+        let e = half.check_all_or_none().unwrap_err().to_string();
+        assert!(e.contains("--tls-cert, --tls-key and --tls-ca"), "{e}");
+    }
+}

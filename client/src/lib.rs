@@ -75,8 +75,9 @@ impl Connect {
 
     /// The endpoint for `addr` (`HOST:PORT` or a URL). Where a client TLS setting is
     /// installed ([`tls::Tls::install_client`]) the channels below connect through
-    /// [`tls::connector`], whatever the scheme.
-    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, AddressError> {
+    /// [`tls::connector`], whatever the scheme; the endpoint alone carries no TLS, so it stays
+    /// private to them.
+    fn endpoint(&self, addr: &str) -> Result<Endpoint, AddressError> {
         let mut url = normalize(addr)?;
         match (tls::client(), url.strip_prefix("https://")) {
             // With --tls-ca every connection is TLS, whatever scheme the address was given

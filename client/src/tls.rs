@@ -177,6 +177,8 @@ fn stamp(p: &Path) -> Option<(SystemTime, u64, u64)> {
 struct KeyFiles {
     cert: PathBuf,
     key: PathBuf,
+    /// How often, at most, the files are looked at ([`RELOAD_CHECK`]).
+    every: Duration,
     state: Mutex<KeyState>,
 }
 
@@ -196,12 +198,13 @@ impl std::fmt::Debug for KeyFiles {
 }
 
 impl KeyFiles {
-    fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+    fn load(cert: &Path, key: &Path, every: Duration) -> Result<Self, TlsError> {
         let stamps = [stamp(cert), stamp(key)];
         let loaded = load_pair(cert, key)?;
         Ok(Self {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
+            every,
             state: Mutex::new(KeyState {
                 checked: Instant::now(),
                 stamps,
@@ -213,7 +216,7 @@ impl KeyFiles {
     /// The current pair, re-read first if the files changed since the last look.
     fn current(&self) -> Arc<CertifiedKey> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.checked.elapsed() >= RELOAD_CHECK {
+        if st.checked.elapsed() >= self.every {
             st.checked = Instant::now();
             let now = [stamp(&self.cert), stamp(&self.key)];
             if now != st.stamps {
@@ -280,6 +283,11 @@ impl TlsArgs {
     /// Reads and checks the files: a missing file, a file with no certificate or key, or a
     /// key that does not match the certificate is an error naming the flag.
     pub fn load(&self) -> Result<Tls, TlsError> {
+        self.load_checking_every(RELOAD_CHECK)
+    }
+
+    /// [`TlsArgs::load`], looking at the certificate files for a change at most every `every`.
+    pub(crate) fn load_checking_every(&self, every: Duration) -> Result<Tls, TlsError> {
         let roots = match &self.tls_ca {
             Some(p) => {
                 let list = certs("--tls-ca", p, &read("--tls-ca", p)?)?;
@@ -297,7 +305,7 @@ impl TlsArgs {
             None => None,
         };
         let keys = match (&self.tls_cert, &self.tls_key) {
-            (Some(c), Some(k)) => Some(Arc::new(KeyFiles::load(c, k)?)),
+            (Some(c), Some(k)) => Some(Arc::new(KeyFiles::load(c, k, every)?)),
             (None, None) => None,
             _ => {
                 return Err(TlsError::Config(
@@ -406,10 +414,10 @@ pub(crate) fn client() -> Option<&'static Client> {
     CLIENT.get()
 }
 
-/// Serves only `grpc.health.v1` on `listener`, in plain TCP, until `stop` resolves: for
-/// probes that cannot speak TLS (Kubernetes' gRPC probes). It answers what the daemon's own
-/// health service answers.
-pub async fn serve_health<S, F>(listener: tokio::net::TcpListener, health: S, stop: F)
+/// Serves only `grpc.health.v1` on `listener`, in plain TCP, for probes that cannot speak
+/// TLS (Kubernetes' gRPC probes), answering what the daemon's own health service answers.
+/// The port closes when the returned guard is dropped, on every path out of the daemon.
+pub fn spawn_health<S>(listener: tokio::net::TcpListener, health: S) -> HealthPort
 where
     S: tonic::codegen::Service<
             tonic::codegen::http::Request<tonic::body::Body>,
@@ -421,21 +429,40 @@ where
         + Sync
         + 'static,
     S::Future: Send + 'static,
-    F: std::future::Future<Output = ()> + Send,
 {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    if let Err(e) = tonic::transport::Server::builder()
-        .add_service(health)
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await
-    {
-        tracing::error!(error = %e, "the health port failed");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+        {
+            tracing::error!(error = %e, "the health port failed");
+        }
+    });
+    HealthPort { _stop: stop, task }
+}
+
+/// The health port's server: stopped (its connections too) when dropped.
+#[derive(Debug)]
+pub struct HealthPort {
+    _stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HealthPort {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
 /// The health service name every daemon reports SERVING for as long as it runs (for liveness
-/// probes: unlike `""`, a drain does not turn it off).
-pub const LIVENESS: &str = "liveness";
+/// probes: unlike `""`, a drain does not turn it off). The `@` keeps it apart from every model
+/// and deployment name, which also have health entries.
+pub const LIVENESS: &str = "@liveness";
 
 #[cfg(test)]
 mod tests;

@@ -209,7 +209,16 @@ impl Args {
             name,
             auth: !self.no_auth,
             usage_flush: Duration::from_millis(self.usage_flush_ms),
-            tls: self.tls.load().map_err(|e| e.to_string())?,
+            tls: {
+                if self.tls.tls_ca.is_some() && self.tls.tls_cert.is_none() {
+                    return Err(
+                        "--tls-ca needs --tls-cert and --tls-key: the schedulers and \
+                                workers demand a client certificate"
+                            .into(),
+                    );
+                }
+                self.tls.load().map_err(|e| e.to_string())?
+            },
         })
     }
 }

@@ -109,14 +109,10 @@ pub async fn run(
         )
         .await;
     let health_task = tokio::spawn(grpc::report_health(relay.clone(), health));
-    // Stopped (aborted) when the gRPC server ends.
-    let health_port = listeners.health.map(|l| {
-        tokio::spawn(joule_client::tls::serve_health(
-            l,
-            health_service.clone(),
-            std::future::pending(),
-        ))
-    });
+    // Closed on every way out of this function.
+    let _health_port = listeners
+        .health
+        .map(|l| joule_client::tls::spawn_health(l, health_service.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -176,9 +172,6 @@ pub async fn run(
     let grpc_result = grpc.await;
     watcher.abort();
     health_task.abort();
-    if let Some(t) = health_port {
-        t.abort();
-    }
     let http_result = http.await;
     let metrics_result = metrics.await;
     lease_task.abort();

@@ -73,17 +73,13 @@ pub async fn run(
         .set_service_status(joule_client::tls::LIVENESS, ServingStatus::Serving)
         .await;
     tokio::spawn(report_readiness(store.clone(), health));
-    let health_port = match &args.health_listen {
+    // Closed on every way out of this function.
+    let _health_port = match &args.health_listen {
         Some(addr) => {
             let l = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?;
-            // Stopped (aborted) when the main server ends.
-            Some(tokio::spawn(joule_client::tls::serve_health(
-                l,
-                health_service.clone(),
-                std::future::pending(),
-            )))
+            Some(joule_client::tls::spawn_health(l, health_service.clone()))
         }
         None => None,
     };
@@ -142,9 +138,6 @@ pub async fn run(
             stop.stop();
         })
         .await;
-    if let Some(h) = health_port {
-        h.abort();
-    }
     served.context("the gRPC server failed")?;
     // Give the Raft thread its last step.
     for _ in 0..50 {

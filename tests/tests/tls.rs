@@ -43,6 +43,26 @@ async fn status(addr: &str, tls: Option<ClientTlsConfig>) -> Result<u64, String>
     Ok(r.into_inner().leader)
 }
 
+/// `grpc.health.v1` Check of "" on `addr` over an endpoint set up by `tls` (none: plain TCP).
+async fn health(addr: &str, tls: Option<ClientTlsConfig>) -> Result<i32, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    if let Some(t) = tls {
+        ep = ep.tls_config(t).unwrap();
+    }
+    let ch = ep.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+    let r = tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|e| format!("call: {e}"))?;
+    Ok(r.into_inner().status)
+}
+
 fn https_agent(pki: &Pki) -> ureq::Agent {
     use ureq::tls::{PemItem, RootCerts, TlsConfig};
     let pem = std::fs::read(&pki.ca).unwrap();
@@ -96,7 +116,7 @@ async fn a_cluster_runs_on_mutual_tls_and_refuses_plain_and_foreign_clients() {
     let anonymous = ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(
         std::fs::read(&pki.ca).unwrap(),
     ));
-    let anon = status(&addr, Some(anonymous)).await;
+    let anon = status(&addr, Some(anonymous.clone())).await;
     assert!(
         anon.is_err(),
         "a client with no certificate was answered: {anon:?}"
@@ -109,7 +129,7 @@ async fn a_cluster_runs_on_mutual_tls_and_refuses_plain_and_foreign_clients() {
             std::fs::read(&rogue.cert).unwrap(),
             std::fs::read(&rogue.key).unwrap(),
         ));
-    let f = status(&addr, Some(foreign)).await;
+    let f = status(&addr, Some(foreign.clone())).await;
     assert!(
         f.is_err(),
         "a certificate from another CA was answered: {f:?}"
@@ -161,27 +181,29 @@ async fn a_cluster_runs_on_mutual_tls_and_refuses_plain_and_foreign_clients() {
     wargs.extend(&flags);
     let w = WorkerProc::join("w1", &c, &wargs);
     c.wait_nodes(1, Duration::from_secs(60)).await;
-    let wplain = async {
-        let ch = Endpoint::from_shared(format!("http://{}", w.addr))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
-        tonic_health::pb::health_client::HealthClient::new(ch)
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .map_err(|e| e.to_string())
-    };
-    assert!(wplain.await.is_err(), "the worker answered plain TCP");
+    // The worker's port: only clients with a certificate from the cluster's CA.
+    assert!(health(&w.addr, Some(pki.client())).await.is_ok());
+    let w_plain = health(&w.addr, None).await;
+    assert!(
+        w_plain.is_err(),
+        "the worker answered plain TCP: {w_plain:?}"
+    );
+    let w_anon = health(&w.addr, Some(anonymous.clone())).await;
+    assert!(
+        w_anon.is_err(),
+        "the worker answered a client with no certificate: {w_anon:?}"
+    );
+    let w_foreign = health(&w.addr, Some(foreign.clone())).await;
+    assert!(
+        w_foreign.is_err(),
+        "the worker answered another CA's certificate: {w_foreign:?}"
+    );
 
     c.apply(default_model_spec(MODEL), deployment_spec(MODEL, MODEL, 1))
         .await;
-    let health = format!("127.0.0.1:{}", joule_testkit::free_port());
+    let health_port = format!("127.0.0.1:{}", joule_testkit::free_port());
     let mut gargs = flags.clone();
-    gargs.extend(["--health-listen", health.as_str()]);
+    gargs.extend(["--health-listen", health_port.as_str()]);
     let g = GatewayProc::start("gw", &c, &gargs);
     // The gateway's view comes from a scheduler over mTLS.
     g.wait_ready(MODEL, 1, Duration::from_secs(120)).await;
@@ -200,6 +222,10 @@ async fn a_cluster_runs_on_mutual_tls_and_refuses_plain_and_foreign_clients() {
     };
     let got = collect(g.client().generate(req).await.unwrap().into_inner()).await;
     assert_eq!(got.ids.len(), 6, "{:?}\n{}", got.error, g.log_tail());
+
+    // The gateway's public gRPC port asks clients for no certificate (API keys authenticate
+    // them): a client that only trusts the CA is served.
+    assert_eq!(health(&g.grpc, Some(anonymous)).await, Ok(1));
 
     // HTTPS for OpenAI clients and Prometheus; no client certificate asked.
     let agent = https_agent(&pki);
@@ -237,13 +263,13 @@ async fn a_cluster_runs_on_mutual_tls_and_refuses_plain_and_foreign_clients() {
     assert!(passed, "{out}\n{}", g.log_tail());
 
     // The plain health port answers what the gateway's own health service answers.
-    let ch = Endpoint::from_shared(format!("http://{health}"))
+    let ch = Endpoint::from_shared(format!("http://{health_port}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
     let mut hc = tonic_health::pb::health_client::HealthClient::new(ch);
-    for service in [MODEL, "liveness"] {
+    for service in [MODEL, joule_client::tls::LIVENESS] {
         let r = hc
             .check(tonic_health::pb::HealthCheckRequest {
                 service: service.into(),

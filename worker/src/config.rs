@@ -276,8 +276,11 @@ impl Args {
     }
 
     fn finish(mut self) -> Result<Self, String> {
-        // TLS files are checked now, so a bad one exits 2 before anything loads.
-        self.tls.check_all_or_none().map_err(|e| e.to_string())?;
+        // TLS files are checked now, so a bad one exits 2 before anything loads. In a cluster
+        // the worker both serves and dials the internal ports: all three files or none.
+        if !self.schedulers.is_empty() {
+            self.tls.check_all_or_none().map_err(|e| e.to_string())?;
+        }
         self.tls.load().map_err(|e| e.to_string())?;
         if self.model_name.is_some() || self.model_sha256.is_some() {
             let [one] = self.models.as_mut_slice() else {

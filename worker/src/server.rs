@@ -34,6 +34,8 @@ pub struct Worker {
     pub state: Arc<State>,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The plain health port (`--health-listen`): closed when the worker is dropped.
+    _health_port: Option<joule_client::tls::HealthPort>,
 }
 
 /// Loads a model and calibrates it (from cache when possible) before it serves. Blocking.
@@ -106,7 +108,6 @@ impl Worker {
     /// Binds both ports and starts serving; start-up models load in the background.
     pub async fn start(args: &Args) -> anyhow::Result<Self> {
         // Bad TLS files are refused before anything loads.
-        args.tls.check_all_or_none()?;
         let tls = args.tls.load()?;
         tls.install_client();
         let est = EstimateConfig {
@@ -234,17 +235,12 @@ impl Worker {
             .set_service_status(joule_client::tls::LIVENESS, ServingStatus::Serving)
             .await;
         let stop = CancellationToken::new();
-        let health_task = match args.health_listen {
+        let health_port = match args.health_listen {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?;
-                let s = stop.clone();
-                Some(tokio::spawn(joule_client::tls::serve_health(
-                    l,
-                    health_service.clone(),
-                    async move { s.cancelled().await },
-                )))
+                Some(joule_client::tls::spawn_health(l, health_service.clone()))
             }
             None => None,
         };
@@ -330,7 +326,6 @@ impl Worker {
             }
         });
         let mut tasks = vec![grpc_task, metrics_task, loader];
-        tasks.extend(health_task);
         if !args.schedulers.is_empty() {
             let address = args.advertise.clone().unwrap_or_else(|| {
                 if grpc_addr.ip().is_unspecified() {
@@ -371,6 +366,7 @@ impl Worker {
             state,
             stop,
             tasks,
+            _health_port: health_port,
         })
     }
 

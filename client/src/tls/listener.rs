@@ -1,28 +1,91 @@
 //! Listeners for every port: plain TCP, or TLS where a setting is given. With TLS, connections
-//! are accepted at once and their handshakes run concurrently in their own tasks, at most
-//! [`MAX_HANDSHAKES`] at a time and each within [`super::HANDSHAKE_TIMEOUT`], so a slow or
-//! silent client never holds up the others and a flood of them cannot take every file
-//! descriptor; a connection over the limit, or whose handshake fails, is dropped (logged at
-//! debug). Only finished TLS streams are handed to the server.
+//! are accepted at once and their handshakes run concurrently in their own tasks, so a slow or
+//! silent client never holds up the others: at most [`MAX_HANDSHAKES`] at a time per port and
+//! [`MAX_HANDSHAKES_PER_IP`] per client address (one host cannot take every slot), the
+//! ClientHello within [`HELLO_TIMEOUT`] and the whole handshake within
+//! [`super::HANDSHAKE_TIMEOUT`]. A connection over a limit is dropped (logged at warn, at most
+//! once a second), one whose handshake fails too (at debug). Only finished TLS streams are
+//! handed to the server.
 //!
 //! It owns those accept loops and the connection type [`Conn`] (for tonic and axum alike);
 //! the rustls settings come from [`super::Tls`].
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::Stream;
 
 /// The most TLS handshakes one port runs at once.
 pub const MAX_HANDSHAKES: usize = 1024;
+/// The most TLS handshakes one client address may have in flight on a port.
+pub const MAX_HANDSHAKES_PER_IP: usize = 64;
+/// How long a new connection may take to send its ClientHello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The handshakes in flight on one port, by client address.
+#[derive(Default)]
+struct InFlight {
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    last_warning: AtomicU64,
+}
+
+/// A handshake's place in [`InFlight`], given back when dropped.
+struct Slot {
+    flight: Arc<InFlight>,
+    ip: IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.flight.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl InFlight {
+    /// A slot for a handshake from `ip`, or `None` past a limit.
+    fn take(self: &Arc<Self>, permits: &Arc<Semaphore>, ip: IpAddr) -> Option<Slot> {
+        let permit = permits.clone().try_acquire_owned().ok()?;
+        let mut m = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            flight: self.clone(),
+            ip,
+            _permit: permit,
+        })
+    }
+
+    /// Warns that connections are being dropped, at most once a second.
+    fn warn_dropped(&self, peer: SocketAddr) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.last_warning.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(%peer, "too many TLS handshakes in flight (per port or from this address); dropping new connections");
+        }
+    }
+}
 
 /// An accepted connection: plain TCP or TLS over it.
 #[derive(Debug)]
@@ -132,44 +195,63 @@ impl Listener {
     ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let acceptor = tls.map(TlsAcceptor::from);
         let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let flight = Arc::new(InFlight::default());
         let accept_task = tokio::spawn(async move {
             loop {
                 let (sock, peer) = match tcp.accept().await {
                     Ok(c) => c,
+                    // One connection's trouble: go on with the next.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::ConnectionAborted
+                                | io::ErrorKind::ConnectionReset
+                                | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue;
+                    }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, as axum does.
                         tracing::debug!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
                 if nodelay && let Err(e) = sock.set_nodelay(true) {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
-                let Some(acceptor) = acceptor.clone() else {
+                let Some(config) = tls.clone() else {
                     if tx.send((Conn::Plain(sock), peer)).await.is_err() {
                         return;
                     }
                     continue;
                 };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    tracing::debug!(%peer, "too many TLS handshakes in flight; connection dropped");
+                let Some(slot) = flight.take(&permits, peer.ip()) else {
+                    flight.warn_dropped(peer);
                     continue;
                 };
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let hs = tokio::time::timeout(super::HANDSHAKE_TIMEOUT, acceptor.accept(sock));
-                    let r = hs.await;
-                    drop(permit);
-                    match r {
+                    let handshake =
+                        async {
+                            let lazy =
+                                LazyConfigAcceptor::new(rustls::server::Acceptor::default(), sock);
+                            let start = tokio::time::timeout(HELLO_TIMEOUT, lazy).await.map_err(
+                                |_| io::Error::new(io::ErrorKind::TimedOut, "no ClientHello"),
+                            )??;
+                            start.into_stream(config).await
+                        };
+                    match tokio::time::timeout(super::HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(s)) => {
+                            // The slot is held until the server has the connection.
                             let _ = tx.send((Conn::Tls(Box::new(s)), peer)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
+                    drop(slot);
                 });
             }
         });

@@ -79,7 +79,7 @@ fn a_renewed_pair_is_picked_up_and_a_broken_one_is_not() {
     let d = tempfile::tempdir().unwrap();
     let (c, k) = pair(d.path(), "a");
     let first = std::fs::read(&c).unwrap();
-    let files = KeyFiles::load(&c, &k).unwrap();
+    let files = KeyFiles::load(&c, &k, RELOAD_CHECK).unwrap();
     let der = |ck: &CertifiedKey| ck.cert[0].to_vec();
     let a = der(&files.current());
     let age = |files: &KeyFiles| {
@@ -99,7 +99,9 @@ fn a_renewed_pair_is_picked_up_and_a_broken_one_is_not() {
     let b = der(&files.current());
     assert_ne!(b, a, "the renewed certificate is served");
     // Caught half-written (a certificate whose key has not arrived): the previous pair stays.
-    std::fs::write(&c, &first).unwrap();
+    let tmp = d.path().join("tmp.pem");
+    std::fs::write(&tmp, &first).unwrap();
+    std::fs::rename(&tmp, &c).unwrap();
     age(&files);
     assert_eq!(der(&files.current()), b, "a mismatched pair is not loaded");
     std::fs::write(&c, "garbage").unwrap();
@@ -124,4 +126,91 @@ fn daemons_take_all_three_files_or_none() {
         let e = half.check_all_or_none().unwrap_err().to_string();
         assert!(e.contains("--tls-cert, --tls-key and --tls-ca"), "{e}");
     }
+}
+
+/// A CA, and leaf certificates it signs for `localhost` (server and client auth).
+struct Ca {
+    key: rcgen::KeyPair,
+    cert: rcgen::Certificate,
+}
+
+impl Ca {
+    fn new() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = p.self_signed(&key).unwrap();
+        Self { key, cert }
+    }
+
+    /// Writes NAME.pem and NAME-key.pem into `dir`.
+    fn leaf(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
+/// One mutual-TLS handshake with the listener: the certificate the client saw, and the one
+/// the server saw.
+async fn handshake(
+    l: &mut listener::Listener,
+    addr: std::net::SocketAddr,
+    client: &Client,
+) -> (Vec<u8>, Vec<u8>) {
+    use axum::serve::Listener as _;
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let s = tokio_rustls::TlsConnector::from(client.config.clone())
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        s.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    };
+    let (seen_by_client, (conn, _)) = tokio::join!(connect, l.accept());
+    let listener::Conn::Tls(s) = conn else {
+        panic!("a plain connection on a TLS port")
+    };
+    let seen_by_server = s.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    (seen_by_client, seen_by_server)
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_and_presented_on_the_next_handshake() {
+    let d = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let ca_file = d.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let (c, k) = ca.leaf(d.path(), "a");
+    let a = CertificateDer::from_pem_file(&c).unwrap().to_vec();
+    let tls = args(Some(&c), Some(&k), Some(&ca_file))
+        .load_checking_every(Duration::ZERO)
+        .unwrap();
+    let client = tls.client.clone().unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let mut l = listener::Listener::new(tcp, tls.grpc_internal(), true).unwrap();
+    assert_eq!(
+        handshake(&mut l, addr, &client).await,
+        (a.clone(), a.clone())
+    );
+    // Renewed in place: the server serves, and the client presents, the new one.
+    let (c2, k2) = ca.leaf(d.path(), "b");
+    let b = CertificateDer::from_pem_file(&c2).unwrap().to_vec();
+    std::fs::rename(&c2, &c).unwrap();
+    std::fs::rename(&k2, &k).unwrap();
+    assert_ne!(a, b);
+    assert_eq!(handshake(&mut l, addr, &client).await, (b.clone(), b));
 }

@@ -215,7 +215,7 @@ capabilities:
 
 {{/* The kubelet's gRPC probes (grpc.health.v1) on the plain health port. Start-up asks for
 the server as a whole (""): SERVING once a worker's start-up models are loaded, a gateway's
-routing view first synced, a scheduler's port open. Liveness asks for "liveness", which every
+routing view first synced, a scheduler's port open. Liveness asks for "@liveness", which every
 daemon reports SERVING for as long as it answers at all (a drained worker is NOT_SERVING on ""
 and must not be restarted for it). Readiness asks for "" or a narrower service (a scheduler:
 joule.v1.Admin, SERVING while a leader is known). */}}
@@ -225,7 +225,7 @@ startupProbe:
   periodSeconds: 10
   failureThreshold: {{ div (int .startup) 10 }}
 livenessProbe:
-  grpc: {port: {{ .port }}, service: liveness}
+  grpc: {port: {{ .port }}, service: "@liveness"}
   periodSeconds: 10
   timeoutSeconds: 5
   failureThreshold: 6

@@ -198,7 +198,7 @@ def scheduler_checks(docs, n, label):
     check(c["startupProbe"]["grpc"]["port"] == health, f"{label}: gRPC startup probe on the health port")
     check(c["readinessProbe"]["grpc"] == {"port": health, "service": "joule.v1.Admin"},
           f"{label}: readiness = a leader is known (grpc.health.v1 joule.v1.Admin)")
-    check(c["livenessProbe"]["grpc"] == {"port": health, "service": "liveness"},
+    check(c["livenessProbe"]["grpc"] == {"port": health, "service": "@liveness"},
           f"{label}: gRPC liveness probe on the health port (the always-SERVING liveness service)")
     check(cm["JOULE_HEALTH_LISTEN"].endswith(f":{health}"), f"{label}: the daemon serves health there")
     pdbs = find(docs, "PodDisruptionBudget", f"{REL}-joule-scheduler")

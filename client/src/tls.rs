@@ -30,6 +30,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 pub mod connector;
 pub mod listener;
@@ -417,19 +418,10 @@ pub(crate) fn client() -> Option<&'static Client> {
 /// Serves only `grpc.health.v1` on `listener`, in plain TCP, for probes that cannot speak
 /// TLS (Kubernetes' gRPC probes), answering what the daemon's own health service answers.
 /// The port closes when the returned guard is dropped, on every path out of the daemon.
-pub fn spawn_health<S>(listener: tokio::net::TcpListener, health: S) -> HealthPort
-where
-    S: tonic::codegen::Service<
-            tonic::codegen::http::Request<tonic::body::Body>,
-            Response = tonic::codegen::http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+pub fn spawn_health<H: Health>(
+    listener: tokio::net::TcpListener,
+    health: HealthServer<H>,
+) -> HealthPort {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -444,6 +436,19 @@ where
         }
     });
     HealthPort { _stop: stop, task }
+}
+
+/// Binds `--health-listen` (when given) and serves the health port there ([`spawn_health`]);
+/// the error names the flag.
+pub async fn health_port<H: Health>(
+    addr: Option<&str>,
+    health: HealthServer<H>,
+) -> Result<Option<HealthPort>, String> {
+    let Some(addr) = addr else { return Ok(None) };
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (--health-listen): {e}"))?;
+    Ok(Some(spawn_health(l, health)))
 }
 
 /// The health port's server: stopped (its connections too) when dropped.

@@ -74,15 +74,10 @@ pub async fn run(
         .await;
     tokio::spawn(report_readiness(store.clone(), health));
     // Closed on every way out of this function.
-    let _health_port = match &args.health_listen {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?;
-            Some(joule_client::tls::spawn_health(l, health_service.clone()))
-        }
-        None => None,
-    };
+    let _health_port =
+        joule_client::tls::health_port(args.health_listen.as_deref(), health_service.clone())
+            .await
+            .map_err(anyhow::Error::msg)?;
     let live = Arc::new(Liveness::default());
     let heartbeat = Duration::from_millis(args.heartbeat_ms);
     tokio::spawn(watch_workers(

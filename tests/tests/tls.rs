@@ -25,8 +25,11 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 
 const MODEL: &str = "smol";
 
-/// `ClusterStatus` on `addr` over an endpoint set up by `tls` (none: plain TCP).
-async fn status(addr: &str, tls: Option<ClientTlsConfig>) -> Result<u64, String> {
+/// A channel to `addr`, set up by `tls` (none: plain TCP), connected now.
+async fn channel(
+    addr: &str,
+    tls: Option<ClientTlsConfig>,
+) -> Result<tonic::transport::Channel, String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .unwrap()
@@ -35,7 +38,12 @@ async fn status(addr: &str, tls: Option<ClientTlsConfig>) -> Result<u64, String>
     if let Some(t) = tls {
         ep = ep.tls_config(t).unwrap();
     }
-    let ch = ep.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+    ep.connect().await.map_err(|e| format!("connect: {e:?}"))
+}
+
+/// `ClusterStatus` on `addr` over a channel set up by `tls`.
+async fn status(addr: &str, tls: Option<ClientTlsConfig>) -> Result<u64, String> {
+    let ch = channel(addr, tls).await?;
     let r = AdminClient::new(ch)
         .cluster_status(authed(v1::ClusterStatusRequest {}))
         .await
@@ -43,17 +51,9 @@ async fn status(addr: &str, tls: Option<ClientTlsConfig>) -> Result<u64, String>
     Ok(r.into_inner().leader)
 }
 
-/// `grpc.health.v1` Check of "" on `addr` over an endpoint set up by `tls` (none: plain TCP).
+/// `grpc.health.v1` Check of "" on `addr` over a channel set up by `tls`.
 async fn health(addr: &str, tls: Option<ClientTlsConfig>) -> Result<i32, String> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5));
-    if let Some(t) = tls {
-        ep = ep.tls_config(t).unwrap();
-    }
-    let ch = ep.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+    let ch = channel(addr, tls).await?;
     let r = tonic_health::pb::health_client::HealthClient::new(ch)
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),

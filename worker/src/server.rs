@@ -235,15 +235,12 @@ impl Worker {
             .set_service_status(joule_client::tls::LIVENESS, ServingStatus::Serving)
             .await;
         let stop = CancellationToken::new();
-        let health_port = match args.health_listen {
-            Some(addr) => {
-                let l = TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?;
-                Some(joule_client::tls::spawn_health(l, health_service.clone()))
-            }
-            None => None,
-        };
+        let health_port = joule_client::tls::health_port(
+            args.health_listen.map(|a| a.to_string()).as_deref(),
+            health_service.clone(),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
         let grpc_addr = grpc.local_addr()?;
         let metrics_addr = mlis.local_addr()?;
 

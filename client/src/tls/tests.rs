@@ -8,6 +8,16 @@ fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         .unwrap()
         .self_signed(&key)
         .unwrap();
+    write_pair(dir, name, &cert, &key)
+}
+
+/// Writes NAME.pem and NAME-key.pem into `dir`.
+fn write_pair(
+    dir: &Path,
+    name: &str,
+    cert: &rcgen::Certificate,
+    key: &rcgen::KeyPair,
+) -> (PathBuf, PathBuf) {
     let (c, k) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}-key.pem")),
@@ -152,13 +162,7 @@ impl Ca {
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         ];
         let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
-        let (c, k) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}-key.pem")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
+        write_pair(dir, name, &cert, &key)
     }
 }
 

@@ -8,12 +8,12 @@
 #   built here, which must exist: run after `cargo build`), and their exposure score;
 # - the Grafana dashboard: valid JSON, and every metric it queries is one a daemon exports.
 # Fetches helm, kubernetes-validate and hadolint first (deploy/fetch-deploy-tools.sh).
-#   JOULE_BIN_DIR   where the built binaries are (default target/debug); joulectl there also
-#                   parses the objects the chart renders
+#   JOULE_BIN_DIR   where the built binaries are (default ${CARGO_TARGET_DIR:-target}/debug);
+#                   joulectl there also parses the objects the chart renders
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(deploy/fetch-deploy-tools.sh)
-bins="${JOULE_BIN_DIR:-target/debug}"
+bins="${JOULE_BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}"
 
 echo "== helm chart"
 HELM="$bin/helm" KUBERNETES_VALIDATE="$bin/kubernetes-validate" JOULECTL="$bins/joulectl" \

@@ -366,11 +366,6 @@ impl TlsArgs {
 }
 
 impl Tls {
-    /// No TLS anywhere (plain TCP), as when no flag is given.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
     /// Whether this process's ports serve TLS.
     pub fn serves_tls(&self) -> bool {
         self.server.is_some()

@@ -261,27 +261,16 @@ impl Listener {
             accept_task,
         })
     }
-
-    /// The connections as a stream, for tonic's `serve_with_incoming`.
-    pub fn into_stream(mut self) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
-        async_stream(move |cx| self.ready.poll_recv(cx).map(|c| c.map(|(c, _)| Ok(c))))
-    }
 }
 
-/// A stream from a poll function (tokio-stream's wrappers need the receiver by value, which
-/// would drop the accept task with the listener).
-fn async_stream<T, F>(f: F) -> impl Stream<Item = T> + Send + 'static
-where
-    F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Send + Unpin + 'static,
-{
-    struct PollFn<F>(F);
-    impl<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin> Stream for PollFn<F> {
-        type Item = T;
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-            (self.0)(cx)
-        }
+/// The connections as a stream, for tonic's `serve_with_incoming` (the accept task lives as
+/// long as the listener).
+impl Stream for Listener {
+    type Item = io::Result<Conn>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.ready.poll_recv(cx).map(|c| c.map(|(c, _)| Ok(c)))
     }
-    PollFn(f)
 }
 
 impl axum::serve::Listener for Listener {
@@ -310,7 +299,7 @@ pub fn incoming(
 ) -> io::Result<Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send>>> {
     use tokio_stream::StreamExt as _;
     Ok(match tls {
-        Some(config) => Box::pin(Listener::new(tcp, Some(config), true)?.into_stream()),
+        Some(config) => Box::pin(Listener::new(tcp, Some(config), true)?),
         None => Box::pin(
             tokio_stream::wrappers::TcpListenerStream::new(tcp).map(|c| {
                 c.map(|s| {

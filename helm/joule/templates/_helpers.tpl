@@ -30,10 +30,6 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{- define "joule.image" -}}
-{{- printf "%s:%s" .repository (default $.tag "") -}}
-{{- end -}}
-
 {{- define "joule.cpuImage" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}

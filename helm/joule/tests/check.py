@@ -116,7 +116,6 @@ for values in [None, *examples]:
     lines = [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
     bad = [l for l in lines if not l.startswith("INFO")
            and not any(f"kind {k} with api version {a}" in l for a, k in CRDS)]
-    check(r.returncode in (0,) or not bad, f"kubernetes-validate ({label}): {r.returncode}")
     check(not bad, f"kubernetes-validate --strict ({label}):\n" + "\n".join(bad))
     passed_n = sum(1 for l in lines if l.startswith("INFO") and "passed" in l)
     crds = [d for d in docs if (d["apiVersion"], d["kind"]) in CRDS]

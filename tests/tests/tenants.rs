@@ -431,9 +431,21 @@ async fn two_gateways_admit_at_most_the_rpm_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_3_and_1_share_a_saturated_worker_3_to_1() {
     let _one = SERIAL.lock().await;
-    // Eight sequences at most run at once; each tenant keeps twelve streams going.
+    // Eight sequences at most run at once, six of them heavy's and two light's at 3:1. Each
+    // tenant keeps more streams going than its share, so both stay backlogged, but not so
+    // many that light's queue outlasts the gateway's first-token timeout on a slow machine.
+    // The share is counted in admissions of whole requests (each is charged at admission),
+    // so requests are short (6 to 14 tokens after a one-word prompt): many admissions per
+    // second of a CPU worker, and one admission more or less at the window's ends moves the
+    // ratio by little. Both tenants send the same mix of lengths (the prompt is charged too,
+    // so shorter requests would lower a tenant's share of completion tokens), and the
+    // lengths differ so that requests finish one by one, not in lockstep waves of eight
+    // (with waves, a window holds few admission rounds and one 8:0 round skews it).
     const SLOTS: u32 = 8;
-    const STREAMS: usize = 12;
+    const STREAMS: [usize; 2] = [10, 5];
+    // The window ends once it holds this many completion tokens (and lasts at least 12 s), so
+    // a slow machine counts as many admissions as a fast one.
+    const WINDOW_TOKENS: usize = 960;
     let (c, w) = cluster(&["--max-seqs", "8"]).await;
     apply_tenant(&c, &TenantYaml::new("heavy").weight(3.0));
     apply_tenant(&c, &TenantYaml::new("light").weight(1.0));
@@ -449,12 +461,13 @@ async fn weights_3_and_1_share_a_saturated_worker_3_to_1() {
     let errors: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let mut tasks = Vec::new();
     for (ti, key) in [heavy.clone(), light.clone()].into_iter().enumerate() {
-        for j in 0..STREAMS {
+        for j in 0..STREAMS[ti] {
             let (mut gw, key) = (g.client(), key.clone());
             let (events, errors) = (events.clone(), errors.clone());
             tasks.push(tokio::spawn(async move {
                 for n in 0.. {
-                    let mut req = generate_request(MODEL, 32);
+                    let mut req = generate_request(MODEL, 6 + 2 * (j % 5) as u32);
+                    req.prompt = Some(v1::generate_request::Prompt::Text("Hello".into()));
                     req.request_id = format!("fair-{ti}-{j}-{n}");
                     match gw.generate(keyed(req, &key)).await {
                         Ok(s) => {
@@ -484,13 +497,22 @@ async fn weights_3_and_1_share_a_saturated_worker_3_to_1() {
         }
     }
     // Let the queues fill and the shares settle, then count a window in the middle.
-    let (from, to) = (Duration::from_secs(6), Duration::from_secs(18));
+    let from = Duration::from_secs(6);
+    let (least, most) = (from + Duration::from_secs(12), from + Duration::from_secs(90));
+    let counted = |to: Duration| -> usize {
+        let ev = events.lock().unwrap();
+        ev.iter().filter(|(_, at, _)| *at >= from && *at < to).map(|e| e.2).sum()
+    };
     tokio::time::sleep_until((t0 + from).into()).await;
     let mut busy = Vec::new();
-    while t0.elapsed() < to {
+    let to = loop {
         busy.push(w.busy().await);
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        let now = t0.elapsed();
+        if now >= most || (now >= least && counted(now) >= WINDOW_TOKENS) {
+            break now;
+        }
+    };
     for t in &tasks {
         t.abort();
     }
@@ -517,12 +539,12 @@ async fn weights_3_and_1_share_a_saturated_worker_3_to_1() {
     let secs = (to - from).as_secs_f64();
     let ratio = tokens[0] as f64 / tokens[1].max(1) as f64;
     eprintln!(
-        "fair share: weights 3 and 1 got {} and {} completion tokens in {secs} s: ratio {ratio:.2}",
+        "fair share: weights 3 and 1 got {} and {} completion tokens in {secs:.1} s: ratio {ratio:.2}",
         tokens[0], tokens[1]
     );
     assert!(
         tokens[1] > 0 && (2.7..=3.3).contains(&ratio),
-        "weights 3 and 1 got {} and {} tokens in {secs} s ({:.1} and {:.1} tokens/s): ratio \
+        "weights 3 and 1 got {} and {} tokens in {secs:.1} s ({:.1} and {:.1} tokens/s): ratio \
          {ratio:.2}, want 3 ± 10% (running + waiting: {busy:?})\n{}",
         tokens[0],
         tokens[1],

@@ -498,10 +498,16 @@ async fn weights_3_and_1_share_a_saturated_worker_3_to_1() {
     }
     // Let the queues fill and the shares settle, then count a window in the middle.
     let from = Duration::from_secs(6);
-    let (least, most) = (from + Duration::from_secs(12), from + Duration::from_secs(90));
+    let (least, most) = (
+        from + Duration::from_secs(12),
+        from + Duration::from_secs(90),
+    );
     let counted = |to: Duration| -> usize {
         let ev = events.lock().unwrap();
-        ev.iter().filter(|(_, at, _)| *at >= from && *at < to).map(|e| e.2).sum()
+        ev.iter()
+            .filter(|(_, at, _)| *at >= from && *at < to)
+            .map(|e| e.2)
+            .sum()
     };
     tokio::time::sleep_until((t0 + from).into()).await;
     let mut busy = Vec::new();

@@ -159,15 +159,20 @@ pub enum ConfigCmd {
         /// Scheduler replicas, comma-separated.
         #[arg(long)]
         server: Option<String>,
-        /// The admin token.
+        /// The admin token; `-` reads it from standard input (kept out of `ps` and the shell
+        /// history).
         #[arg(long)]
         token: Option<String>,
         /// The gateway's OpenAI base URL, http://host:port/v1.
         #[arg(long)]
         gateway: Option<String>,
-        /// A tenant's API key for the gateway.
+        /// A tenant's API key for the gateway; `-` reads it from standard input.
         #[arg(long)]
         api_key: Option<String>,
+        /// Forget the context's TLS settings first (the global --certificate-authority,
+        /// --client-certificate, --client-key and --tls-server-name given here set them).
+        #[arg(long)]
+        no_tls: bool,
     },
     /// Remove a context.
     DeleteContext { name: String },

@@ -1,10 +1,131 @@
 //! Connections: one worker (`--worker`), or the cluster's replicas (`--server`, `--token`, or
 //! the context) with failover to the next replica when one cannot be reached. All through `joule-client`.
 
+use std::path::PathBuf;
+
 use anyhow::Context as _;
+use joule_client::tls::TlsArgs;
 use joule_client::{Connect, Servers};
 
 use crate::args::Cli;
+use crate::context;
+
+/// The TLS flags (or their `JOULE_TLS_*` variables) as joule-client takes them; an empty value
+/// counts as none. Where `--context` names a context, the variables count for nothing, as
+/// `JOULE_SERVER` and `JOULE_TOKEN` do not (a leftover variable must not pick another
+/// cluster's certificate).
+pub fn tls_flags(cli: &Cli) -> TlsArgs {
+    let named = cli.context.as_deref().is_some_and(|c| !c.is_empty());
+    let keep = |v: &str, var: &str| !(v.is_empty() || named && context::from_env(v, var));
+    let path =
+        |p: &Option<PathBuf>, var: &str| p.clone().filter(|p| keep(&p.to_string_lossy(), var));
+    TlsArgs {
+        tls_cert: path(&cli.client_certificate, "JOULE_TLS_CERT"),
+        tls_key: path(&cli.client_key, "JOULE_TLS_KEY"),
+        tls_ca: path(&cli.certificate_authority, "JOULE_TLS_CA"),
+        tls_server_name: cli
+            .tls_server_name
+            .clone()
+            .filter(|n| keep(n, "JOULE_TLS_SERVER_NAME")),
+    }
+}
+
+/// What errors call each TLS file: the flag, or the context's key.
+pub struct TlsNames {
+    ca: String,
+    cert: String,
+    key: String,
+    /// A context the settings came from, for the hint to mend it.
+    context: Option<String>,
+}
+
+impl TlsNames {
+    /// All from the flags.
+    pub fn flags() -> Self {
+        Self {
+            ca: "--certificate-authority".into(),
+            cert: "--client-certificate".into(),
+            key: "--client-key".into(),
+            context: None,
+        }
+    }
+}
+
+/// The TLS settings of this run: the context's (`ctx`, where the replicas come from a context
+/// that has some) with each setting the flags give taken over from them, or the flags alone.
+/// A client certificate with no CA to verify the servers is a usage error.
+pub fn client_tls(
+    flags: TlsArgs,
+    ctx: Option<(String, TlsArgs)>,
+) -> anyhow::Result<(TlsArgs, TlsNames)> {
+    let Some((name, c)) = ctx else {
+        if flags.tls_ca.is_none() && flags.tls_cert.is_some() {
+            return Err(crate::exit::usage(
+                "--client-certificate needs --certificate-authority (to verify the servers)",
+            ));
+        }
+        return Ok((flags, TlsNames::flags()));
+    };
+    let of = |k: &str| format!("the {k} of context {name:?}");
+    let pick = |f: Option<PathBuf>, c: Option<PathBuf>, flag: &str, k: &str| match f {
+        Some(p) => (Some(p), flag.to_string()),
+        None => (c, of(k)),
+    };
+    let (tls_ca, ca) = pick(
+        flags.tls_ca,
+        c.tls_ca,
+        "--certificate-authority",
+        "certificate-authority",
+    );
+    let (tls_cert, cert) = pick(
+        flags.tls_cert,
+        c.tls_cert,
+        "--client-certificate",
+        "client-certificate",
+    );
+    let (tls_key, key) = pick(flags.tls_key, c.tls_key, "--client-key", "client-key");
+    if tls_ca.is_none() && tls_cert.is_some() {
+        return Err(crate::exit::usage(format!(
+            "{cert} needs a CA to verify the servers: pass --certificate-authority or run \
+             `joulectl config set-context {name} --certificate-authority FILE`"
+        )));
+    }
+    let args = TlsArgs {
+        tls_ca,
+        tls_cert,
+        tls_key,
+        tls_server_name: flags.tls_server_name.or(c.tls_server_name),
+    };
+    let names = TlsNames {
+        ca,
+        cert,
+        key,
+        context: Some(name),
+    };
+    Ok((args, names))
+}
+
+/// Reads and checks `a` and makes it what every connection of this process uses.
+pub fn install_tls(a: &TlsArgs, names: &TlsNames) -> anyhow::Result<()> {
+    load_tls(a, names)?.install_client();
+    Ok(())
+}
+
+/// Reads and checks `a`. A file that is missing or wrong is a usage error naming where the
+/// setting came from (`names`) and the path.
+pub fn load_tls(a: &TlsArgs, names: &TlsNames) -> anyhow::Result<joule_client::tls::Tls> {
+    a.load().map_err(|e| {
+        let e = e
+            .to_string()
+            .replace("--tls-cert", &names.cert)
+            .replace("--tls-key", &names.key)
+            .replace("--tls-ca", &names.ca);
+        crate::exit::usage(match &names.context {
+            Some(c) => format!("{e} (mend it with `joulectl config set-context {c}`)"),
+            None => e,
+        })
+    })
+}
 
 /// A connected worker client (connected now, so "cannot reach" is reported up front); `token`
 /// is the join token a worker in a cluster needs (empty for one run alone).

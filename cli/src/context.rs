@@ -2,7 +2,7 @@
 //! clusters (scheduler addresses, the admin token, the gateway's OpenAI URL and an API key) and
 //! which one is current. This module owns reading, writing (atomically, mode 600: it holds
 //! tokens) and choosing the context; it never prints a token, and it never writes a file it
-//! could not read back.
+//! could not read back. Whoever changes the file holds [`lock`] from load to save.
 //!
 //! Where a setting comes from, first match wins: the flag, its `JOULE_*` variable, the context
 //! `--context` (or `JOULE_CONTEXT`) names, the current context.
@@ -50,6 +50,74 @@ pub struct Context {
     /// A tenant's API key for the gateway.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub api_key: String,
+    /// PEM CA bundle the replicas' certificates must chain to: connections are TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<PathBuf>,
+    /// PEM client certificate, for a cluster that demands one (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// The name to expect in the replicas' certificates, when it is not the host in `servers`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tls_server_name: String,
+}
+
+impl Context {
+    /// The TLS settings connections to this context's replicas use; `None`: plain TCP.
+    pub fn tls(&self) -> Option<joule_client::tls::TlsArgs> {
+        if self.certificate_authority.is_none() && self.client_certificate.is_none() {
+            return None;
+        }
+        Some(joule_client::tls::TlsArgs {
+            tls_cert: self.client_certificate.clone(),
+            tls_key: self.client_key.clone(),
+            tls_ca: self.certificate_authority.clone(),
+            tls_server_name: Some(self.tls_server_name.clone()).filter(|n| !n.is_empty()),
+        })
+    }
+
+    /// What the listing's TLS column says: `mutual`, `ca` (server verified, no client
+    /// certificate) or nothing (plain).
+    pub fn tls_mode(&self) -> &'static str {
+        match (&self.certificate_authority, &self.client_certificate) {
+            (Some(_), Some(_)) => "mutual",
+            (Some(_), None) => "ca",
+            _ => "",
+        }
+    }
+
+    /// The TLS settings are whole: a client certificate comes with its key and a CA to
+    /// verify the servers with (as `--client-certificate` needs `--certificate-authority`).
+    /// Checked where the context is written or used, not at load, so that `config
+    /// set-context` can still mend a file edited by hand.
+    pub fn check_tls(&self) -> anyhow::Result<()> {
+        let missing = match (
+            &self.certificate_authority,
+            &self.client_certificate,
+            &self.client_key,
+        ) {
+            (_, Some(_), None) => Some("a client-certificate and no client-key"),
+            (_, None, Some(_)) => Some("a client-key and no client-certificate"),
+            (None, Some(_), _) => Some(
+                "a client-certificate and no certificate-authority (to verify the servers with)",
+            ),
+            (None, None, None) if !self.tls_server_name.is_empty() => {
+                Some("a tls-server-name and no certificate-authority")
+            }
+            _ => None,
+        };
+        if let Some(what) = missing {
+            anyhow::bail!(
+                "context {:?} has {what}: run `joulectl config set-context {}` with \
+                 --certificate-authority, --client-certificate and --client-key (or --no-tls)",
+                self.name,
+                self.name
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `$JOULE_HOME`, else `$XDG_CONFIG_HOME/joule`, else `~/.config/joule`.
@@ -153,10 +221,6 @@ impl Config {
         Ok(())
     }
 
-    pub fn save(&self) -> anyhow::Result<()> {
-        self.save_to(&path()?)
-    }
-
     pub fn get(&self, name: &str) -> Option<&Context> {
         self.contexts.iter().find(|c| c.name == name)
     }
@@ -185,6 +249,44 @@ impl Config {
             }),
             None if self.current_context.is_empty() => Ok(None),
             None => Ok(self.get(&self.current_context)),
+        }
+    }
+}
+
+/// How long a change to the config file waits for another joulectl changing it.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An exclusive lock on the config file at `p` (on `.config.yaml.lock` beside it), held until
+/// the returned file is dropped: take it before loading a config to change, so two joulectl
+/// runs (`cluster up` and `config set-context`, say) cannot lose each other's change.
+pub fn lock(p: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = p.parent().context("the config path has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let lp = dir.join(".config.yaml.lock");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lp)
+        .with_context(|| format!("cannot open {}", lp.display()))?;
+    let until = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another joulectl has been changing {} for {} s (lock {}): try again",
+                p.display(),
+                LOCK_WAIT.as_secs(),
+                lp.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", lp.display()));
+            }
         }
     }
 }
@@ -263,6 +365,28 @@ pub fn admin_target(
     })
 }
 
+/// The TLS settings of the context the replicas come from (as [`admin_target`] chooses it):
+/// its name and settings, `None` where `--server` names the replicas, no context is chosen, or
+/// it has no TLS; an error where its settings are not whole ([`Context::check_tls`]). A config
+/// that cannot be read is left to [`admin_target`] to report.
+pub fn context_tls(
+    server: Option<&str>,
+    context: Option<&str>,
+) -> anyhow::Result<Option<(String, joule_client::tls::TlsArgs)>> {
+    let named = context.is_some_and(|c| !c.is_empty());
+    if server.is_some_and(|s| !(s.is_empty() || named && from_env(s, "JOULE_SERVER"))) {
+        return Ok(None);
+    }
+    let Ok(cfg) = Config::load() else {
+        return Ok(None);
+    };
+    let Ok(Some(c)) = cfg.chosen(context) else {
+        return Ok(None);
+    };
+    c.check_tls()?;
+    Ok(c.tls().map(|t| (c.name.clone(), t)))
+}
+
 /// Whether `value` is what the environment variable `var` holds (clap gives a flag and its
 /// variable alike; where the source matters, this tells them apart).
 pub fn from_env(value: &str, var: &str) -> bool {
@@ -322,6 +446,10 @@ mod tests {
                 token: "t0k".into(),
                 gateway: "http://127.0.0.1:8080/v1".into(),
                 api_key: String::new(),
+                certificate_authority: Some("/etc/joule/ca.pem".into()),
+                client_certificate: Some("/etc/joule/me.pem".into()),
+                client_key: Some("/etc/joule/me-key.pem".into()),
+                tls_server_name: "scheduler.joule".into(),
             }],
             ..Config::empty()
         }
@@ -342,6 +470,23 @@ mod tests {
     }
 
     #[test]
+    fn the_lock_is_exclusive_and_released_on_drop() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.yaml");
+        let held = lock(&p).unwrap();
+        // A second open file description of the same lock file is refused while it is held.
+        let other = std::fs::File::open(d.path().join(".config.yaml.lock")).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        drop(held);
+        other.try_lock().unwrap();
+        other.unlock().unwrap();
+        drop(lock(&p).unwrap());
+    }
+
+    #[test]
     fn a_broken_file_names_itself_and_what_to_do() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("config.yaml");
@@ -357,6 +502,49 @@ mod tests {
         std::fs::write(&p, "contexts: [{name: a, colour: red}]\n").unwrap();
         let e = format!("{:#}", Config::load_from(&p).unwrap_err());
         assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn half_a_tls_setting_is_refused_naming_what_is_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.yaml");
+        for (ctx, missing) in [
+            (
+                "{name: a, client-certificate: /c.pem, certificate-authority: /ca.pem}",
+                "client-key",
+            ),
+            (
+                "{name: a, client-key: /k.pem, certificate-authority: /ca.pem}",
+                "client-certificate",
+            ),
+            (
+                "{name: a, client-certificate: /c.pem, client-key: /k.pem}",
+                "certificate-authority",
+            ),
+            ("{name: a, tls-server-name: s}", "certificate-authority"),
+        ] {
+            // The file loads (so `set-context` can mend it); the context is refused where it
+            // is written or used.
+            std::fs::write(&p, format!("contexts: [{ctx}]\n")).unwrap();
+            let c = Config::load_from(&p).unwrap();
+            let e = format!("{:#}", c.get("a").unwrap().check_tls().unwrap_err());
+            assert!(e.contains(missing) && e.contains("\"a\""), "{ctx}: {e}");
+        }
+        std::fs::write(
+            &p,
+            "contexts: [{name: a, certificate-authority: /ca.pem}]\n",
+        )
+        .unwrap();
+        let c = Config::load_from(&p).unwrap();
+        let a = c.get("a").unwrap();
+        a.check_tls().unwrap();
+        assert_eq!(a.tls_mode(), "ca");
+        let t = a.tls().unwrap();
+        assert_eq!(t.tls_ca.as_deref(), Some(Path::new("/ca.pem")));
+        assert!(t.tls_cert.is_none() && t.tls_server_name.is_none());
+        sample().contexts[0].check_tls().unwrap();
+        assert_eq!(sample().contexts[0].tls_mode(), "mutual");
+        assert!(Context::default().tls().is_none());
     }
 
     #[test]

@@ -35,27 +35,19 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let f = cli.output;
-    if cli.certificate_authority.is_none() && cli.client_certificate.is_some() {
-        return Err(exit::usage(
-            "--client-certificate needs --certificate-authority (to verify the servers)",
-        ));
+    // `config` only writes contexts: the TLS flags there are settings to keep, checked as a
+    // whole context by `config set-context`. A local cluster (`cluster`) is plain; `bench`
+    // and `completion` talk to no replica. The rest take the context's TLS where the
+    // replicas come from a context, each setting the flags give taking precedence.
+    if !matches!(cli.cmd, Cmd::Config { .. }) {
+        let ctx = match cli.cmd {
+            Cmd::Cluster { .. } | Cmd::Bench(_) | Cmd::Completion { .. } => None,
+            _ => context::context_tls(cli.server.as_deref(), cli.context.as_deref())
+                .map_err(|e| exit::usage(format!("{e:#}")))?,
+        };
+        let (tls, names) = connect::client_tls(connect::tls_flags(&cli), ctx)?;
+        connect::install_tls(&tls, &names)?;
     }
-    joule_client::tls::TlsArgs {
-        tls_cert: cli.client_certificate.clone(),
-        tls_key: cli.client_key.clone(),
-        tls_ca: cli.certificate_authority.clone(),
-        tls_server_name: cli.tls_server_name.clone(),
-    }
-    .load()
-    .map_err(|e| {
-        let e = e
-            .to_string()
-            .replace("--tls-cert", "--client-certificate")
-            .replace("--tls-key", "--client-key")
-            .replace("--tls-ca", "--certificate-authority");
-        exit::usage(&e)
-    })?
-    .install_client();
     if f == Format::Csv && !matches!(cli.cmd, Cmd::Get { .. }) {
         return Err(exit::usage(render::CSV_ONLY));
     }
@@ -66,7 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.cmd {
         Cmd::Cluster { cmd } => cluster::run(cmd, f).await,
         Cmd::Bench(a) => commands::bench::bench(a, cli.context.as_deref(), f),
-        Cmd::Config { cmd } => commands::config::run(cmd, f),
+        Cmd::Config { cmd } => commands::config::run(cmd, &cli, f),
         Cmd::Get {
             resource,
             name,

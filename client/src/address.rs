@@ -42,6 +42,19 @@ pub fn normalize(addr: &str) -> Result<String, AddressError> {
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err(AddressError::new(addr, "no host"));
     }
+    // A bare IPv6 address before the port (`fd00::7:7000`, as `$(POD_IP):7000` gives on an
+    // IPv6 cluster): the port is required, so the last field is it; the URL brackets the host.
+    let hostport = if host.contains(':') && !host.starts_with('[') {
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(AddressError::new(
+                addr,
+                format!("host {host:?} is neither a name nor an IPv6 address"),
+            ));
+        }
+        format!("[{host}]:{port}")
+    } else {
+        hostport.to_string()
+    };
     match port.parse::<u16>() {
         Ok(p) if p != 0 => Ok(format!("{scheme}://{hostport}")),
         _ => Err(AddressError::new(
@@ -77,6 +90,11 @@ mod tests {
         );
         assert_eq!(normalize(" http://a:1/ ").unwrap(), "http://a:1");
         assert_eq!(normalize("https://[::1]:443").unwrap(), "https://[::1]:443");
+        assert_eq!(
+            normalize("fd00:10:244::7:7000").unwrap(),
+            "http://[fd00:10:244::7]:7000"
+        );
+        assert_eq!(normalize("::1:7000").unwrap(), "http://[::1]:7000");
         for (bad, why) in [
             ("localhost", "no port"),
             (":7001", "no host"),
@@ -84,6 +102,7 @@ mod tests {
             ("a:99999", "port"),
             ("ftp://a:1", "scheme"),
             ("http://a:1/x", "path"),
+            ("a:b:7001", "IPv6"),
         ] {
             let e = normalize(bad).unwrap_err();
             assert!(e.to_string().contains(why), "{bad}: {e}");

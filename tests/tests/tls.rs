@@ -174,6 +174,111 @@ async fn a_cluster_runs_on_mutual_tls_and_refuses_plain_and_foreign_clients() {
         "{err}"
     );
 
+    // A context keeps the TLS files (as absolute paths) and a bare `joulectl` then uses them.
+    let home = tempfile::tempdir().unwrap();
+    let ctl = |args: &[&str]| {
+        Command::new(joule_testkit::bin("joulectl"))
+            .args(args)
+            .env("JOULE_HOME", home.path())
+            .env_remove("JOULE_SERVER")
+            .env_remove("JOULE_TOKEN")
+            .env_remove("JOULE_CONTEXT")
+            .output()
+            .unwrap()
+    };
+    let servers = c.live_addrs();
+    // The token from standard input (`--token -`), kept off the command line.
+    let mut set = Command::new(joule_testkit::bin("joulectl"))
+        .args([
+            "config",
+            "set-context",
+            "secure",
+            "--server",
+            &servers,
+            "--token",
+            "-",
+            "--certificate-authority",
+            &ca,
+            "--client-certificate",
+            &cert,
+            "--client-key",
+            &key,
+        ])
+        .env("JOULE_HOME", home.path())
+        .env_remove("JOULE_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        writeln!(set.stdin.take().unwrap(), "{TOKEN}").unwrap();
+    }
+    let set = set.wait_with_output().unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let listed =
+        String::from_utf8_lossy(&ctl(&["config", "get-contexts", "-o", "json"]).stdout).to_string();
+    assert!(listed.contains(r#""tls": "mutual""#), "{listed}");
+    let got = ctl(&["get", "nodes", "-o", "json"]);
+    assert!(
+        got.status.success(),
+        "joulectl with the context's TLS: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    // A file that is not there: refused, naming the setting and the path; nothing written.
+    let before = std::fs::read(home.path().join("config.yaml")).unwrap();
+    let bad = ctl(&[
+        "config",
+        "set-context",
+        "secure",
+        "--client-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("client-key of context \"secure\"") && err.contains("/nonexistent/key.pem"),
+        "{err}"
+    );
+    // A client certificate with no CA to verify the servers: refused, nothing written.
+    let half = ctl(&[
+        "config",
+        "set-context",
+        "secure",
+        "--no-tls",
+        "--client-certificate",
+        &cert,
+        "--client-key",
+        &key,
+    ]);
+    assert_eq!(
+        half.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&half.stderr)
+    );
+    assert!(String::from_utf8_lossy(&half.stderr).contains("certificate-authority"));
+    assert_eq!(
+        std::fs::read(home.path().join("config.yaml")).unwrap(),
+        before
+    );
+    // Forgotten, the context is plain again, and the cluster refuses it.
+    let clear = ctl(&["config", "set-context", "secure", "--no-tls"]);
+    assert!(
+        clear.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clear.stderr)
+    );
+    assert!(
+        !ctl(&["get", "nodes"]).status.success(),
+        "a plain context was answered"
+    );
+
     // A worker registers over mTLS and serves its port with mTLS.
     let flags = pki.flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();

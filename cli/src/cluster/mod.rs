@@ -265,13 +265,15 @@ fn forget_context(name: &str, purge: bool) -> anyhow::Result<()> {
     if !purge {
         return Ok(());
     }
-    let mut cfg = crate::context::Config::load()?;
+    let config = crate::context::path()?;
+    let _lock = crate::context::lock(&config)?;
+    let mut cfg = crate::context::Config::load_from(&config)?;
     if cfg.get(name).is_some() {
         cfg.contexts.retain(|c| c.name != name);
         if cfg.current_context == name {
             cfg.current_context.clear();
         }
-        cfg.save()?;
+        cfg.save_to(&config)?;
     }
     Ok(())
 }

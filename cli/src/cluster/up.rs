@@ -326,7 +326,9 @@ pub async fn up(
         .await
         .with_context(hint)?;
 
-    let mut cfg = crate::context::Config::load()?;
+    let config = crate::context::path()?;
+    let _lock = crate::context::lock(&config)?;
+    let mut cfg = crate::context::Config::load_from(&config)?;
     cfg.upsert(crate::context::Context {
         name: name.to_string(),
         servers: s
@@ -337,9 +339,10 @@ pub async fn up(
         token: s.admin_token.clone(),
         gateway: s.base_url(),
         api_key: s.api_key.clone(),
+        ..Default::default()
     });
     cfg.current_context = name.to_string();
-    cfg.save()?;
+    cfg.save_to(&config)?;
 
     let sum = Summary {
         name: name.to_string(),

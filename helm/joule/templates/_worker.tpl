@@ -54,7 +54,8 @@ spec:
         - name: JOULE_NODE_NAME
           valueFrom:
             fieldRef: {fieldPath: {{ if .pool }}spec.nodeName{{ else }}metadata.name{{ end }}}
-        # Gateways reach the worker by pod IP (its certificate carries tls.serverName).
+        # Gateways reach the worker by pod IP (its certificate carries tls.serverName); on an
+        # IPv6 cluster the address rules bracket the bare pod IP before the port.
         - name: JOULE_ADVERTISE
           value: {{ printf "$(POD_IP):%d" (int $ctx.Values.worker.port) | quote }}
         - name: JOULE_LABELS

@@ -336,6 +336,8 @@ check("joule-internal" in cert["spec"]["dnsNames"]
       and f"*.{REL}-joule-scheduler-headless.{NS}.svc.cluster.local" in cert["spec"]["dnsNames"],
       "cert-manager: the internal name and the schedulers' names")
 check(cert["spec"]["issuerRef"]["name"] == "joule-ca", "cert-manager: the issuer from values")
+check("llm.example.com" in cert["spec"]["dnsNames"] and cert["spec"].get("ipAddresses") == ["203.0.113.10"],
+      "cert-manager: the LoadBalancer's name and address from values")
 ok("tokens Secret generated or taken from an existing one; TLS from a Secret or cert-manager")
 
 # ------------------------------------------------------------------ the apply Job

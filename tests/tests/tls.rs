@@ -151,14 +151,15 @@ async fn a_cluster_runs_on_mutual_tls_and_refuses_plain_and_foreign_clients() {
         pki.cert.display().to_string(),
         pki.key.display().to_string(),
     );
-    let ok = joulectl(&[
+    let tls: [&str; 6] = [
         "--certificate-authority",
         &ca,
         "--client-certificate",
         &cert,
         "--client-key",
         &key,
-    ]);
+    ];
+    let ok = joulectl(&tls);
     assert!(
         ok.status.success(),
         "joulectl with TLS: {}",
@@ -197,13 +198,8 @@ async fn a_cluster_runs_on_mutual_tls_and_refuses_plain_and_foreign_clients() {
             &servers,
             "--token",
             "-",
-            "--certificate-authority",
-            &ca,
-            "--client-certificate",
-            &cert,
-            "--client-key",
-            &key,
         ])
+        .args(tls)
         .env("JOULE_HOME", home.path())
         .env_remove("JOULE_TOKEN")
         .stdin(std::process::Stdio::piped())

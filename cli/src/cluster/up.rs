@@ -602,12 +602,32 @@ async fn wait_serving(
                 last.insert(p.node.clone(), note);
             }
             let ready = !pl.is_empty() && pl.iter().all(|p| p.state == "Ready");
-            (ready && gateway_serves(&models_url, &key, &dep)).then_some(())
+            (ready && gateway_serves(&models_url, &key, &dep) && worker_serves(s, &dep).await)
+                .then_some(())
         }
     })
     .await?;
     bar.finish_and_clear();
     Ok(())
+}
+
+/// Whether a worker has `dep` loaded and serving, as it says itself. A cluster started again
+/// keeps the placements of its last run, which say Ready until the worker reports anew, while
+/// the worker is still loading the model.
+async fn worker_serves(s: &State, dep: &str) -> bool {
+    for w in &s.workers {
+        let addr = format!("127.0.0.1:{}", w.grpc);
+        let Ok(mut c) = crate::connect::worker(&addr, &s.join_token).await else {
+            continue;
+        };
+        let req = joule_proto::internal::v1::HealthRequest {
+            model: dep.to_string(),
+        };
+        if c.health(req).await.is_ok_and(|h| h.get_ref().serving) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether the gateway lists `dep` with a ready replica for this key.

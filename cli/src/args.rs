@@ -308,6 +308,35 @@ pub enum Cmd {
     },
 }
 
+impl Cmd {
+    /// Whether the command talks to the cluster's replicas (`--server`, or the context's).
+    pub fn reaches_replicas(&self) -> bool {
+        match self {
+            Cmd::Get { .. }
+            | Cmd::Apply { .. }
+            | Cmd::Create { .. }
+            | Cmd::Delete { .. }
+            | Cmd::Bill { .. }
+            | Cmd::Describe { .. }
+            | Cmd::Logs { .. }
+            | Cmd::Top { .. }
+            | Cmd::Cordon { .. }
+            | Cmd::Uncordon { .. } => true,
+            Cmd::Drain { node, .. } => node.is_some(),
+            Cmd::Cluster { .. }
+            | Cmd::Bench(_)
+            | Cmd::Config { .. }
+            | Cmd::Explain { .. }
+            | Cmd::Completion { .. }
+            | Cmd::Generate { .. }
+            | Cmd::Chat { .. }
+            | Cmd::Models
+            | Cmd::Stats
+            | Cmd::Wait { .. } => false,
+        }
+    }
+}
+
 /// What `top` shows.
 #[derive(Subcommand, Debug, Clone, Copy)]
 pub enum TopWhat {

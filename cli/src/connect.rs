@@ -11,12 +11,11 @@ use crate::args::Cli;
 use crate::context;
 
 /// The TLS flags (or their `JOULE_TLS_*` variables) as joule-client takes them; an empty value
-/// counts as none. Where `--context` names a context, the variables count for nothing, as
-/// `JOULE_SERVER` and `JOULE_TOKEN` do not (a leftover variable must not pick another
-/// cluster's certificate).
-pub fn tls_flags(cli: &Cli) -> TlsArgs {
-    let named = cli.context.as_deref().is_some_and(|c| !c.is_empty());
-    let keep = |v: &str, var: &str| !(v.is_empty() || named && context::from_env(v, var));
+/// counts as none. With `drop_env` (the replicas come from a context `--context` names) the
+/// variables count for nothing, as `JOULE_SERVER` and `JOULE_TOKEN` do not then: a leftover
+/// variable must not pick another cluster's certificate.
+pub fn tls_flags(cli: &Cli, drop_env: bool) -> TlsArgs {
+    let keep = |v: &str, var: &str| !(v.is_empty() || drop_env && context::from_env(v, var));
     let path =
         |p: &Option<PathBuf>, var: &str| p.clone().filter(|p| keep(&p.to_string_lossy(), var));
     TlsArgs {

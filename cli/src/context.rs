@@ -365,18 +365,20 @@ pub fn admin_target(
     })
 }
 
-/// The TLS settings of the context the replicas come from (as [`admin_target`] chooses it):
-/// its name and settings, `None` where `--server` names the replicas, no context is chosen, or
-/// it has no TLS; an error where its settings are not whole ([`Context::check_tls`]). A config
-/// that cannot be read is left to [`admin_target`] to report.
+/// Whether the replicas come from a context rather than `--server` (or `JOULE_SERVER`, which a
+/// context `--context` names wins over), as [`admin_target`] decides.
+pub fn replicas_from_context(server: Option<&str>, context: Option<&str>) -> bool {
+    let named = context.is_some_and(|c| !c.is_empty());
+    server.is_none_or(|s| s.is_empty() || named && from_env(s, "JOULE_SERVER"))
+}
+
+/// The TLS settings of the context `--context` names, or the current one: its name and
+/// settings; `None` where no context is chosen or it has no TLS; an error where its settings
+/// are not whole ([`Context::check_tls`]). A config that cannot be read is left to
+/// [`admin_target`] to report.
 pub fn context_tls(
-    server: Option<&str>,
     context: Option<&str>,
 ) -> anyhow::Result<Option<(String, joule_client::tls::TlsArgs)>> {
-    let named = context.is_some_and(|c| !c.is_empty());
-    if server.is_some_and(|s| !(s.is_empty() || named && from_env(s, "JOULE_SERVER"))) {
-        return Ok(None);
-    }
     let Ok(cfg) = Config::load() else {
         return Ok(None);
     };
@@ -467,6 +469,14 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let left: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(left.len(), 1, "no temporary file is left");
+    }
+
+    #[test]
+    fn a_server_flag_takes_the_replicas_and_their_tls_from_the_context() {
+        assert!(!replicas_from_context(Some("10.0.0.1:7001"), None));
+        assert!(!replicas_from_context(Some("10.0.0.1:7001"), Some("prod")));
+        assert!(replicas_from_context(None, None));
+        assert!(replicas_from_context(Some(""), Some("prod")));
     }
 
     #[test]

@@ -36,16 +36,24 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let f = cli.output;
     // `config` only writes contexts: the TLS flags there are settings to keep, checked as a
-    // whole context by `config set-context`. A local cluster (`cluster`) is plain; `bench`
-    // and `completion` talk to no replica. The rest take the context's TLS where the
-    // replicas come from a context, each setting the flags give taking precedence.
+    // whole context by `config set-context`. The commands that reach the cluster's replicas
+    // take the context's TLS where the replicas come from a context, each setting the flags
+    // give taking precedence; the rest (a local cluster, a worker named by --worker, bench,
+    // explain, completion) take the flags alone.
     if !matches!(cli.cmd, Cmd::Config { .. }) {
-        let ctx = match cli.cmd {
-            Cmd::Cluster { .. } | Cmd::Bench(_) | Cmd::Completion { .. } => None,
-            _ => context::context_tls(cli.server.as_deref(), cli.context.as_deref())
-                .map_err(|e| exit::usage(format!("{e:#}")))?,
+        let from_context = cli.cmd.reaches_replicas()
+            && context::replicas_from_context(cli.server.as_deref(), cli.context.as_deref());
+        let ctx = if from_context {
+            context::context_tls(cli.context.as_deref())
+                .map_err(|e| exit::usage(format!("{e:#}")))?
+        } else {
+            None
         };
-        let (tls, names) = connect::client_tls(connect::tls_flags(&cli), ctx)?;
+        // A context named on purpose wins over the JOULE_TLS_* variables, as over
+        // JOULE_SERVER and JOULE_TOKEN.
+        let named = cli.context.as_deref().is_some_and(|c| !c.is_empty());
+        let flags = connect::tls_flags(&cli, from_context && named);
+        let (tls, names) = connect::client_tls(flags, ctx)?;
         connect::install_tls(&tls, &names)?;
     }
     if f == Format::Csv && !matches!(cli.cmd, Cmd::Get { .. }) {

@@ -327,7 +327,7 @@ pub async fn up(
         .with_context(hint)?;
 
     let config = crate::context::path()?;
-    let _lock = crate::context::lock(&config)?;
+    let lock = crate::context::lock(&config)?;
     let mut cfg = crate::context::Config::load_from(&config)?;
     cfg.upsert(crate::context::Context {
         name: name.to_string(),
@@ -343,6 +343,7 @@ pub async fn up(
     });
     cfg.current_context = name.to_string();
     cfg.save_to(&config)?;
+    drop(lock);
 
     let sum = Summary {
         name: name.to_string(),
@@ -602,7 +603,10 @@ async fn wait_serving(
                 last.insert(p.node.clone(), note);
             }
             let ready = !pl.is_empty() && pl.iter().all(|p| p.state == "Ready");
-            (ready && gateway_serves(&models_url, &key, &dep) && worker_serves(s, &dep).await)
+            let nodes: Vec<String> = pl.iter().map(|p| p.node.clone()).collect();
+            (ready
+                && gateway_serves(&models_url, &key, &dep)
+                && workers_serve(s, &dep, &nodes).await)
                 .then_some(())
         }
     })
@@ -611,23 +615,32 @@ async fn wait_serving(
     Ok(())
 }
 
-/// Whether a worker has `dep` loaded and serving, as it says itself. A cluster started again
-/// keeps the placements of its last run, which say Ready until the worker reports anew, while
-/// the worker is still loading the model.
-async fn worker_serves(s: &State, dep: &str) -> bool {
-    for w in &s.workers {
-        let addr = format!("127.0.0.1:{}", w.grpc);
-        let Ok(mut c) = crate::connect::worker(&addr, &s.join_token).await else {
+/// Whether the worker of each placement has `dep` loaded and serving, as it says itself. A
+/// cluster started again keeps the placements of its last run, which say Ready until the
+/// worker reports anew, while the worker is still loading the model.
+async fn workers_serve(s: &State, dep: &str, nodes: &[String]) -> bool {
+    for node in nodes {
+        let Some(w) = node
+            .strip_prefix("worker-")
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| s.workers.get(i.wrapping_sub(1)))
+        else {
+            // Not one of this cluster's workers (joined from elsewhere): the cluster's word.
             continue;
         };
-        let req = joule_proto::internal::v1::HealthRequest {
-            model: dep.to_string(),
+        let addr = format!("127.0.0.1:{}", w.grpc);
+        let asked = async {
+            let mut c = crate::connect::worker(&addr, &s.join_token).await.ok()?;
+            let req = joule_proto::internal::v1::HealthRequest {
+                model: dep.to_string(),
+            };
+            c.health(req).await.ok().map(|h| h.get_ref().serving)
         };
-        if c.health(req).await.is_ok_and(|h| h.get_ref().serving) {
-            return true;
+        if tokio::time::timeout(Duration::from_secs(2), asked).await != Ok(Some(true)) {
+            return false;
         }
     }
-    false
+    true
 }
 
 /// Whether the gateway lists `dep` with a ready replica for this key.

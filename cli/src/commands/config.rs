@@ -174,7 +174,7 @@ pub fn run(cmd: &ConfigCmd, cli: &Cli, f: Format) -> anyhow::Result<()> {
 }
 
 /// The TLS flags typed with `set-context` (not their `JOULE_TLS_*` variables, which clap hands
-/// down alike; an empty value clears one), applied to `c` after `forget` cleared its settings;
+/// down alike), applied to `c` after `forget` (`--no-tls`) cleared its settings;
 /// then the settings must be whole and their files load.
 fn set_tls(c: &mut Context, cli: &Cli, forget: bool) -> anyhow::Result<()> {
     if forget {
@@ -183,26 +183,22 @@ fn set_tls(c: &mut Context, cli: &Cli, forget: bool) -> anyhow::Result<()> {
         c.client_key = None;
         c.tls_server_name.clear();
     }
-    let typed = |v: &Option<PathBuf>, var: &str| -> anyhow::Result<Option<Option<PathBuf>>> {
+    let typed = |v: &Option<PathBuf>, var: &str| -> anyhow::Result<Option<PathBuf>> {
         match v.as_ref() {
             Some(p) if !context::from_env(&p.to_string_lossy(), var) => {
-                if p.as_os_str().is_empty() {
-                    Ok(Some(None))
-                } else {
-                    Ok(Some(Some(context::absolute(p.clone())?)))
-                }
+                Ok(Some(context::absolute(p.clone())?))
             }
             _ => Ok(None),
         }
     };
     if let Some(p) = typed(&cli.certificate_authority, "JOULE_TLS_CA")? {
-        c.certificate_authority = p;
+        c.certificate_authority = Some(p);
     }
     if let Some(p) = typed(&cli.client_certificate, "JOULE_TLS_CERT")? {
-        c.client_certificate = p;
+        c.client_certificate = Some(p);
     }
     if let Some(p) = typed(&cli.client_key, "JOULE_TLS_KEY")? {
-        c.client_key = p;
+        c.client_key = Some(p);
     }
     if let Some(n) = cli
         .tls_server_name

@@ -48,6 +48,17 @@ impl TlsNames {
             context: None,
         }
     }
+
+    /// All from the context `name`.
+    pub fn context(name: &str) -> Self {
+        let of = |k: &str| format!("the {k} of context {name:?}");
+        Self {
+            ca: of("certificate-authority"),
+            cert: of("client-certificate"),
+            key: of("client-key"),
+            context: Some(name.to_string()),
+        }
+    }
 }
 
 /// The TLS settings of this run: the context's (`ctx`, where the replicas come from a context
@@ -65,41 +76,30 @@ pub fn client_tls(
         }
         return Ok((flags, TlsNames::flags()));
     };
-    let of = |k: &str| format!("the {k} of context {name:?}");
-    let pick = |f: Option<PathBuf>, c: Option<PathBuf>, flag: &str, k: &str| match f {
-        Some(p) => (Some(p), flag.to_string()),
-        None => (c, of(k)),
+    // The context's settings are whole (`Context::check_tls`): it has a CA wherever it has a
+    // client certificate, so taking flags over keeps a CA.
+    let mut names = TlsNames::context(&name);
+    let pick = |f: Option<PathBuf>, c: Option<PathBuf>, name: &mut String, flag: &str| {
+        if f.is_some() {
+            *name = flag.to_string();
+        }
+        f.or(c)
     };
-    let (tls_ca, ca) = pick(
-        flags.tls_ca,
-        c.tls_ca,
-        "--certificate-authority",
-        "certificate-authority",
-    );
-    let (tls_cert, cert) = pick(
-        flags.tls_cert,
-        c.tls_cert,
-        "--client-certificate",
-        "client-certificate",
-    );
-    let (tls_key, key) = pick(flags.tls_key, c.tls_key, "--client-key", "client-key");
-    if tls_ca.is_none() && tls_cert.is_some() {
-        return Err(crate::exit::usage(format!(
-            "{cert} needs a CA to verify the servers: pass --certificate-authority or run \
-             `joulectl config set-context {name} --certificate-authority FILE`"
-        )));
-    }
     let args = TlsArgs {
-        tls_ca,
-        tls_cert,
-        tls_key,
+        tls_ca: pick(
+            flags.tls_ca,
+            c.tls_ca,
+            &mut names.ca,
+            "--certificate-authority",
+        ),
+        tls_cert: pick(
+            flags.tls_cert,
+            c.tls_cert,
+            &mut names.cert,
+            "--client-certificate",
+        ),
+        tls_key: pick(flags.tls_key, c.tls_key, &mut names.key, "--client-key"),
         tls_server_name: flags.tls_server_name.or(c.tls_server_name),
-    };
-    let names = TlsNames {
-        ca,
-        cert,
-        key,
-        context: Some(name),
     };
     Ok((args, names))
 }

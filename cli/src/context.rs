@@ -329,9 +329,8 @@ pub fn admin_target(
     // A context named on purpose wins over the environment's JOULE_SERVER and JOULE_TOKEN
     // (though not over the flags).
     let named = context.is_some_and(|c| !c.is_empty());
-    let server = server.filter(|s| !(named && from_env(s, "JOULE_SERVER")));
     let token = token.filter(|t| !(t.is_empty() || named && from_env(t, "JOULE_TOKEN")));
-    if let Some(s) = server.filter(|s| !s.is_empty()) {
+    if let Some(s) = server.filter(|_| !replicas_from_context(server, context)) {
         let token = token.with_context(|| {
             format!("--server {s} needs --token (or JOULE_TOKEN): the cluster's admin token")
         })?;

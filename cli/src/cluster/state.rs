@@ -86,6 +86,14 @@ impl Picker {
 }
 
 /// Whether nothing listens on 127.0.0.1:`port`.
+/// The index in [`State::workers`] of the process (and node) named `worker-N`, N from 1.
+pub fn worker_index(name: &str) -> Option<usize> {
+    name.strip_prefix("worker-")?
+        .parse::<usize>()
+        .ok()?
+        .checked_sub(1)
+}
+
 pub fn free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }

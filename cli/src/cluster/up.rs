@@ -15,7 +15,7 @@ use joule_proto::v1;
 use serde::Serialize;
 
 use super::procs::{self, Alive};
-use super::state::{Picker, State, free};
+use super::state::{Picker, State, free, worker_index};
 use super::{Lock, Proc, dir, fetch, processes};
 use crate::connect::Cluster;
 use crate::render::{self, Format};
@@ -378,9 +378,8 @@ pub async fn up(
 }
 
 fn set_port(s: &mut State, proc_name: &str, kind: &str, port: u16) {
-    if let Some(i) = proc_name.strip_prefix("worker-") {
-        let i: usize = i.parse().unwrap_or(1);
-        if let Some(w) = s.workers.get_mut(i - 1) {
+    if proc_name.starts_with("worker-") {
+        if let Some(w) = worker_index(proc_name).and_then(|i| s.workers.get_mut(i)) {
             match kind {
                 "grpc" => w.grpc = port,
                 _ => w.metrics = port,
@@ -620,11 +619,7 @@ async fn wait_serving(
 /// worker reports anew, while the worker is still loading the model.
 async fn workers_serve(s: &State, dep: &str, nodes: &[String]) -> bool {
     for node in nodes {
-        let Some(w) = node
-            .strip_prefix("worker-")
-            .and_then(|i| i.parse::<usize>().ok())
-            .and_then(|i| s.workers.get(i.wrapping_sub(1)))
-        else {
+        let Some(w) = worker_index(node).and_then(|i| s.workers.get(i)) else {
             // Not one of this cluster's workers (joined from elsewhere): the cluster's word.
             continue;
         };

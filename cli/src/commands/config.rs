@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 
-use joule_client::tls::TlsArgs;
 use serde::Serialize;
 
 use crate::args::{Cli, ConfigCmd};
@@ -210,8 +209,7 @@ fn set_tls(c: &mut Context, cli: &Cli, forget: bool) -> anyhow::Result<()> {
     c.check_tls()
         .map_err(|e| crate::exit::usage(format!("{e:#}")))?;
     if let Some(t) = c.tls() {
-        let (tls, names) = connect::client_tls(TlsArgs::default(), Some((c.name.clone(), t)))?;
-        connect::load_tls(&tls, &names)?;
+        connect::load_tls(&t, &connect::TlsNames::context(&c.name))?;
     }
     Ok(())
 }
